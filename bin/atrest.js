@@ -1,0 +1,9 @@
+#!/usr/bin/env node
+// Entry point of the `atrest` command: runs the compiled CLI (npm run build makes dist/).
+import('../dist/cli/main.js').catch((err) => {
+  if (err && err.code === 'ERR_MODULE_NOT_FOUND') {
+    console.error('atrest: not built yet; run `npm run build` in the atrest directory first');
+    process.exit(70);
+  }
+  throw err;
+});
