@@ -1,0 +1,105 @@
+// The control-socket protocol: one JSON object per line each way, errors as {code, message, hint}.
+import { AtrestError, type AtrestErrorJSON } from '../errors/index.js';
+
+export interface OpenRequest {
+  op: 'open';
+  image: string;
+  name: string;
+  /** Absolute path of the key file; the daemon reads it itself so the key never crosses the socket. */
+  keyFile?: string;
+  /** Key bytes (base64) when the key came from standard input. */
+  keyData?: string;
+  header?: string;
+  readOnly: boolean;
+  loop: boolean;
+}
+
+export type Request =
+  | { op: 'ping' }
+  | OpenRequest
+  | { op: 'close'; name: string }
+  | { op: 'status'; name?: string }
+  | { op: 'shutdown' };
+
+export interface VolumeStatus {
+  name: string;
+  diskPath: string;
+  image: string;
+  header: string;
+  uuid: string;
+  cipher: string;
+  sectorSize: number;
+  size: number;
+  keyslot: number;
+  readOnly: boolean;
+  loopDevice: string | null;
+  bytesRead: number;
+  bytesWritten: number;
+  openedAt: string;
+}
+
+export interface PingResult {
+  pid: number;
+  version: string;
+  volumes: number;
+}
+
+export type Response =
+  | { id: number; ok: true; result: unknown }
+  | { id: number; ok: false; error: AtrestErrorJSON };
+
+export interface Envelope {
+  id: number;
+  request: Request;
+}
+
+function str(v: unknown, what: string): string {
+  if (typeof v !== 'string' || v.length === 0 || v.length > 4096) {
+    throw new AtrestError('USAGE', `request field ${what} must be a non-empty string`);
+  }
+  return v;
+}
+
+function optStr(v: unknown, what: string): string | undefined {
+  return v === undefined || v === null ? undefined : str(v, what);
+}
+
+/** Validates a decoded line from a client; throws AtrestError('USAGE') on anything malformed. */
+export function parseEnvelope(value: unknown): Envelope {
+  if (typeof value !== 'object' || value === null) throw new AtrestError('USAGE', 'request is not an object');
+  const o = value as Record<string, unknown>;
+  const id = o.id;
+  if (typeof id !== 'number' || !Number.isSafeInteger(id)) throw new AtrestError('USAGE', 'request id missing');
+  const r = o.request;
+  if (typeof r !== 'object' || r === null) throw new AtrestError('USAGE', 'request body missing');
+  const q = r as Record<string, unknown>;
+  switch (q.op) {
+    case 'ping':
+    case 'shutdown':
+      return { id, request: { op: q.op } };
+    case 'close':
+      return { id, request: { op: 'close', name: str(q.name, 'name') } };
+    case 'status': {
+      const name = optStr(q.name, 'name');
+      return { id, request: name === undefined ? { op: 'status' } : { op: 'status', name } };
+    }
+    case 'open': {
+      const req: OpenRequest = {
+        op: 'open',
+        image: str(q.image, 'image'),
+        name: str(q.name, 'name'),
+        readOnly: q.readOnly === true,
+        loop: q.loop === true,
+      };
+      const keyFile = optStr(q.keyFile, 'keyFile');
+      const keyData = optStr(q.keyData, 'keyData');
+      const header = optStr(q.header, 'header');
+      if (keyFile !== undefined) req.keyFile = keyFile;
+      if (keyData !== undefined) req.keyData = keyData;
+      if (header !== undefined) req.header = header;
+      return { id, request: req };
+    }
+    default:
+      throw new AtrestError('USAGE', `unknown request op ${JSON.stringify(q.op)}`);
+  }
+}

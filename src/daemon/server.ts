@@ -1,0 +1,150 @@
+// The long-lived daemon process: owns the FUSE mounts and keys, answers the control socket, stops cleanly.
+import { chmod, mkdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { pino, type Logger } from 'pino';
+import { AtrestError, isAtrestError } from '../errors/index.js';
+import { cleanupStaleMounts } from './stale.js';
+import { ping } from './client.js';
+import { parseEnvelope, type Request, type Response } from './protocol.js';
+import type { RuntimePaths } from './paths.js';
+import { VolumeService } from './service.js';
+
+export const VERSION = '0.1.0';
+
+export interface DaemonOptions {
+  paths: RuntimePaths;
+  logLevel?: string;
+}
+
+/** Makes a pino logger: JSON lines (journald, log file). Never give it key material. */
+export function makeLogger(level = 'info'): Logger {
+  return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime });
+}
+
+export class Daemon {
+  private server: Server | null = null;
+  private readonly service: VolumeService;
+  private readonly log: Logger;
+  private stopping: Promise<void> | null = null;
+  private readonly sockets = new Set<Socket>();
+
+  constructor(private readonly opts: DaemonOptions) {
+    this.log = makeLogger(opts.logLevel);
+    this.service = new VolumeService(opts.paths, this.log);
+  }
+
+  /** Starts serving; resolves once the control socket accepts connections. */
+  async start(): Promise<void> {
+    const { paths } = this.opts;
+    if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+      throw new AtrestError('NOT_ROOT', 'the atrest daemon must run as root', { hint: 'run it with sudo' });
+    }
+    await mkdir(paths.stateDir, { recursive: true, mode: 0o700 });
+    await chmod(paths.stateDir, 0o700);
+    await mkdir(paths.lockDir, { recursive: true, mode: 0o700 });
+    await mkdir(paths.runDir, { recursive: true, mode: 0o755 });
+    if (await ping(paths)) {
+      throw new AtrestError('IMAGE_BUSY', `another atrest daemon already serves ${paths.socket}`, {
+        hint: 'use that one, or stop it first',
+      });
+    }
+    await unlink(paths.socket).catch(() => undefined);
+    const cleaned = await cleanupStaleMounts(paths.runDir);
+    for (const m of cleaned) this.log.warn({ event: 'stale-mount', path: m }, 'removed a stale mount left by a crash');
+
+    const server = createServer((sock) => this.onConnection(sock));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(paths.socket, () => {
+        server.removeListener('error', reject);
+        resolve();
+      });
+    });
+    await chmod(paths.socket, 0o600);
+    await writeFile(paths.pidFile, `${process.pid}\n`, { mode: 0o600 });
+    this.server = server;
+    process.on('SIGTERM', () => void this.stop('SIGTERM'));
+    process.on('SIGINT', () => void this.stop('SIGINT'));
+    this.log.info({ event: 'start', socket: paths.socket, runDir: paths.runDir, version: VERSION }, 'daemon ready');
+  }
+
+  private onConnection(sock: Socket): void {
+    this.sockets.add(sock);
+    sock.on('close', () => this.sockets.delete(sock));
+    sock.on('error', () => undefined);
+    sock.setEncoding('utf8');
+    let buf = '';
+    sock.on('data', (chunk: string) => {
+      buf += chunk;
+      if (buf.length > 1 << 20) {
+        sock.destroy();
+        return;
+      }
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        void this.handleLine(sock, line);
+      }
+    });
+  }
+
+  private async handleLine(sock: Socket, line: string): Promise<void> {
+    let id = 0;
+    let res: Response;
+    try {
+      let decoded: unknown;
+      try {
+        decoded = JSON.parse(line);
+      } catch {
+        throw new AtrestError('USAGE', 'request is not JSON');
+      }
+      const env = parseEnvelope(decoded);
+      id = env.id;
+      res = { id, ok: true, result: await this.dispatch(env.request) };
+    } catch (err) {
+      if (!isAtrestError(err)) {
+        this.log.error({ event: 'internal-error', err: err instanceof Error ? err.stack : String(err) }, 'bug');
+      }
+      const e = isAtrestError(err) ? err : new AtrestError('INTERNAL', 'internal error in the daemon; see its log');
+      res = { id, ok: false, error: e.toJSON() };
+    }
+    if (!sock.destroyed) sock.write(JSON.stringify(res) + '\n');
+  }
+
+  private async dispatch(req: Request): Promise<unknown> {
+    if (this.stopping && req.op !== 'ping' && req.op !== 'status') {
+      throw new AtrestError('DAEMON_UNAVAILABLE', 'the daemon is shutting down', { hint: 'try again shortly' });
+    }
+    switch (req.op) {
+      case 'ping':
+        return { pid: process.pid, version: VERSION, volumes: this.service.size };
+      case 'open':
+        return this.service.open(req);
+      case 'close':
+        await this.service.close(req.name);
+        return { closed: req.name };
+      case 'status':
+        return this.service.status(req.name);
+      case 'shutdown':
+        setImmediate(() => void this.stop('request'));
+        return { stopping: true };
+    }
+  }
+
+  /** Closes every volume, removes the socket and exits the process. Idempotent. */
+  stop(reason: string): Promise<void> {
+    this.stopping ??= (async () => {
+      this.log.info({ event: 'stop', reason }, 'daemon stopping');
+      await this.service.closeAll();
+      this.server?.close();
+      for (const s of this.sockets) s.end();
+      await unlink(this.opts.paths.socket).catch(() => undefined);
+      const pid = await readFile(this.opts.paths.pidFile, 'utf8').catch(() => '');
+      if (pid.trim() === String(process.pid)) await rm(this.opts.paths.pidFile, { force: true });
+      this.log.info({ event: 'stopped' }, 'daemon stopped');
+      setTimeout(() => process.exit(0), 50).unref();
+    })();
+    return this.stopping;
+  }
+}

@@ -1,0 +1,55 @@
+// Key sources that unlock a volume's keyslots: for now key files, read whole as cryptsetup --key-file does.
+import { open } from 'node:fs/promises';
+import { AtrestError, fromSystemError } from '../errors/index.js';
+
+/** cryptsetup's default upper bound for a key file (--keyfile-size default limit): 8 MiB. */
+export const MAX_KEY_FILE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Reads a key file whole: its entire content is the passphrase, byte for byte, exactly as
+ * `cryptsetup --key-file FILE` reads it (no newline stripping). The caller wipes the returned Buffer.
+ */
+export async function readKeyFile(path: string): Promise<Buffer> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    throw fromSystemError(err, path, 'key file');
+  }
+  try {
+    const st = await fh.stat();
+    if (st.isDirectory()) throw new AtrestError('USAGE', `key file ${path} is a directory`, { path });
+    if (st.size > MAX_KEY_FILE_BYTES) {
+      throw new AtrestError('USAGE', `key file ${path} is larger than ${MAX_KEY_FILE_BYTES} bytes`, {
+        path,
+        hint: 'use a smaller key file',
+      });
+    }
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const buf = Buffer.alloc(64 * 1024);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      chunks.push(buf.subarray(0, bytesRead));
+      total += bytesRead;
+      if (total > MAX_KEY_FILE_BYTES) {
+        for (const c of chunks) c.fill(0);
+        throw new AtrestError('USAGE', `key file ${path} is larger than ${MAX_KEY_FILE_BYTES} bytes`, { path });
+      }
+    }
+    const key = Buffer.concat(chunks, total);
+    for (const c of chunks) c.fill(0);
+    if (key.length === 0) {
+      throw new AtrestError('USAGE', `key file ${path} is empty`, {
+        path,
+        hint: 'a key file needs at least one byte; e.g. head -c 64 /dev/urandom > FILE',
+      });
+    }
+    return key;
+  } catch (err) {
+    throw fromSystemError(err, path, 'key file');
+  } finally {
+    await fh.close();
+  }
+}
