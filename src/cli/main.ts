@@ -125,16 +125,21 @@ export async function main(argv: string[]): Promise<number> {
         y
           .positional('image', { type: 'string', demandOption: true })
           .positional('name', { type: 'string', demandOption: true })
-          .option('key-file', { type: 'string', demandOption: true, describe: 'passphrase file (- for stdin)' })
+          .option('key-file', { type: 'string', describe: 'passphrase file (- for stdin)' })
           .option('header', { type: 'string', describe: 'detached header file' })
+          .option('bench-plain', { type: 'boolean', default: false, hidden: true })
           .option('read-only', { type: 'boolean', default: false })
           .option('loop', { type: 'boolean', default: false, describe: 'also attach a loop device' }),
       async (a) => {
         requireRoot();
         await requireFuse();
         const keyFile = a['key-file'];
-        const keyArgs: { keyFile?: string; keyData?: string } = {};
-        if (keyFile === '-') {
+        const keyArgs: { keyFile?: string; keyData?: string; benchPlain?: boolean } = {};
+        if (a['bench-plain']) {
+          keyArgs.benchPlain = true;
+        } else if (keyFile === undefined) {
+          throw new AtrestError('USAGE', 'open needs --key-file FILE', { hint: 'see atrest open --help' });
+        } else if (keyFile === '-') {
           const key = await loadKey('-');
           keyArgs.keyData = key.toString('base64');
           key.fill(0);

@@ -12,6 +12,8 @@ export interface OpenRequest {
   header?: string;
   readOnly: boolean;
   loop: boolean;
+  /** Bench only: serve the image unencrypted. Refused unless the daemon runs with ATREST_BENCH_PLAIN=1. */
+  benchPlain?: boolean;
 }
 
 export type Request =
@@ -91,6 +93,7 @@ export function parseEnvelope(value: unknown): Envelope {
         readOnly: q.readOnly === true,
         loop: q.loop === true,
       };
+      if (q.benchPlain === true) req.benchPlain = true;
       const keyFile = optStr(q.keyFile, 'keyFile');
       const keyData = optStr(q.keyData, 'keyData');
       const header = optStr(q.header, 'header');

@@ -7,7 +7,7 @@ import type { PoolKey } from '../crypto/index.js';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { readKeyFile } from '../keys/index.js';
 import { readLuks2, resolvedDataSize, unlockVolumeKey } from '../luks2/index.js';
-import { acquireImageLock, Volume, type ImageLock } from '../volume/index.js';
+import { acquireImageLock, PlainCipher, Volume, type ImageLock } from '../volume/index.js';
 import { serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
 import { VOLUME_NAME_RE, type RuntimePaths } from './paths.js';
 import type { OpenRequest, VolumeStatus } from './protocol.js';
@@ -104,6 +104,7 @@ export class VolumeService {
     if (!st.isFile()) {
       throw new AtrestError('USAGE', `image ${image} is not a regular file`, { path: image });
     }
+    if (req.benchPlain) return this.openBenchPlain(req, image, st.size);
     let passphrase: Buffer | null = null;
     let volumeKey: Buffer | null = null;
     try {
@@ -168,6 +169,44 @@ export class VolumeService {
     } finally {
       passphrase?.fill(0);
       volumeKey?.fill(0);
+    }
+  }
+
+  /**
+   * Bench only: serves a raw image without encryption so `npm run bench` can compare the same daemon
+   * with and without crypto. Refused unless this daemon was started with ATREST_BENCH_PLAIN=1.
+   */
+  private async openBenchPlain(req: OpenRequest, image: string, size: number): Promise<OpenVolume> {
+    if (process.env.ATREST_BENCH_PLAIN !== '1') {
+      throw new AtrestError('USAGE', 'unencrypted serving exists only for benchmarks', {
+        hint: 'atrest always encrypts; open a LUKS2 volume',
+      });
+    }
+    this.log.warn({ event: 'bench-plain', image }, 'serving an UNENCRYPTED image for a benchmark');
+    const undo: Array<() => Promise<unknown>> = [];
+    try {
+      const lock = await acquireImageLock(image, this.paths.lockDir);
+      undo.push(() => lock.release());
+      const volume = await Volume.open({
+        imagePath: image,
+        dataOffset: 0,
+        dataSize: size - (size % 4096),
+        sectorSize: 4096,
+        ivTweak: 0,
+        cipher: new PlainCipher(),
+        readOnly: req.readOnly,
+      });
+      undo.push(() => volume.close());
+      const diskPath = join(this.paths.runDir, req.name);
+      const disk = await serveDisk({ mountPath: diskPath, disk: volume });
+      const key: PoolKey = { encrypt: (d) => Promise.resolve(d), decrypt: (d) => Promise.resolve(d), wipe: () => Promise.resolve() };
+      return {
+        name: req.name, diskPath, image, header: image, uuid: '', sectorSize: 4096, size: size - (size % 4096),
+        keyslot: -1, readOnly: req.readOnly, loopDevice: null, openedAt: new Date(), volume, key, disk, lock,
+      };
+    } catch (err) {
+      await unwind(undo);
+      throw err;
     }
   }
 

@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+// npm run bench: sector crypto vs `openssl speed`, pool scaling, and I/O through the disk file, encrypted vs
+// the same daemon serving an unencrypted image (bench-only backend). Every ratio comes from one run.
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile, readFile, truncate } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { benchCrypto } from './bench-crypto.mjs';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const BIN = join(ROOT, 'bin', 'atrest.js');
+
+function run(cmd, args, { env = process.env, timeoutMs = 600_000 } = {}) {
+  return new Promise((res, rej) => {
+    const c = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (d) => (out += d));
+    c.stderr.on('data', (d) => (err += d));
+    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
+    c.on('error', rej);
+    c.on('close', (code) => {
+      clearTimeout(t);
+      if (code !== 0) rej(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err || out}`));
+      else res(out);
+    });
+  });
+}
+
+async function fio(file, name, rw, bs, iodepth, size, seconds) {
+  const out = await run('fio', [
+    `--name=${name}`, `--filename=${file}`, `--rw=${rw}`, `--bs=${bs}`, `--size=${size}`,
+    '--ioengine=libaio', '--direct=1', `--iodepth=${iodepth}`, '--time_based', `--runtime=${seconds}`,
+    '--ramp_time=1', '--group_reporting', '--output-format=json',
+  ]);
+  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
+  const side = rw.includes('read') ? job.read : job.write;
+  return { mbps: side.bw_bytes / 1e6, iops: side.iops };
+}
+
+async function ioBench() {
+  const dir = await mkdtemp(join(tmpdir(), 'atrest-bench-'));
+  const env = { ...process.env, ATREST_RUN_DIR: join(dir, 'run'), ATREST_STATE_DIR: join(dir, 'state'), ATREST_BENCH_PLAIN: '1' };
+  const atrest = (args) => run(process.execPath, [BIN, ...args], { env });
+  const size = 512 * 2 ** 20;
+  try {
+    const key = join(dir, 'key');
+    await writeFile(key, randomBytes(32));
+    const enc = join(dir, 'enc.img');
+    const plain = join(dir, 'plain.img');
+    await atrest(['format', enc, '--size', String(size), '--key-file', key, '--pbkdf-force-iterations', '1000']);
+    await writeFile(plain, '');
+    await truncate(plain, size);
+    await atrest(['open', enc, 'enc', '--key-file', key]);
+    await atrest(['open', plain, 'plain', '--bench-plain']);
+    const rows = [];
+    const tests = [
+      ['seq write 1M', 'write', '1M', 8, 'mbps'],
+      ['seq read 1M', 'read', '1M', 8, 'mbps'],
+      ['rand write 4k', 'randwrite', '4k', 16, 'iops'],
+      ['rand read 4k', 'randread', '4k', 16, 'iops'],
+    ];
+    for (const [label, rw, bs, depth, unit] of tests) {
+      const e = await fio(join(env.ATREST_RUN_DIR, 'enc'), 'enc', rw, bs, depth, '256M', 8);
+      const p = await fio(join(env.ATREST_RUN_DIR, 'plain'), 'plain', rw, bs, depth, '256M', 8);
+      rows.push({ label, unit, enc: e[unit], plain: p[unit], ratio: e[unit] / p[unit] });
+    }
+    await atrest(['close', 'enc']);
+    await atrest(['close', 'plain']);
+    return rows;
+  } finally {
+    await run(process.execPath, [BIN, 'daemon', '--stop'], { env }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 500));
+    await run('bash', [join(ROOT, 'scripts', 'cleanup'), dir]).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const crypto = await benchCrypto({ print: false });
+console.log('\n== sector crypto (one worker) vs openssl speed -evp aes-256-xts, same run');
+for (const r of crypto.sectors) {
+  console.log(`  ${String(r.sectorSize).padStart(4)} B sectors: ${r.mbps.toFixed(0).padStart(6)} MB/s  openssl ${r.opensslMbps.toFixed(0).padStart(6)} MB/s  ratio ${r.ratio.toFixed(3)}`);
+}
+console.log('== pool scaling');
+for (const r of crypto.pool) console.log(`  ${r.workers} worker(s): ${r.mbps.toFixed(0)} MB/s`);
+if (process.getuid?.() === 0) {
+  const io = await ioBench();
+  console.log('== through the disk file (fio, O_DIRECT, libaio), encrypted vs unencrypted, same daemon');
+  for (const r of io) {
+    const u = r.unit === 'mbps' ? 'MB/s' : 'IOPS';
+    console.log(`  ${r.label.padEnd(14)} encrypted ${r.enc.toFixed(0).padStart(7)} ${u}  unencrypted ${r.plain.toFixed(0).padStart(7)} ${u}  ratio ${r.ratio.toFixed(3)}`);
+  }
+} else {
+  console.log('(not root: skipping the disk-file benchmark)');
+}
