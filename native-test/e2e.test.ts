@@ -56,7 +56,16 @@ async function decryptWithKey(
 
 async function dumpVolumeKey(image: string, key: string): Promise<Buffer> {
   const out = join(t.dir, 'vk.bin');
-  await must('cryptsetup', ['luksDump', '--dump-volume-key', '--volume-key-file', out, '--batch-mode', '--key-file', key, image]);
+  await must('cryptsetup', [
+    'luksDump',
+    '--dump-volume-key',
+    '--volume-key-file',
+    out,
+    '--batch-mode',
+    '--key-file',
+    key,
+    image,
+  ]);
   return readFile(out);
 }
 
@@ -151,7 +160,10 @@ describe('format, open, use, close', () => {
   it('leaves no trace of a plaintext pattern in the backing image', async () => {
     const key = await keyFile();
     const img = join(t.dir, 'scan.img');
-    expect((await t.atrest(['format', img, '--size', '16M', '--key-file', key, '--sector-size', '512', ...FAST])).code).toBe(0);
+    expect(
+      (await t.atrest(['format', img, '--size', '16M', '--key-file', key, '--sector-size', '512', ...FAST]))
+        .code,
+    ).toBe(0);
     const r = await t.atrest(['open', img, 'scan', '--key-file', key]);
     expect(r.code, r.stderr).toBe(0);
     const disk = r.stdout.trim();
@@ -173,8 +185,19 @@ describe('interop with cryptsetup', () => {
       await writeFile(img, '');
       await truncate(img, 32 * 2 ** 20);
       await must('cryptsetup', [
-        'luksFormat', '--type', 'luks2', '--batch-mode', '--sector-size', String(sectorSize),
-        '--pbkdf-memory', '65536', '--iter-time', '200', '--key-file', key, img,
+        'luksFormat',
+        '--type',
+        'luks2',
+        '--batch-mode',
+        '--sector-size',
+        String(sectorSize),
+        '--pbkdf-memory',
+        '65536',
+        '--iter-time',
+        '200',
+        '--key-file',
+        key,
+        img,
       ]);
       const r = await t.atrest(['open', img, 'cs', '--key-file', key]);
       expect(r.code, r.stderr).toBe(0);
@@ -299,11 +322,37 @@ describe('bad input: one-line errors, documented exit codes, image unchanged', (
 
   it('not root, missing /dev/fuse', async () => {
     const { img, key } = await formatted('perm');
-    let r = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, ...[BIN, 'open', img, 'p', '--key-file', key]], { env: t.env });
+    let r = await run(
+      'setpriv',
+      [
+        '--reuid=65534',
+        '--regid=65534',
+        '--clear-groups',
+        process.execPath,
+        ...[BIN, 'open', img, 'p', '--key-file', key],
+      ],
+      { env: t.env },
+    );
     expect(r.code).toBe(3);
     oneLine(r.stderr);
     expect(r.stderr).toMatch(/root/);
-    r = await run('unshare', ['--mount', 'sh', '-c', 'mount -t tmpfs none /dev && exec "$0" "$@"', process.execPath, BIN, 'open', img, 'p', '--key-file', key], { env: t.env });
+    r = await run(
+      'unshare',
+      [
+        '--mount',
+        'sh',
+        '-c',
+        'mount -t tmpfs none /dev && exec "$0" "$@"',
+        process.execPath,
+        BIN,
+        'open',
+        img,
+        'p',
+        '--key-file',
+        key,
+      ],
+      { env: t.env },
+    );
     expect(r.code).toBe(3);
     oneLine(r.stderr);
     expect(r.stderr).toMatch(/\/dev\/fuse/);

@@ -30,9 +30,19 @@ function run(cmd, args, { env = process.env, timeoutMs = 600_000 } = {}) {
 
 async function fio(file, name, rw, bs, iodepth, size, seconds) {
   const out = await run('fio', [
-    `--name=${name}`, `--filename=${file}`, `--rw=${rw}`, `--bs=${bs}`, `--size=${size}`,
-    '--ioengine=libaio', '--direct=1', `--iodepth=${iodepth}`, '--time_based', `--runtime=${seconds}`,
-    '--ramp_time=1', '--group_reporting', '--output-format=json',
+    `--name=${name}`,
+    `--filename=${file}`,
+    `--rw=${rw}`,
+    `--bs=${bs}`,
+    `--size=${size}`,
+    '--ioengine=libaio',
+    '--direct=1',
+    `--iodepth=${iodepth}`,
+    '--time_based',
+    `--runtime=${seconds}`,
+    '--ramp_time=1',
+    '--group_reporting',
+    '--output-format=json',
   ]);
   const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
   const side = rw.includes('read') ? job.read : job.write;
@@ -41,7 +51,12 @@ async function fio(file, name, rw, bs, iodepth, size, seconds) {
 
 async function ioBench() {
   const dir = await mkdtemp(join(tmpdir(), 'atrest-bench-'));
-  const env = { ...process.env, ATREST_RUN_DIR: join(dir, 'run'), ATREST_STATE_DIR: join(dir, 'state'), ATREST_BENCH_PLAIN: '1' };
+  const env = {
+    ...process.env,
+    ATREST_RUN_DIR: join(dir, 'run'),
+    ATREST_STATE_DIR: join(dir, 'state'),
+    ATREST_BENCH_PLAIN: '1',
+  };
   const atrest = (args) => run(process.execPath, [BIN, ...args], { env });
   const size = 512 * 2 ** 20;
   try {
@@ -49,7 +64,16 @@ async function ioBench() {
     await writeFile(key, randomBytes(32));
     const enc = join(dir, 'enc.img');
     const plain = join(dir, 'plain.img');
-    await atrest(['format', enc, '--size', String(size), '--key-file', key, '--pbkdf-force-iterations', '1000']);
+    await atrest([
+      'format',
+      enc,
+      '--size',
+      String(size),
+      '--key-file',
+      key,
+      '--pbkdf-force-iterations',
+      '1000',
+    ]);
     await writeFile(plain, '');
     await truncate(plain, size);
     await atrest(['open', enc, 'enc', '--key-file', key]);
@@ -80,7 +104,9 @@ async function ioBench() {
 const crypto = await benchCrypto({ print: false });
 console.log('\n== sector crypto (one worker) vs openssl speed -evp aes-256-xts, same run');
 for (const r of crypto.sectors) {
-  console.log(`  ${String(r.sectorSize).padStart(4)} B sectors: ${r.mbps.toFixed(0).padStart(6)} MB/s  openssl ${r.opensslMbps.toFixed(0).padStart(6)} MB/s  ratio ${r.ratio.toFixed(3)}`);
+  console.log(
+    `  ${String(r.sectorSize).padStart(4)} B sectors: ${r.mbps.toFixed(0).padStart(6)} MB/s  openssl ${r.opensslMbps.toFixed(0).padStart(6)} MB/s  ratio ${r.ratio.toFixed(3)}`,
+  );
 }
 console.log('== pool scaling');
 for (const r of crypto.pool) console.log(`  ${r.workers} worker(s): ${r.mbps.toFixed(0)} MB/s`);
@@ -89,7 +115,9 @@ if (process.getuid?.() === 0) {
   console.log('== through the disk file (fio, O_DIRECT, libaio), encrypted vs unencrypted, same daemon');
   for (const r of io) {
     const u = r.unit === 'mbps' ? 'MB/s' : 'IOPS';
-    console.log(`  ${r.label.padEnd(14)} encrypted ${r.enc.toFixed(0).padStart(7)} ${u}  unencrypted ${r.plain.toFixed(0).padStart(7)} ${u}  ratio ${r.ratio.toFixed(3)}`);
+    console.log(
+      `  ${r.label.padEnd(14)} encrypted ${r.enc.toFixed(0).padStart(7)} ${u}  unencrypted ${r.plain.toFixed(0).padStart(7)} ${u}  ratio ${r.ratio.toFixed(3)}`,
+    );
   }
 } else {
   console.log('(not root: skipping the disk-file benchmark)');

@@ -39,7 +39,11 @@ export function run(
 }
 
 /** Like run, but throws with the output when the exit code is not 0. */
-export async function must(cmd: string, args: string[], opts: Parameters<typeof run>[2] = {}): Promise<RunResult> {
+export async function must(
+  cmd: string,
+  args: string[],
+  opts: Parameters<typeof run>[2] = {},
+): Promise<RunResult> {
   const r = await run(cmd, args, opts);
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}\n${r.stdout}\n${r.stderr}`);
   return r;
@@ -58,8 +62,10 @@ export async function makeAtrestEnv(prefix = 'atrest-e2e-'): Promise<AtrestEnv> 
   const dir = await mkdtemp(join(tmpdir(), prefix));
   const runDir = join(dir, 'run');
   const env = { ...process.env, ATREST_RUN_DIR: runDir, ATREST_STATE_DIR: join(dir, 'state') };
-  const atrest = (args: string[], opts: { input?: Buffer | string; timeoutMs?: number } = {}): Promise<RunResult> =>
-    run(process.execPath, [BIN, ...args], { env, ...opts });
+  const atrest = (
+    args: string[],
+    opts: { input?: Buffer | string; timeoutMs?: number } = {},
+  ): Promise<RunResult> => run(process.execPath, [BIN, ...args], { env, ...opts });
   return {
     dir,
     env,

@@ -17,7 +17,9 @@ const ENTRY = fileURLToPath(new URL('../../bin/atrest.js', import.meta.url));
 
 function requireRoot(): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new AtrestError('NOT_ROOT', 'atrest must run as root to serve volumes', { hint: 'run it with sudo' });
+    throw new AtrestError('NOT_ROOT', 'atrest must run as root to serve volumes', {
+      hint: 'run it with sudo',
+    });
   }
 }
 
@@ -78,7 +80,9 @@ export async function main(argv: string[]): Promise<number> {
   let exitCode = 0;
   const cli = yargs(argv)
     .scriptName('atrest')
-    .usage('$0 <command> [options]\n\nEncryption at rest for disk images: LUKS2 volumes served as plaintext files.')
+    .usage(
+      '$0 <command> [options]\n\nEncryption at rest for disk images: LUKS2 volumes served as plaintext files.',
+    )
     .command(
       'format <image>',
       'create a new LUKS2 volume (aes-xts-plain64)',
@@ -86,7 +90,11 @@ export async function main(argv: string[]): Promise<number> {
         y
           .positional('image', { type: 'string', demandOption: true, describe: 'image file to create' })
           .option('size', { type: 'string', demandOption: true, describe: 'data size, e.g. 64M or 10G' })
-          .option('key-file', { type: 'string', demandOption: true, describe: 'passphrase file (- for stdin)' })
+          .option('key-file', {
+            type: 'string',
+            demandOption: true,
+            describe: 'passphrase file (- for stdin)',
+          })
           .option('sector-size', { type: 'number', choices: [512, 1024, 2048, 4096], default: 4096 })
           .option('header', { type: 'string', describe: 'detached header file (data then starts at 0)' })
           .option('label', { type: 'string', describe: 'LUKS2 label' })
@@ -109,7 +117,9 @@ export async function main(argv: string[]): Promise<number> {
             sectorSize,
             ...(a.label !== undefined ? { label: a.label } : {}),
             passphrase,
-            ...(a['pbkdf-force-iterations'] !== undefined ? { pbkdf2Iterations: a['pbkdf-force-iterations'] } : {}),
+            ...(a['pbkdf-force-iterations'] !== undefined
+              ? { pbkdf2Iterations: a['pbkdf-force-iterations'] }
+              : {}),
             ...(a['iter-time'] !== undefined ? { iterTimeMs: a['iter-time'] } : {}),
           });
           console.log(`formatted ${a.image}: LUKS2, aes-xts-plain64, ${formatBytes(size)}, uuid ${r.uuid}`);
@@ -177,8 +187,10 @@ export async function main(argv: string[]): Promise<number> {
         requireRoot();
         let list: VolumeStatus[];
         try {
-          list = (await request(paths, a.name === undefined ? { op: 'status' } : { op: 'status', name: a.name })) as
-            VolumeStatus[];
+          list = (await request(
+            paths,
+            a.name === undefined ? { op: 'status' } : { op: 'status', name: a.name },
+          )) as VolumeStatus[];
         } catch (err) {
           if (!(isAtrestError(err) && err.code === 'DAEMON_UNAVAILABLE' && a.name === undefined)) throw err;
           list = [];
@@ -192,8 +204,16 @@ export async function main(argv: string[]): Promise<number> {
       'run the daemon that serves open volumes (started by open when needed)',
       (y) =>
         y
-          .option('log-level', { type: 'string', default: 'info', choices: ['debug', 'info', 'warn', 'error'] })
-          .option('stop', { type: 'boolean', default: false, describe: 'ask the running daemon to close all and exit' }),
+          .option('log-level', {
+            type: 'string',
+            default: 'info',
+            choices: ['debug', 'info', 'warn', 'error'],
+          })
+          .option('stop', {
+            type: 'boolean',
+            default: false,
+            describe: 'ask the running daemon to close all and exit',
+          }),
       async (a) => {
         requireRoot();
         if (a.stop) {

@@ -45,7 +45,9 @@ export async function request(paths: RuntimePaths, req: Request, timeoutMs = 120
     let buf = '';
     const timer = setTimeout(() => {
       sock.destroy();
-      reject(new AtrestError('TIMEOUT', `the atrest daemon did not answer ${req.op} within ${timeoutMs / 1000} s`));
+      reject(
+        new AtrestError('TIMEOUT', `the atrest daemon did not answer ${req.op} within ${timeoutMs / 1000} s`),
+      );
     }, timeoutMs);
     const finish = (fn: () => void): void => {
       clearTimeout(timer);
@@ -71,10 +73,14 @@ export async function request(paths: RuntimePaths, req: Request, timeoutMs = 120
       } else finish(() => reject(new AtrestError('INTERNAL', 'the daemon sent an answer without a result')));
     });
     sock.on('error', (err) =>
-      finish(() => reject(new AtrestError('DAEMON_UNAVAILABLE', 'lost the connection to the daemon', { cause: err }))),
+      finish(() =>
+        reject(new AtrestError('DAEMON_UNAVAILABLE', 'lost the connection to the daemon', { cause: err })),
+      ),
     );
     sock.on('close', () =>
-      finish(() => reject(new AtrestError('DAEMON_UNAVAILABLE', 'the daemon closed the connection without answering'))),
+      finish(() =>
+        reject(new AtrestError('DAEMON_UNAVAILABLE', 'the daemon closed the connection without answering')),
+      ),
     );
     sock.write(JSON.stringify({ id, request: req }) + '\n');
   });
@@ -94,7 +100,11 @@ export async function ping(paths: RuntimePaths): Promise<PingResult | null> {
  * Makes sure a daemon is serving `paths`: starts `atrest daemon` detached (logging to the state
  * directory) when none answers, and waits until it does.
  */
-export async function ensureDaemon(paths: RuntimePaths, entryScript: string, waitMs = 20_000): Promise<PingResult> {
+export async function ensureDaemon(
+  paths: RuntimePaths,
+  entryScript: string,
+  waitMs = 20_000,
+): Promise<PingResult> {
   const running = await ping(paths);
   if (running) return running;
   await mkdir(paths.stateDir, { recursive: true, mode: 0o700 });
@@ -115,9 +125,13 @@ export async function ensureDaemon(paths: RuntimePaths, entryScript: string, wai
     const p = await ping(paths);
     if (p) return p;
     if (Date.now() > deadline) {
-      throw new AtrestError('DAEMON_UNAVAILABLE', `the atrest daemon did not start within ${waitMs / 1000} s`, {
-        hint: `see ${paths.logFile}`,
-      });
+      throw new AtrestError(
+        'DAEMON_UNAVAILABLE',
+        `the atrest daemon did not start within ${waitMs / 1000} s`,
+        {
+          hint: `see ${paths.logFile}`,
+        },
+      );
     }
   }
 }

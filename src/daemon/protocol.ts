@@ -47,8 +47,7 @@ export interface PingResult {
 }
 
 export type Response =
-  | { id: number; ok: true; result: unknown }
-  | { id: number; ok: false; error: AtrestErrorJSON };
+  { id: number; ok: true; result: unknown } | { id: number; ok: false; error: AtrestErrorJSON };
 
 export interface Envelope {
   id: number;
@@ -71,7 +70,8 @@ export function parseEnvelope(value: unknown): Envelope {
   if (typeof value !== 'object' || value === null) throw new AtrestError('USAGE', 'request is not an object');
   const o = value as Record<string, unknown>;
   const id = o.id;
-  if (typeof id !== 'number' || !Number.isSafeInteger(id)) throw new AtrestError('USAGE', 'request id missing');
+  if (typeof id !== 'number' || !Number.isSafeInteger(id))
+    throw new AtrestError('USAGE', 'request id missing');
   const r = o.request;
   if (typeof r !== 'object' || r === null) throw new AtrestError('USAGE', 'request body missing');
   const q = r as Record<string, unknown>;

@@ -50,7 +50,8 @@ export class Daemon {
     }
     await unlink(paths.socket).catch(() => undefined);
     const cleaned = await cleanupStaleMounts(paths.runDir);
-    for (const m of cleaned) this.log.warn({ event: 'stale-mount', path: m }, 'removed a stale mount left by a crash');
+    for (const m of cleaned)
+      this.log.warn({ event: 'stale-mount', path: m }, 'removed a stale mount left by a crash');
 
     const server = createServer((sock) => this.onConnection(sock));
     await new Promise<void>((resolve, reject) => {
@@ -65,7 +66,10 @@ export class Daemon {
     this.server = server;
     process.on('SIGTERM', () => void this.stop('SIGTERM'));
     process.on('SIGINT', () => void this.stop('SIGINT'));
-    this.log.info({ event: 'start', socket: paths.socket, runDir: paths.runDir, version: VERSION }, 'daemon ready');
+    this.log.info(
+      { event: 'start', socket: paths.socket, runDir: paths.runDir, version: VERSION },
+      'daemon ready',
+    );
   }
 
   private onConnection(sock: Socket): void {
@@ -104,9 +108,14 @@ export class Daemon {
       res = { id, ok: true, result: await this.dispatch(env.request) };
     } catch (err) {
       if (!isAtrestError(err)) {
-        this.log.error({ event: 'internal-error', err: err instanceof Error ? err.stack : String(err) }, 'bug');
+        this.log.error(
+          { event: 'internal-error', err: err instanceof Error ? err.stack : String(err) },
+          'bug',
+        );
       }
-      const e = isAtrestError(err) ? err : new AtrestError('INTERNAL', 'internal error in the daemon; see its log');
+      const e = isAtrestError(err)
+        ? err
+        : new AtrestError('INTERNAL', 'internal error in the daemon; see its log');
       res = { id, ok: false, error: e.toJSON() };
     }
     if (!sock.destroyed) sock.write(JSON.stringify(res) + '\n');
@@ -114,7 +123,9 @@ export class Daemon {
 
   private async dispatch(req: Request): Promise<unknown> {
     if (this.stopping && req.op !== 'ping' && req.op !== 'status') {
-      throw new AtrestError('DAEMON_UNAVAILABLE', 'the daemon is shutting down', { hint: 'try again shortly' });
+      throw new AtrestError('DAEMON_UNAVAILABLE', 'the daemon is shutting down', {
+        hint: 'try again shortly',
+      });
     }
     switch (req.op) {
       case 'ping':

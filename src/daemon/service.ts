@@ -78,7 +78,14 @@ export class VolumeService {
       const v = await this.doOpen(req);
       this.volumes.set(name, v);
       this.log.info(
-        { event: 'open', volume: name, image: v.image, keyslot: v.keyslot, loop: v.loopDevice, readOnly: v.readOnly },
+        {
+          event: 'open',
+          volume: name,
+          image: v.image,
+          keyslot: v.keyslot,
+          loop: v.loopDevice,
+          readOnly: v.readOnly,
+        },
         'volume opened',
       );
       return this.statusOf(v);
@@ -95,9 +102,12 @@ export class VolumeService {
     } catch (err) {
       throw fromSystemError(err, req.image, 'image');
     }
-    const header = req.header === undefined ? image : await realpath(req.header).catch((err: unknown) => {
-      throw fromSystemError(err, req.header ?? '', 'header file');
-    });
+    const header =
+      req.header === undefined
+        ? image
+        : await realpath(req.header).catch((err: unknown) => {
+            throw fromSystemError(err, req.header ?? '', 'header file');
+          });
     const st = await stat(image).catch((err: unknown) => {
       throw fromSystemError(err, image, 'image');
     });
@@ -120,7 +130,10 @@ export class VolumeService {
         passphrase = await readKeyFile(req.keyFile);
       }
       const unlocked = await unlockVolumeKey(meta, passphrase).catch((err: unknown) => {
-        this.log.warn({ event: 'unlock-failed', image, code: (err as { code?: unknown }).code }, 'unlock failed');
+        this.log.warn(
+          { event: 'unlock-failed', image, code: (err as { code?: unknown }).code },
+          'unlock failed',
+        );
         throw err;
       });
       volumeKey = unlocked.volumeKey;
@@ -199,10 +212,27 @@ export class VolumeService {
       undo.push(() => volume.close());
       const diskPath = join(this.paths.runDir, req.name);
       const disk = await serveDisk({ mountPath: diskPath, disk: volume });
-      const key: PoolKey = { encrypt: (d) => Promise.resolve(d), decrypt: (d) => Promise.resolve(d), wipe: () => Promise.resolve() };
+      const key: PoolKey = {
+        encrypt: (d) => Promise.resolve(d),
+        decrypt: (d) => Promise.resolve(d),
+        wipe: () => Promise.resolve(),
+      };
       return {
-        name: req.name, diskPath, image, header: image, uuid: '', sectorSize: 4096, size: size - (size % 4096),
-        keyslot: -1, readOnly: req.readOnly, loopDevice: null, openedAt: new Date(), volume, key, disk, lock,
+        name: req.name,
+        diskPath,
+        image,
+        header: image,
+        uuid: '',
+        sectorSize: 4096,
+        size: size - (size % 4096),
+        keyslot: -1,
+        readOnly: req.readOnly,
+        loopDevice: null,
+        openedAt: new Date(),
+        volume,
+        key,
+        disk,
+        lock,
       };
     } catch (err) {
       await unwind(undo);
@@ -223,9 +253,13 @@ export class VolumeService {
       if (v.loopDevice) {
         const mountedAt = await loopMountPoint(v.loopDevice);
         if (mountedAt) {
-          throw new AtrestError('IMAGE_BUSY', `${v.loopDevice} of volume ${name} is mounted on ${mountedAt}`, {
-            hint: `unmount it first (umount ${mountedAt})`,
-          });
+          throw new AtrestError(
+            'IMAGE_BUSY',
+            `${v.loopDevice} of volume ${name} is mounted on ${mountedAt}`,
+            {
+              hint: `unmount it first (umount ${mountedAt})`,
+            },
+          );
         }
         await detachLoop(v.loopDevice);
         v.loopDevice = null;
@@ -245,10 +279,13 @@ export class VolumeService {
   status(name?: string): VolumeStatus[] {
     if (name !== undefined) {
       const v = this.volumes.get(name);
-      if (!v) throw new AtrestError('NOT_OPEN', `no open volume is named ${name}`, { hint: 'see `atrest status`' });
+      if (!v)
+        throw new AtrestError('NOT_OPEN', `no open volume is named ${name}`, { hint: 'see `atrest status`' });
       return [this.statusOf(v)];
     }
-    return [...this.volumes.values()].sort((a, b) => a.name.localeCompare(b.name)).map((v) => this.statusOf(v));
+    return [...this.volumes.values()]
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map((v) => this.statusOf(v));
   }
 
   private statusOf(v: OpenVolume): VolumeStatus {
@@ -294,9 +331,13 @@ async function attachLoop(file: string, sectorSize: number, readOnly: boolean): 
   const r = await spawnHelper('losetup', args, { timeoutMs: 30_000 });
   const dev = r.stdout.trim();
   if (r.code !== 0 || !dev.startsWith('/dev/loop')) {
-    throw new AtrestError('IO', `could not attach a loop device to ${file}: ${r.stderr.trim() || 'losetup failed'}`, {
-      hint: 'check that the loop module is loaded (modprobe loop) and free loop devices exist',
-    });
+    throw new AtrestError(
+      'IO',
+      `could not attach a loop device to ${file}: ${r.stderr.trim() || 'losetup failed'}`,
+      {
+        hint: 'check that the loop module is loaded (modprobe loop) and free loop devices exist',
+      },
+    );
   }
   return dev;
 }

@@ -35,7 +35,9 @@ export async function readKeyFile(path: string): Promise<Buffer> {
       total += bytesRead;
       if (total > MAX_KEY_FILE_BYTES) {
         for (const c of chunks) c.fill(0);
-        throw new AtrestError('USAGE', `key file ${path} is larger than ${MAX_KEY_FILE_BYTES} bytes`, { path });
+        throw new AtrestError('USAGE', `key file ${path} is larger than ${MAX_KEY_FILE_BYTES} bytes`, {
+          path,
+        });
       }
     }
     const key = Buffer.concat(chunks, total);
