@@ -1,0 +1,20 @@
+// The crypto layer: AES-256-XTS sector encryption (dm-crypt aes-xts-plain64), a worker-thread pool with a shared keyring, and KDFs.
+export {
+  assertXtsKey,
+  assertXtsRun,
+  SECTOR_SIZES,
+  TWEAK_UNIT,
+  XtsCipher,
+  xtsDecryptInPlace,
+  xtsEncryptInPlace,
+} from './xts.js';
+export { CryptoPool, type CryptoPoolOptions, type PoolKey } from './pool.js';
+export {
+  argon2,
+  benchmarkPbkdf2Iterations,
+  pbkdf2,
+  PBKDF2_MIN_ITERATIONS,
+  type Argon2Params,
+  type Argon2Type,
+  type Pbkdf2Hash,
+} from './kdf.js';

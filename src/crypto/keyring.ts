@@ -1,0 +1,52 @@
+// The shared keyring: volume keys in one SharedArrayBuffer that every crypto worker sees, one slot per key.
+import { AtrestError } from '../errors/index.js';
+
+/** How many keys one pool can hold at once (one per open volume). */
+export const KEYRING_SLOTS = 64;
+export const KEY_BYTES = 64;
+const HEADER_BYTES = KEYRING_SLOTS * 4;
+
+/**
+ * Layout: Int32 generation per slot (0 = empty or wiped), then 64 key bytes per slot. A worker uses a
+ * slot only while its generation equals the one in the request, and drops its key schedule otherwise.
+ */
+export class Keyring {
+  readonly buffer: SharedArrayBuffer;
+  readonly generations: Int32Array;
+
+  constructor(buffer?: SharedArrayBuffer) {
+    this.buffer = buffer ?? new SharedArrayBuffer(HEADER_BYTES + KEYRING_SLOTS * KEY_BYTES);
+    if (this.buffer.byteLength !== HEADER_BYTES + KEYRING_SLOTS * KEY_BYTES) {
+      throw new AtrestError('INTERNAL', 'the keyring has the wrong size');
+    }
+    this.generations = new Int32Array(this.buffer, 0, KEYRING_SLOTS);
+  }
+
+  /** The key bytes of a slot (a view into shared memory, not a copy). */
+  keyView(slot: number): Uint8Array {
+    return new Uint8Array(this.buffer, HEADER_BYTES + slot * KEY_BYTES, KEY_BYTES);
+  }
+
+  generation(slot: number): number {
+    return Atomics.load(this.generations, slot);
+  }
+
+  /** Stores a copy of `key` in a free slot under generation `gen` (> 0); returns the slot. */
+  store(key: Uint8Array, gen: number): number {
+    for (let slot = 0; slot < KEYRING_SLOTS; slot++) {
+      if (Atomics.load(this.generations, slot) !== 0) continue;
+      this.keyView(slot).set(key);
+      Atomics.store(this.generations, slot, gen);
+      return slot;
+    }
+    throw new AtrestError('USAGE', `no room for another key: at most ${KEYRING_SLOTS} volumes at once`, {
+      hint: 'close a volume first',
+    });
+  }
+
+  /** Marks the slot empty, then zeroes its key bytes. */
+  clear(slot: number): void {
+    Atomics.store(this.generations, slot, 0);
+    this.keyView(slot).fill(0);
+  }
+}

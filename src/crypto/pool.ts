@@ -1,0 +1,300 @@
+// The crypto worker pool: XTS runs on piscina worker threads; each volume key reaches the workers once, through a shared keyring.
+import { Buffer } from 'node:buffer';
+import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { BroadcastChannel } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import { AtrestError, isErrorCode } from '../errors/index.js';
+import { Keyring } from './keyring.js';
+import { isChannelMessage, type TaskError, type WorkerInit, type XtsTask } from './protocol.js';
+import { assertXtsKey, assertXtsRun, TWEAK_UNIT, XtsCipher } from './xts.js';
+
+export interface CryptoPoolOptions {
+  /** Worker threads; default one per core (os.availableParallelism()). */
+  workers?: number;
+  /**
+   * Runs of at most this many bytes are done on the calling thread, which is quicker than a round
+   * trip to a worker (default 16384; 0 sends everything to the workers).
+   */
+  inlineMaxBytes?: number;
+}
+
+export interface PoolKey {
+  /** data: whole sectors; returns the result (may be the same Buffer, filled in place). firstTweak in 512-byte units. */
+  encrypt(data: Buffer, sectorSize: number, firstTweak: number): Promise<Buffer>;
+  decrypt(data: Buffer, sectorSize: number, firstTweak: number): Promise<Buffer>;
+  /** Zeroes the key in the main thread and in every worker; afterwards encrypt/decrypt reject with AtrestError 'LOCKED'. */
+  wipe(): Promise<void>;
+}
+
+const DEFAULT_INLINE_MAX_BYTES = 16 * 1024;
+/** A run is split across workers only into parts of at least this size. */
+const SPLIT_MIN_BYTES = 128 * 1024;
+/** How long wipe() waits for every worker to confirm it dropped its key schedule. */
+const WIPE_ACK_TIMEOUT_MS = 2000;
+const MAX_WORKERS = 256;
+
+function usage(message: string): AtrestError {
+  return new AtrestError('USAGE', message);
+}
+
+function validateOptions(options: unknown): { workers: number; inlineMaxBytes: number } {
+  if (options === undefined) options = {};
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw usage('crypto pool options must be an object');
+  }
+  for (const name of Object.keys(options)) {
+    if (name !== 'workers' && name !== 'inlineMaxBytes') throw usage(`unknown crypto pool option ${name}`);
+  }
+  const { workers, inlineMaxBytes } = options as Record<string, unknown>;
+  if (
+    workers !== undefined &&
+    (typeof workers !== 'number' || !Number.isInteger(workers) || workers < 1 || workers > MAX_WORKERS)
+  ) {
+    throw usage(`crypto pool workers must be an integer from 1 to ${MAX_WORKERS}`);
+  }
+  if (
+    inlineMaxBytes !== undefined &&
+    (typeof inlineMaxBytes !== 'number' || !Number.isSafeInteger(inlineMaxBytes) || inlineMaxBytes < 0)
+  ) {
+    throw usage('crypto pool inlineMaxBytes must be a non-negative integer');
+  }
+  return {
+    workers: workers ?? Math.max(1, availableParallelism()),
+    inlineMaxBytes: inlineMaxBytes ?? DEFAULT_INLINE_MAX_BYTES,
+  };
+}
+
+/**
+ * The worker module. Compiled (dist/): worker.js beside this file. From TypeScript sources (vitest,
+ * tsx): worker.ts, loaded through tsx's module hooks in the worker thread.
+ */
+function workerModule(): { filename: string; execArgv?: string[] } {
+  const here = import.meta.url;
+  if (!here.endsWith('.ts')) return { filename: new URL('./worker.js', here).href };
+  let tsx = 'tsx';
+  try {
+    tsx = import.meta.resolve('tsx');
+  } catch {
+    /* resolve from the working directory instead */
+  }
+  return { filename: new URL('./worker.ts', here).href, execArgv: ['--import', tsx] };
+}
+
+function errorFromReply(reply: unknown): AtrestError {
+  const r = reply as Partial<TaskError> | null;
+  if (r && typeof r.code === 'string' && typeof r.message === 'string') {
+    return new AtrestError(isErrorCode(r.code) ? r.code : 'INTERNAL', r.message);
+  }
+  return new AtrestError('INTERNAL', 'crypto worker sent an unexpected reply');
+}
+
+interface PendingWipe {
+  waiting: Set<number>;
+  done: () => void;
+}
+
+/** A pool of crypto worker threads (piscina) with a shared keyring. */
+export class CryptoPool {
+  readonly workers: number;
+  readonly inlineMaxBytes: number;
+  readonly #keyring = new Keyring();
+  readonly #keys = new Set<PoolKeyImpl>();
+  readonly #ready = new Set<number>();
+  readonly #wipes = new Map<number, PendingWipe>();
+  readonly #channel: BroadcastChannel;
+  #piscina: Piscina | null;
+  #destroyed: Promise<void> | null = null;
+  #nextGeneration = 1;
+  #nextWipeId = 1;
+
+  constructor(options?: CryptoPoolOptions) {
+    const { workers, inlineMaxBytes } = validateOptions(options);
+    this.workers = workers;
+    this.inlineMaxBytes = inlineMaxBytes;
+    const channelName = `atrest-crypto-${randomBytes(12).toString('hex')}`;
+    this.#channel = new BroadcastChannel(channelName);
+    (this.#channel as unknown as { unref?: () => void }).unref?.();
+    this.#channel.onmessage = (event: MessageEvent): void => this.#onChannel(event.data);
+    const init: WorkerInit = { keyring: this.#keyring.buffer, channel: channelName };
+    this.#piscina = new Piscina({
+      ...workerModule(),
+      minThreads: workers,
+      maxThreads: workers,
+      // workers must run their event loop between tasks to hear wipe notices
+      atomics: 'disabled',
+      workerData: init,
+    });
+  }
+
+  /** Makes the key available to every worker once (not per request); copies it. Refuses weak keys. */
+  addKey(key: Uint8Array): Promise<PoolKey> {
+    try {
+      if (this.#destroyed) throw usage('the crypto pool has been destroyed');
+      assertXtsKey(key);
+      const local = new XtsCipher(key);
+      const generation = this.#nextGeneration++;
+      let slot: number;
+      try {
+        slot = this.#keyring.store(key, generation);
+      } catch (err) {
+        local.wipe();
+        throw err;
+      }
+      const k = new PoolKeyImpl(this, local, slot, generation);
+      this.#keys.add(k);
+      return Promise.resolve(k);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new AtrestError('INTERNAL', String(err)));
+    }
+  }
+
+  /** Wipes every key, then stops the workers. */
+  destroy(): Promise<void> {
+    this.#destroyed ??= (async (): Promise<void> => {
+      await Promise.all([...this.#keys].map((k) => k.wipe()));
+      const p = this.#piscina;
+      this.#piscina = null;
+      try {
+        await p?.destroy();
+      } finally {
+        this.#channel.close();
+        for (const w of this.#wipes.values()) w.done();
+      }
+    })();
+    return this.#destroyed;
+  }
+
+  /** @internal Runs one request (split across workers when it is big). */
+  async run(
+    op: XtsTask['op'],
+    slot: number,
+    generation: number,
+    data: Uint8Array,
+    sectorSize: number,
+    firstTweak: number,
+  ): Promise<void> {
+    const sectors = data.length / sectorSize;
+    const parts = Math.min(this.workers, Math.floor(data.length / SPLIT_MIN_BYTES));
+    if (parts <= 1) {
+      data.set(await this.#runOne(op, slot, generation, data, sectorSize, firstTweak));
+      return;
+    }
+    const per = Math.ceil(sectors / parts);
+    const jobs: Array<Promise<Uint8Array>> = [];
+    const offsets: number[] = [];
+    for (let s = 0; s < sectors; s += per) {
+      const n = Math.min(per, sectors - s);
+      const part = data.subarray(s * sectorSize, (s + n) * sectorSize);
+      offsets.push(s * sectorSize);
+      jobs.push(
+        this.#runOne(op, slot, generation, part, sectorSize, firstTweak + (s * sectorSize) / TWEAK_UNIT),
+      );
+    }
+    const results = await Promise.all(jobs);
+    results.forEach((r, i) => data.set(r, offsets[i]));
+  }
+
+  async #runOne(
+    op: XtsTask['op'],
+    slot: number,
+    generation: number,
+    data: Uint8Array,
+    sectorSize: number,
+    firstTweak: number,
+  ): Promise<Uint8Array> {
+    const piscina = this.#piscina;
+    if (!piscina) throw new AtrestError('LOCKED', 'the crypto pool has been destroyed');
+    const copy = new ArrayBuffer(data.length);
+    new Uint8Array(copy).set(data);
+    const task: XtsTask = { op, slot, generation, sectorSize, firstTweak, data: copy };
+    let reply: unknown;
+    try {
+      reply = await piscina.run(task, { transferList: [copy] });
+    } catch (err) {
+      throw new AtrestError('INTERNAL', 'a crypto worker failed', { cause: err });
+    }
+    if (reply instanceof ArrayBuffer && reply.byteLength === data.length) return new Uint8Array(reply);
+    throw errorFromReply(reply);
+  }
+
+  /** @internal Empties the key's slot, then waits until every live worker has dropped its schedule. */
+  async release(k: PoolKeyImpl, slot: number, generation: number): Promise<void> {
+    this.#keys.delete(k);
+    this.#keyring.clear(slot);
+    const live = new Set((this.#piscina?.threads ?? []).map((t) => t.threadId));
+    const waiting = new Set([...this.#ready].filter((id) => live.has(id)));
+    if (waiting.size === 0) return;
+    const id = this.#nextWipeId++;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(finish, WIPE_ACK_TIMEOUT_MS);
+      function finish(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wipes.set(id, {
+        waiting,
+        done: () => {
+          this.#wipes.delete(id);
+          finish();
+        },
+      });
+      this.#channel.postMessage({ type: 'wipe', slot, generation, id });
+    });
+  }
+
+  #onChannel(msg: unknown): void {
+    if (!isChannelMessage(msg)) return;
+    if (msg.type === 'ready') {
+      this.#ready.add(msg.threadId);
+    } else if (msg.type === 'wiped') {
+      const w = this.#wipes.get(msg.id);
+      if (!w) return;
+      w.waiting.delete(msg.threadId);
+      if (w.waiting.size === 0) w.done();
+    }
+  }
+}
+
+class PoolKeyImpl implements PoolKey {
+  #local: XtsCipher;
+  #wiping: Promise<void> | null = null;
+
+  constructor(
+    private readonly pool: CryptoPool,
+    local: XtsCipher,
+    private readonly slot: number,
+    private readonly generation: number,
+  ) {
+    this.#local = local;
+  }
+
+  encrypt(data: Buffer, sectorSize: number, firstTweak: number): Promise<Buffer> {
+    return this.#run('encrypt', data, sectorSize, firstTweak);
+  }
+
+  decrypt(data: Buffer, sectorSize: number, firstTweak: number): Promise<Buffer> {
+    return this.#run('decrypt', data, sectorSize, firstTweak);
+  }
+
+  wipe(): Promise<void> {
+    this.#wiping ??= (async (): Promise<void> => {
+      this.#local.wipe();
+      await this.pool.release(this, this.slot, this.generation);
+    })();
+    return this.#wiping;
+  }
+
+  async #run(op: XtsTask['op'], data: Buffer, sectorSize: number, firstTweak: number): Promise<Buffer> {
+    if (this.#wiping) throw new AtrestError('LOCKED', 'the volume key has been wiped');
+    assertXtsRun(data, sectorSize, firstTweak);
+    if (data.length === 0) return data;
+    if (data.length <= this.pool.inlineMaxBytes) {
+      if (op === 'encrypt') this.#local.encryptInPlace(data, sectorSize, firstTweak);
+      else this.#local.decryptInPlace(data, sectorSize, firstTweak);
+      return data;
+    }
+    await this.pool.run(op, this.slot, this.generation, data, sectorSize, firstTweak);
+    return data;
+  }
+}
