@@ -28,18 +28,22 @@ function cipherFor(slot: number, generation: number): XtsCipher | null {
   if (entry && entry.generation === generation) return entry.cipher;
   drop(slot);
   const key = Buffer.alloc(64);
-  let cipher: XtsCipher;
+  let cipher: XtsCipher | null = null;
+  let failure: unknown = null;
   try {
     key.set(keyring.keyView(slot));
     cipher = new XtsCipher(key);
+  } catch (err) {
+    failure = err;
   } finally {
     key.fill(0);
   }
-  // wiped while we copied it: the copy may be part zeros, so never use it
+  // wiped while we copied it: the copy may be part zeros (even "weak"), so never use it
   if (keyring.generation(slot) !== generation) {
-    cipher.wipe();
+    cipher?.wipe();
     return null;
   }
+  if (cipher === null) throw failure;
   cache.set(slot, { generation, cipher });
   return cipher;
 }
