@@ -28,8 +28,13 @@ export interface PoolKey {
 }
 
 const DEFAULT_INLINE_MAX_BYTES = 16 * 1024;
-/** A run is split across workers only into parts of at least this size. */
-const SPLIT_MIN_BYTES = 128 * 1024;
+/**
+ * Requests travel in reusable shared slabs of this size (bigger runs are cut into slab-sized parts that
+ * the workers take in parallel): no allocation, page faults or transfer per request.
+ */
+const SLAB_BYTES = 256 * 1024;
+/** Idle slabs kept for reuse; more are made when needed and dropped after use. */
+const MAX_IDLE_SLABS = 32;
 /** How long wipe() waits for every worker to confirm it dropped its key schedule. */
 const WIPE_ACK_TIMEOUT_MS = 2000;
 const MAX_WORKERS = 256;
@@ -102,6 +107,7 @@ export class CryptoPool {
   readonly #keys = new Set<PoolKeyImpl>();
   readonly #ready = new Set<number>();
   readonly #wipes = new Map<number, PendingWipe>();
+  readonly #slabs: SharedArrayBuffer[] = [];
   readonly #channel: BroadcastChannel;
   #piscina: Piscina | null;
   #destroyed: Promise<void> | null = null;
@@ -165,7 +171,7 @@ export class CryptoPool {
     return this.#destroyed;
   }
 
-  /** @internal Runs one request (split across workers when it is big). */
+  /** @internal Runs one request in place, cut into slab-sized parts that the workers share. */
   async run(
     op: XtsTask['op'],
     slot: number,
@@ -174,48 +180,45 @@ export class CryptoPool {
     sectorSize: number,
     firstTweak: number,
   ): Promise<void> {
-    const sectors = data.length / sectorSize;
-    const parts = Math.min(this.workers, Math.floor(data.length / SPLIT_MIN_BYTES));
-    if (parts <= 1) {
-      data.set(await this.#runOne(op, slot, generation, data, sectorSize, firstTweak));
+    if (data.length <= SLAB_BYTES) {
+      await this.#runPart(op, slot, generation, data, sectorSize, firstTweak);
       return;
     }
-    const per = Math.ceil(sectors / parts);
-    const jobs: Array<Promise<Uint8Array>> = [];
-    const offsets: number[] = [];
-    for (let s = 0; s < sectors; s += per) {
-      const n = Math.min(per, sectors - s);
-      const part = data.subarray(s * sectorSize, (s + n) * sectorSize);
-      offsets.push(s * sectorSize);
-      jobs.push(
-        this.#runOne(op, slot, generation, part, sectorSize, firstTweak + (s * sectorSize) / TWEAK_UNIT),
-      );
+    const parts: Array<Promise<void>> = [];
+    for (let off = 0; off < data.length; off += SLAB_BYTES) {
+      const part = data.subarray(off, Math.min(off + SLAB_BYTES, data.length));
+      parts.push(this.#runPart(op, slot, generation, part, sectorSize, firstTweak + off / TWEAK_UNIT));
     }
-    const results = await Promise.all(jobs);
-    results.forEach((r, i) => data.set(r, offsets[i]));
+    // every part settles before we report, so no worker still writes into `data` afterwards
+    const results = await Promise.allSettled(parts);
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
   }
 
-  async #runOne(
+  async #runPart(
     op: XtsTask['op'],
     slot: number,
     generation: number,
     data: Uint8Array,
     sectorSize: number,
     firstTweak: number,
-  ): Promise<Uint8Array> {
+  ): Promise<void> {
     const piscina = this.#piscina;
     if (!piscina) throw new AtrestError('LOCKED', 'the crypto pool has been destroyed');
-    const copy = new ArrayBuffer(data.length);
-    new Uint8Array(copy).set(data);
-    const task: XtsTask = { op, slot, generation, sectorSize, firstTweak, data: copy };
+    const slab = this.#slabs.pop() ?? new SharedArrayBuffer(SLAB_BYTES);
+    const view = new Uint8Array(slab, 0, data.length);
+    view.set(data);
+    const task: XtsTask = { op, slot, generation, sectorSize, firstTweak, slab, length: data.length };
     let reply: unknown;
     try {
-      reply = await piscina.run(task, { transferList: [copy] });
+      reply = await piscina.run(task);
     } catch (err) {
       throw new AtrestError('INTERNAL', 'a crypto worker failed', { cause: err });
+    } finally {
+      if (reply === null) data.set(view);
+      if (op === 'decrypt' || reply !== null) view.fill(0);
+      if (this.#slabs.length < MAX_IDLE_SLABS) this.#slabs.push(slab);
     }
-    if (reply instanceof ArrayBuffer && reply.byteLength === data.length) return new Uint8Array(reply);
-    throw errorFromReply(reply);
+    if (reply !== null) throw errorFromReply(reply);
   }
 
   /** @internal Empties the key's slot, then waits until every live worker has dropped its schedule. */

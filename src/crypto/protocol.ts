@@ -12,8 +12,9 @@ export interface XtsTask {
   generation: number;
   sectorSize: number;
   firstTweak: number;
-  /** The sectors, transferred to the worker and back. */
-  data: ArrayBuffer;
+  /** A reusable shared slab holding the sectors at offset 0; the worker works on it in place. */
+  slab: SharedArrayBuffer;
+  length: number;
 }
 
 /** What a worker replies instead of throwing across threads. */

@@ -1,6 +1,5 @@
 // A crypto worker thread: runs XTS tasks with keys from the shared keyring, one cached key schedule per slot.
 import { BroadcastChannel, threadId, workerData } from 'node:worker_threads';
-import { move } from 'piscina';
 import { isAtrestError } from '../errors/index.js';
 import { Keyring } from './keyring.js';
 import { isChannelMessage, type TaskError, type WorkerInit, type XtsTask } from './protocol.js';
@@ -62,15 +61,15 @@ function fail(code: string, message: string): TaskError {
   return { code, message };
 }
 
-/** Runs one task; replies with the data (moved back) or a TaskError, never throws. */
-export default function run(task: XtsTask): ReturnType<typeof move> | TaskError {
+/** Runs one task in place on its slab; replies null or a TaskError, never throws. */
+export default function run(task: XtsTask): null | TaskError {
   try {
     const cipher = cipherFor(task.slot, task.generation);
     if (cipher === null) return fail('LOCKED', 'the volume key has been wiped');
-    const data = new Uint8Array(task.data);
+    const data = new Uint8Array(task.slab, 0, task.length);
     if (task.op === 'encrypt') cipher.encryptInPlace(data, task.sectorSize, task.firstTweak);
     else cipher.decryptInPlace(data, task.sectorSize, task.firstTweak);
-    return move(task.data);
+    return null;
   } catch (err) {
     if (isAtrestError(err)) return fail(err.code, err.message);
     return fail('INTERNAL', `crypto worker: ${err instanceof Error ? err.message : String(err)}`);
