@@ -1,8 +1,10 @@
 // Key derivation for LUKS2 keyslots: PBKDF2 (node:crypto), Argon2i/Argon2id (hash-wasm), and a PBKDF2 iteration benchmark.
 import { Buffer } from 'node:buffer';
 import { pbkdf2 as pbkdf2Callback, randomBytes } from 'node:crypto';
-import { argon2i, argon2id } from 'hash-wasm';
-import { AtrestError } from '../errors/index.js';
+import { Piscina } from 'piscina';
+import { AtrestError, isErrorCode } from '../errors/index.js';
+import type { Argon2Task } from './kdf-worker.js';
+import { workerModule } from './worker-module.js';
 
 export type Pbkdf2Hash = 'sha256' | 'sha512' | 'sha1';
 export type Argon2Type = 'argon2i' | 'argon2id';
@@ -54,8 +56,9 @@ export async function pbkdf2(
 }
 
 /**
- * Argon2i / Argon2id (RFC 9106, version 0x13) through hash-wasm. Handles cryptsetup's defaults
- * (1 GiB, parallelism 4); lanes are computed one after another, so time grows with parallelism.
+ * Argon2i / Argon2id (RFC 9106, version 0x13) through hash-wasm, in a worker thread of its own so the
+ * event loop stays free. Handles cryptsetup's defaults (1 GiB, parallelism 4); lanes are computed one
+ * after another, so time grows with parallelism.
  */
 export async function argon2(
   type: Argon2Type,
@@ -76,24 +79,37 @@ export async function argon2(
   checkInt('Argon2 memory (KiB)', memoryKiB, 8 * parallelism, ARGON2_MAX_MEMORY_KIB);
   checkInt('Argon2 key length', keyLength, 4, 1024);
   if (salt.length < 8) throw new AtrestError('USAGE', 'Argon2 salt must be at least 8 bytes');
-  const fn = type === 'argon2id' ? argon2id : argon2i;
-  let out: Uint8Array;
+  const task: Argon2Task = {
+    type,
+    password: Uint8Array.from(password),
+    salt: Uint8Array.from(salt),
+    iterations: timeCost,
+    parallelism,
+    memorySize: memoryKiB,
+    hashLength: keyLength,
+  };
+  // a worker of its own: the wasm memory (up to GiBs) goes away with the thread
+  const pool = new Piscina({ ...workerModule('kdf-worker'), minThreads: 0, maxThreads: 1 });
+  let reply: unknown;
   try {
-    out = await fn({
-      password,
-      salt,
-      iterations: timeCost,
-      parallelism,
-      memorySize: memoryKiB,
-      hashLength: keyLength,
-      outputType: 'binary',
-    });
+    reply = await pool.run(task, { transferList: [task.password.buffer as ArrayBuffer] });
   } catch (err) {
     throw new AtrestError('INTERNAL', `${type} failed`, { cause: err });
+  } finally {
+    // normally transferred (detached here) and zeroed by the worker
+    if (task.password.buffer.byteLength > 0) task.password.fill(0);
+    await pool.destroy();
   }
-  const key = Buffer.from(out);
-  out.fill(0);
-  return key;
+  if (reply instanceof Uint8Array && reply.length === keyLength) {
+    const key = Buffer.from(reply);
+    reply.fill(0);
+    return key;
+  }
+  const e = reply as Partial<{ code: string; message: string }> | null;
+  throw new AtrestError(
+    e && typeof e.code === 'string' && isErrorCode(e.code) ? e.code : 'INTERNAL',
+    e && typeof e.message === 'string' ? e.message : `${type} failed`,
+  );
 }
 
 /**

@@ -6,6 +6,7 @@ import { BroadcastChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { AtrestError, isErrorCode } from '../errors/index.js';
 import { Keyring } from './keyring.js';
+import { workerModule } from './worker-module.js';
 import { isChannelMessage, type TaskError, type WorkerInit, type XtsTask } from './protocol.js';
 import { assertXtsKey, assertXtsRun, TWEAK_UNIT, XtsCipher } from './xts.js';
 
@@ -70,22 +71,6 @@ function validateOptions(options: unknown): { workers: number; inlineMaxBytes: n
   };
 }
 
-/**
- * The worker module. Compiled (dist/): worker.js beside this file. From TypeScript sources (vitest,
- * tsx): worker.ts, loaded through tsx's module hooks in the worker thread.
- */
-function workerModule(): { filename: string; execArgv?: string[] } {
-  const here = import.meta.url;
-  if (!here.endsWith('.ts')) return { filename: new URL('./worker.js', here).href };
-  let tsx = 'tsx';
-  try {
-    tsx = import.meta.resolve('tsx');
-  } catch {
-    /* resolve from the working directory instead */
-  }
-  return { filename: new URL('./worker.ts', here).href, execArgv: ['--import', tsx] };
-}
-
 function errorFromReply(reply: unknown): AtrestError {
   const r = reply as Partial<TaskError> | null;
   if (r && typeof r.code === 'string' && typeof r.message === 'string') {
@@ -124,7 +109,7 @@ export class CryptoPool {
     this.#channel.onmessage = (event: MessageEvent): void => this.#onChannel(event.data);
     const init: WorkerInit = { keyring: this.#keyring.buffer, channel: channelName };
     this.#piscina = new Piscina({
-      ...workerModule(),
+      ...workerModule('worker'),
       minThreads: workers,
       maxThreads: workers,
       // workers must run their event loop between tasks to hear wipe notices
