@@ -2,7 +2,7 @@
 // npm run bench: sector crypto vs `openssl speed`, pool scaling, and I/O through the disk file, encrypted vs
 // the same daemon serving an unencrypted image (bench-only backend). Every ratio comes from one run.
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile, readFile, truncate } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile, truncate } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
