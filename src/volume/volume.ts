@@ -1,0 +1,347 @@
+// A decrypted view of a LUKS2 data segment: random-access plaintext reads and writes over an encrypted image file.
+import { Buffer } from 'node:buffer';
+import { open, type FileHandle } from 'node:fs/promises';
+import { AtrestError, fromSystemError } from '../errors/index.js';
+import type { SectorCipher } from './cipher.js';
+import { RangeLock } from './range-lock.js';
+
+/** XTS tweaks count 512-byte units whatever the sector size. */
+const TWEAK_UNIT = 512;
+const SECTOR_SIZES: readonly number[] = [512, 1024, 2048, 4096];
+/** Requests are cut into batches of at most this many bytes (whole sectors). */
+export const VOLUME_BATCH_BYTES = 256 * 1024;
+/** Batches of one request in flight at once: crypto of one overlaps I/O of the next. */
+const BATCHES_IN_FLIGHT = 4;
+
+export interface VolumeOptions {
+  /** The encrypted image (or raw file for PlainCipher). */
+  imagePath: string;
+  /** Byte offset of the data segment in the image. */
+  dataOffset: number;
+  /** Bytes of plaintext the volume exposes; whole sectors. */
+  dataSize: number;
+  /** Encryption sector size: 512, 1024, 2048 or 4096. */
+  sectorSize: number;
+  /** Added to every tweak (LUKS2 segment iv_tweak), in 512-byte units. */
+  ivTweak: number;
+  cipher: SectorCipher;
+  readOnly: boolean;
+}
+
+export interface VolumeCounters {
+  bytesRead: number;
+  bytesWritten: number;
+  readOps: number;
+  writeOps: number;
+}
+
+function assertUint(n: number, what: string): void {
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new AtrestError('USAGE', `${what} must be a non-negative integer, got ${String(n)}`);
+  }
+}
+
+/**
+ * Plaintext random access over the data segment of an encrypted image. Any offset and length:
+ * partial sectors are read, decrypted, patched, encrypted and written back under an exclusive
+ * sector-range lock, so concurrent overlapping writes never lose each other's bytes; reads take
+ * the range shared. Only fs/promises is used (the serving process also answers FUSE requests).
+ */
+export class Volume {
+  readonly size: number;
+  readonly readOnly: boolean;
+  readonly sectorSize: number;
+  readonly imagePath: string;
+  readonly #dataOffset: number;
+  readonly #ivTweak: number;
+  readonly #cipher: SectorCipher;
+  readonly #fh: FileHandle;
+  readonly #locks = new RangeLock();
+  readonly #counters: VolumeCounters = { bytesRead: 0, bytesWritten: 0, readOps: 0, writeOps: 0 };
+  #lockedReason: string | null = null;
+  #closed = false;
+  #closing: Promise<void> | null = null;
+  #inFlight = 0;
+  #drained: (() => void) | null = null;
+
+  private constructor(opts: VolumeOptions, fh: FileHandle) {
+    this.imagePath = opts.imagePath;
+    this.size = opts.dataSize;
+    this.readOnly = opts.readOnly;
+    this.sectorSize = opts.sectorSize;
+    this.#dataOffset = opts.dataOffset;
+    this.#ivTweak = opts.ivTweak;
+    this.#cipher = opts.cipher;
+    this.#fh = fh;
+  }
+
+  /** Opens the image (read-write unless readOnly) and checks it holds the whole data segment. */
+  static async open(opts: VolumeOptions): Promise<Volume> {
+    if (!SECTOR_SIZES.includes(opts.sectorSize)) {
+      throw new AtrestError(
+        'UNSUPPORTED',
+        `sector size ${opts.sectorSize} is not one of 512, 1024, 2048, 4096`,
+      );
+    }
+    assertUint(opts.dataOffset, 'data offset');
+    assertUint(opts.dataSize, 'data size');
+    assertUint(opts.ivTweak, 'iv tweak');
+    if (opts.dataSize % opts.sectorSize !== 0) {
+      throw new AtrestError(
+        'UNSUPPORTED',
+        `data size ${opts.dataSize} is not whole ${opts.sectorSize}-byte sectors`,
+        { path: opts.imagePath },
+      );
+    }
+    let fh: FileHandle;
+    try {
+      fh = await open(opts.imagePath, opts.readOnly ? 'r' : 'r+');
+    } catch (err) {
+      throw fromSystemError(err, opts.imagePath, 'image');
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) {
+        throw new AtrestError('USAGE', `image ${opts.imagePath} is not a regular file`, {
+          path: opts.imagePath,
+        });
+      }
+      if (st.size < opts.dataOffset + opts.dataSize) {
+        throw new AtrestError(
+          'TRUNCATED_IMAGE',
+          `image ${opts.imagePath} is ${st.size} bytes, shorter than its data segment ends (${opts.dataOffset + opts.dataSize})`,
+          { path: opts.imagePath, hint: 'the image was truncated; restore it from a backup' },
+        );
+      }
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw fromSystemError(err, opts.imagePath, 'image');
+    }
+    return new Volume(opts, fh);
+  }
+
+  /** A snapshot of the I/O counters. */
+  get counters(): VolumeCounters {
+    return { ...this.#counters };
+  }
+
+  /** Why the volume was locked, or null. */
+  get lockedReason(): string | null {
+    return this.#lockedReason;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Stops all I/O for good (the key is about to be revoked): every later call, and every write not
+   * yet issued to the image, fails with LOCKED. Nothing more reaches the image.
+   */
+  lock(reason: string): void {
+    if (this.#lockedReason === null) this.#lockedReason = reason || 'locked';
+  }
+
+  /**
+   * Reads up to `length` bytes at `position`; fewer at the end of the volume, none past it.
+   */
+  async read(position: number, length: number): Promise<Buffer> {
+    assertUint(position, 'read position');
+    assertUint(length, 'read length');
+    this.#checkUsable();
+    const end = Math.min(this.size, position + length);
+    if (end <= position) return Buffer.alloc(0);
+    return this.#track(async () => {
+      const ss = this.sectorSize;
+      const first = position - (position % ss);
+      const last = Math.ceil(end / ss) * ss;
+      const out = Buffer.allocUnsafe(end - position);
+      const release = await this.#locks.acquire(first, last, false);
+      try {
+        await this.#batches(first, last, async (bs, be) => {
+          this.#checkUsable();
+          const sectors = await this.#readSectors(bs, be);
+          const from = Math.max(bs, position);
+          const to = Math.min(be, end);
+          sectors.copy(out, from - position, from - bs, to - bs);
+          sectors.fill(0);
+        });
+      } finally {
+        release();
+      }
+      this.#counters.bytesRead += out.length;
+      this.#counters.readOps++;
+      return out;
+    });
+  }
+
+  /**
+   * Writes `data` at `position`. Returns the bytes written: all of them, or fewer when the volume
+   * ends first. Fails with NO_SPACE when `position` is at or past the end and data is not empty.
+   */
+  async write(position: number, data: Buffer): Promise<number> {
+    assertUint(position, 'write position');
+    this.#checkUsable();
+    if (this.readOnly) {
+      throw new AtrestError('READ_ONLY', 'the volume is open read-only', { path: this.imagePath });
+    }
+    if (data.length === 0) return 0;
+    if (position >= this.size) {
+      throw new AtrestError(
+        'NO_SPACE',
+        `write at ${position} is past the end of the volume (${this.size} bytes)`,
+      );
+    }
+    const end = Math.min(this.size, position + data.length);
+    return this.#track(async () => {
+      const ss = this.sectorSize;
+      const first = position - (position % ss);
+      const last = Math.ceil(end / ss) * ss;
+      const release = await this.#locks.acquire(first, last, true);
+      try {
+        await this.#batches(first, last, async (bs, be) => {
+          this.#checkUsable();
+          const from = Math.max(bs, position);
+          const to = Math.min(be, end);
+          const buf = Buffer.allocUnsafe(be - bs);
+          // read-modify-write of a partly covered first or last sector (read once if they are one)
+          const headPartial = from > bs;
+          if (headPartial) {
+            const head = await this.#readSectors(bs, bs + ss);
+            head.copy(buf, 0);
+            head.fill(0);
+          }
+          if (to < be && !(headPartial && be - ss === bs)) {
+            const tail = await this.#readSectors(be - ss, be);
+            tail.copy(buf, be - ss - bs);
+            tail.fill(0);
+          }
+          data.copy(buf, from - bs, from - position, to - position);
+          const enc = await this.#cipher.encrypt(buf, ss, this.#tweak(bs));
+          try {
+            this.#checkUsable();
+            await this.#writeAll(enc, this.#dataOffset + bs);
+          } finally {
+            if (enc !== buf) buf.fill(0);
+          }
+        });
+      } finally {
+        release();
+      }
+      const n = end - position;
+      this.#counters.bytesWritten += n;
+      this.#counters.writeOps++;
+      return n;
+    });
+  }
+
+  /** Makes everything written so far durable: fdatasync (datasync) or fsync of the image. */
+  async fsync(datasync: boolean): Promise<void> {
+    this.#checkUsable();
+    if (this.readOnly) return;
+    await this.#track(async () => {
+      try {
+        if (datasync) await this.#fh.datasync();
+        else await this.#fh.sync();
+      } catch (err) {
+        throw fromSystemError(err, this.imagePath, 'image');
+      }
+    });
+  }
+
+  /** Waits for I/O in flight, then closes the image. Idempotent. */
+  close(): Promise<void> {
+    if (this.#closing) return this.#closing;
+    this.#closed = true;
+    this.#closing = (async () => {
+      if (this.#inFlight > 0) {
+        await new Promise<void>((resolve) => {
+          this.#drained = resolve;
+        });
+      }
+      await this.#fh.close();
+    })();
+    return this.#closing;
+  }
+
+  #tweak(dataOffset: number): number {
+    return dataOffset / TWEAK_UNIT + this.#ivTweak;
+  }
+
+  #checkUsable(): void {
+    if (this.#lockedReason !== null) {
+      throw new AtrestError('LOCKED', `the volume is locked (${this.#lockedReason})`, {
+        hint: 'open the volume again',
+      });
+    }
+    if (this.#closed) throw new AtrestError('NOT_OPEN', 'the volume is closed');
+  }
+
+  async #track<T>(fn: () => Promise<T>): Promise<T> {
+    this.#inFlight++;
+    try {
+      return await fn();
+    } finally {
+      this.#inFlight--;
+      if (this.#inFlight === 0 && this.#drained) {
+        const d = this.#drained;
+        this.#drained = null;
+        d();
+      }
+    }
+  }
+
+  /** Runs fn over [first, last) cut into sector-aligned batches, a few at once; the first error wins. */
+  async #batches(first: number, last: number, fn: (bs: number, be: number) => Promise<void>): Promise<void> {
+    if (last - first <= VOLUME_BATCH_BYTES) return fn(first, last);
+    let next = first;
+    let failed: Error | null = null;
+    const worker = async (): Promise<void> => {
+      while (next < last && failed === null) {
+        const bs = next;
+        const be = Math.min(last, bs + VOLUME_BATCH_BYTES);
+        next = be;
+        try {
+          await fn(bs, be);
+        } catch (err) {
+          failed ??= err instanceof Error ? err : new AtrestError('INTERNAL', String(err));
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: BATCHES_IN_FLIGHT }, worker));
+    if (failed !== null) throw failed;
+  }
+
+  /** Reads and decrypts the sectors [bs, be) of the data segment. */
+  async #readSectors(bs: number, be: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(be - bs);
+    let done = 0;
+    try {
+      while (done < buf.length) {
+        const { bytesRead } = await this.#fh.read(buf, done, buf.length - done, this.#dataOffset + bs + done);
+        if (bytesRead === 0) {
+          throw new AtrestError('TRUNCATED_IMAGE', `image ${this.imagePath} ends inside its data segment`, {
+            path: this.imagePath,
+          });
+        }
+        done += bytesRead;
+      }
+    } catch (err) {
+      throw fromSystemError(err, this.imagePath, 'image');
+    }
+    return this.#cipher.decrypt(buf, this.sectorSize, this.#tweak(bs));
+  }
+
+  async #writeAll(buf: Buffer, at: number): Promise<void> {
+    let done = 0;
+    try {
+      while (done < buf.length) {
+        const { bytesWritten } = await this.#fh.write(buf, done, buf.length - done, at + done);
+        if (bytesWritten === 0) throw new AtrestError('IO', `short write to image ${this.imagePath}`);
+        done += bytesWritten;
+      }
+    } catch (err) {
+      throw fromSystemError(err, this.imagePath, 'image');
+    }
+  }
+}
