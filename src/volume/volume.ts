@@ -295,21 +295,21 @@ export class Volume {
   async #batches(first: number, last: number, fn: (bs: number, be: number) => Promise<void>): Promise<void> {
     if (last - first <= VOLUME_BATCH_BYTES) return fn(first, last);
     let next = first;
-    let failed: Error | null = null;
+    const state: { failed: Error | null } = { failed: null };
     const worker = async (): Promise<void> => {
-      while (next < last && failed === null) {
+      while (next < last && state.failed === null) {
         const bs = next;
         const be = Math.min(last, bs + VOLUME_BATCH_BYTES);
         next = be;
         try {
           await fn(bs, be);
         } catch (err) {
-          failed ??= err instanceof Error ? err : new AtrestError('INTERNAL', String(err));
+          state.failed ??= err instanceof Error ? err : new AtrestError('INTERNAL', String(err));
         }
       }
     };
     await Promise.all(Array.from({ length: BATCHES_IN_FLIGHT }, worker));
-    if (failed !== null) throw failed;
+    if (state.failed !== null) throw state.failed;
   }
 
   /** Reads and decrypts the sectors [bs, be) of the data segment. */
