@@ -1,0 +1,28 @@
+// The LUKS2 on-disk format: binary headers (both copies), JSON metadata, keyslots (AF splitter + KDFs), digests; read, unlock, format, add/remove keyslots.
+//
+// Public API (others code against this):
+//   readLuks2(headerPath, { imagePath? }) → Luks2Metadata   validated view; falls back to the secondary
+//       header when the primary is damaged (see meta.damaged / meta.warnings); the next write repairs both.
+//   unlockVolumeKey(meta, passphrase, { keyslot? }) → { volumeKey, keyslot }   caller wipes volumeKey
+//   resolvedDataSize(meta, imageFileSize) → bytes of data (resolves size "dynamic")
+//   formatLuks2({ imagePath, headerPath?, dataSize, sectorSize?, label?, passphrase, pbkdf2Iterations?,
+//       iterTimeMs?, kdf?, volumeKey? }) → { uuid, keyslot }
+//   addKeyslot(meta, volumeKey, passphrase, { keyslot?, kdf?, priority? }) → keyslot id
+//   removeKeyslot(meta, keyslot, { allowLast? })
+// Errors (AtrestError codes): NOT_LUKS2, CORRUPT_HEADER, TRUNCATED_IMAGE, UNSUPPORTED,
+// REENCRYPT_IN_PROGRESS, WRONG_KEY, FILE_EXISTS, FILE_NOT_FOUND, IMAGE_BUSY, NO_SPACE, USAGE.
+// Messages name the file and never contain key material.
+export { readLuks2, resolvedDataSize, type Luks2Metadata, type Luks2Volume } from './volume.js';
+export { unlockVolumeKey } from './unlock.js';
+export {
+  formatLuks2,
+  DEFAULT_DATA_OFFSET,
+  DEFAULT_HDR_SIZE,
+  DEFAULT_JSON_SIZE,
+  DEFAULT_KEYSLOTS_SIZE,
+  FIRST_KEYSLOT_OFFSET,
+  VOLUME_KEY_SIZE,
+  type FormatOptions,
+} from './format.js';
+export { addKeyslot, removeKeyslot, type AddKeyslotOptions, type KdfChoice } from './keyslots.js';
+export type { KeyslotInfo, TokenInfo, SegmentInfo, DigestInfo, JsonObject, Json } from './metadata.js';

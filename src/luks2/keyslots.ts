@@ -1,0 +1,193 @@
+// Adding and removing keyslots: area allocation like cryptsetup (first gap, 4 KiB aligned), KDF choice, digest links.
+import { Buffer } from 'node:buffer';
+import { randomBytes } from 'node:crypto';
+import { benchmarkPbkdf2Iterations, PBKDF2_MIN_ITERATIONS } from '../crypto/kdf.js';
+import { AtrestError } from '../errors/index.js';
+import { openFile } from './disk.js';
+import { KDF_SALT_LEN } from './kdf-table.js';
+import { afMaterialSize, AF_STRIPES, keyslotHandler } from './keyslot-luks2.js';
+import { AREA_ALIGN, KEYSLOTS_MAX, type JsonObject } from './metadata.js';
+import { areaIo, verifyVolumeKey } from './unlock.js';
+import { writeMetadata, type Luks2Metadata } from './volume.js';
+
+/** The KDF of a new keyslot. Default: PBKDF2-SHA256 benchmarked to iterTimeMs (1000 ms). */
+export type KdfChoice =
+  | { type: 'pbkdf2'; hash?: 'sha256' | 'sha512' | 'sha1'; iterations?: number; iterTimeMs?: number }
+  | { type: 'argon2i' | 'argon2id'; time: number; memoryKiB: number; cpus: number };
+
+export interface AddKeyslotOptions {
+  /** Keyslot id to use (default: the lowest free one). */
+  keyslot?: number;
+  kdf?: KdfChoice;
+  /** 0 ignore, 1 normal (default), 2 prefer. */
+  priority?: 0 | 1 | 2;
+}
+
+/** Rounds up to a multiple of `a`. */
+export function roundUp(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+/** Area size a keyslot for a key of `keySize` bytes takes (4000 stripes, 4 KiB aligned): 258048 for 64. */
+export function keyslotAreaSize(keySize: number): number {
+  return roundUp(afMaterialSize(keySize), AREA_ALIGN);
+}
+
+/** The first gap in the keyslots area that fits `size` bytes, or null. */
+export function findAreaGap(
+  areas: Array<{ offset: number; size: number }>,
+  start: number,
+  end: number,
+  size: number,
+): number | null {
+  let at = start;
+  for (const a of [...areas].sort((x, y) => x.offset - y.offset)) {
+    if (a.offset >= at + size) break;
+    at = Math.max(at, roundUp(a.offset + a.size, AREA_ALIGN));
+  }
+  return at + size <= end ? at : null;
+}
+
+export async function kdfJson(choice: KdfChoice | undefined, keySize: number): Promise<JsonObject> {
+  const salt = randomBytes(KDF_SALT_LEN).toString('base64');
+  const c = choice ?? { type: 'pbkdf2' };
+  if (c.type === 'pbkdf2') {
+    const hash = c.hash ?? 'sha256';
+    const iterations = c.iterations ?? (await benchmarkPbkdf2Iterations(hash, keySize, c.iterTimeMs ?? 1000));
+    if (!Number.isSafeInteger(iterations) || iterations < 1 || iterations > 0xffff_ffff) {
+      throw new AtrestError('USAGE', `PBKDF2 iterations ${iterations} out of range`);
+    }
+    return { type: 'pbkdf2', hash, iterations, salt };
+  }
+  return { type: c.type, time: c.time, memory: c.memoryKiB, cpus: c.cpus, salt };
+}
+
+/** A new 'luks2' keyslot object for a 512-bit AES-XTS key (without the area offset filled in yet). */
+export function keyslotJson(keySize: number, offset: number, kdf: JsonObject, priority?: number): JsonObject {
+  const ks: JsonObject = {
+    type: 'luks2',
+    key_size: keySize,
+    af: { type: 'luks1', stripes: AF_STRIPES, hash: 'sha256' },
+    area: {
+      type: 'raw',
+      offset: String(offset),
+      size: String(keyslotAreaSize(keySize)),
+      encryption: 'aes-xts-plain64',
+      key_size: 64,
+    },
+    kdf,
+  };
+  if (priority !== undefined && priority !== 1) ks.priority = priority;
+  return ks;
+}
+
+/** Digest iterations cryptsetup-style: 1/8 of the keyslot's time (125 ms of 1 s), at least 1000. */
+export function digestIterationsFor(kdf: KdfChoice | undefined, keyslotIterations: number): number {
+  if (kdf?.type === 'pbkdf2' && kdf.iterations !== undefined) return PBKDF2_MIN_ITERATIONS;
+  const ms = kdf?.type === 'pbkdf2' ? (kdf.iterTimeMs ?? 1000) : 1000;
+  return Math.max(PBKDF2_MIN_ITERATIONS, Math.floor((keyslotIterations * 125) / ms));
+}
+
+/**
+ * Adds a keyslot holding `volumeKey` (which must match the volume's digest) under `passphrase`.
+ * Writes the keyslot area, then both header copies. Returns the keyslot id.
+ */
+export async function addKeyslot(
+  meta: Luks2Metadata,
+  volumeKey: Buffer,
+  passphrase: Uint8Array,
+  opts: AddKeyslotOptions = {},
+): Promise<number> {
+  const path = meta.headerPath;
+  if (!(await verifyVolumeKey(meta, volumeKey))) {
+    throw new AtrestError('WRONG_KEY', `${path}: the volume key given does not match this volume`, {
+      path,
+      hint: 'unlock the volume first and pass its key',
+    });
+  }
+  const used = new Set(meta.keyslots.map((k) => k.id));
+  let id = opts.keyslot;
+  if (id === undefined) {
+    id = 0;
+    while (used.has(id)) id++;
+  }
+  if (!Number.isSafeInteger(id) || id < 0 || id >= KEYSLOTS_MAX) {
+    throw new AtrestError('USAGE', `${path}: no free key slot (at most ${KEYSLOTS_MAX})`, { path });
+  }
+  if (used.has(id)) {
+    throw new AtrestError('USAGE', `${path}: key slot ${id} is in use`, {
+      path,
+      hint: 'remove it first or pick another',
+    });
+  }
+  const keySize = volumeKey.length;
+  const start = 2 * meta.hdrSize;
+  const offset = findAreaGap(
+    meta.keyslots.map((k) => k.area),
+    start,
+    start + meta.keyslotsSize,
+    keyslotAreaSize(keySize),
+  );
+  if (offset === null) {
+    throw new AtrestError('NO_SPACE', `${path}: no space left in the keyslots area for a new key slot`, {
+      path,
+      hint: 'remove an unused key slot first',
+    });
+  }
+  const ks = keyslotJson(keySize, offset, await kdfJson(opts.kdf, keySize), opts.priority);
+  const json = structuredClone(meta.json);
+  (json.keyslots as JsonObject)[String(id)] = ks;
+  const digests = json.digests as Record<string, JsonObject>;
+  const digest = digests[String(meta.digest.id)] as JsonObject;
+  (digest.keyslots as string[]).push(String(id));
+  (digest.keyslots as string[]).sort((a, b) => Number(a) - Number(b));
+  const handler = keyslotHandler('luks2');
+  if (!handler) throw new AtrestError('INTERNAL', 'no luks2 keyslot handler');
+  const fh = await openFile(path, 'r+', 'LUKS2 header');
+  try {
+    await handler.setKey(ks, passphrase, volumeKey, areaIo(fh, path));
+  } finally {
+    await fh.close();
+  }
+  await writeMetadata(meta, json);
+  return id;
+}
+
+/**
+ * Removes keyslot `keyslot`: overwrites its area with random bytes, then drops it from the metadata
+ * (and from digests and tokens). Refuses to remove the last keyslot unless `opts.allowLast`.
+ */
+export async function removeKeyslot(
+  meta: Luks2Metadata,
+  keyslot: number,
+  opts: { allowLast?: boolean } = {},
+): Promise<void> {
+  const path = meta.headerPath;
+  const info = meta.keyslots.find((k) => k.id === keyslot);
+  if (!info) throw new AtrestError('USAGE', `${path}: there is no key slot ${keyslot}`, { path });
+  if (meta.keyslots.length === 1 && !opts.allowLast) {
+    throw new AtrestError(
+      'USAGE',
+      `${path}: key slot ${keyslot} is the last one; removing it loses the data`,
+      {
+        path,
+        hint: 'add another key slot first',
+      },
+    );
+  }
+  const fh = await openFile(path, 'r+', 'LUKS2 header');
+  try {
+    const noise = randomBytes(info.area.size);
+    await areaIo(fh, path).write(info.area.offset, noise);
+  } finally {
+    await fh.close();
+  }
+  const json = structuredClone(meta.json);
+  delete (json.keyslots as JsonObject)[String(keyslot)];
+  for (const group of ['digests', 'tokens'] as const) {
+    for (const obj of Object.values(json[group] as Record<string, JsonObject>)) {
+      if (Array.isArray(obj.keyslots)) obj.keyslots = obj.keyslots.filter((k) => k !== String(keyslot));
+    }
+  }
+  await writeMetadata(meta, json);
+}
