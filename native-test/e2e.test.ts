@@ -55,7 +55,7 @@ async function decryptWithKey(
 }
 
 async function dumpVolumeKey(image: string, key: string): Promise<Buffer> {
-  const out = join(t.dir, 'vk.bin');
+  const out = join(t.dir, `vk-${randomBytes(4).toString('hex')}.bin`);
   await must('cryptsetup', [
     'luksDump',
     '--dump-volume-key',

@@ -34,6 +34,7 @@ export function run(
       clearTimeout(timer);
       resolvePromise({ code: code ?? (signal ? 128 : 1), stdout, stderr });
     });
+    child.stdin.on('error', () => undefined); // a child that exits before reading its input
     child.stdin.end(opts.input ?? '');
   });
 }

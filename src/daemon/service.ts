@@ -121,6 +121,7 @@ export class VolumeService {
       const lock = await acquireImageLock(image, this.paths.lockDir);
       undo.push(() => lock.release());
       const meta = await readLuks2(header, { imagePath: image });
+      for (const w of meta.warnings) this.log.warn({ event: 'header', image, header }, w);
       const size = resolvedDataSize(meta, st.size);
       passphrase = req.keyData !== undefined ? Buffer.from(req.keyData, 'base64') : null;
       if (passphrase === null) {
