@@ -181,7 +181,7 @@ describe('formatLuks2 / readLuks2 / unlockVolumeKey', () => {
     const path = await fresh();
     await craft(path, (j) => {
       j['x-extra'] = { keep: 'me' };
-      (segment0(j) as JsonObject)['x-seg'] = 1;
+      segment0(j)['x-seg'] = 1;
     });
     const meta = await readLuks2(path);
     const { volumeKey } = await unlockVolumeKey(meta, PASS);

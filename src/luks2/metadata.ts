@@ -263,8 +263,12 @@ export function parseMetadata(root: Json, hdrSize: number): ParsedMetadata {
   const segments = sortedEntries(getObject(root, 'segments', 'metadata'), SEGMENTS_MAX, 'segment').map(
     ([id, s]) => parseSegment(id, s),
   );
-  segments.forEach((s, i) => {
-    if (s.size === 'dynamic' && i !== segments.length - 1) fail(`segment ${s.id} is dynamic but not last`);
+  // backup segments (reencryption) sit beside the real ones and may repeat their offsets
+  const live = segments.filter((s) => !s.flags.some((f) => f.startsWith('backup-')));
+  live.forEach((s, i) => {
+    if (s.size === 'dynamic' && i !== live.length - 1) fail(`segment ${s.id} is dynamic but not last`);
+  });
+  segments.forEach((s) => {
     if (s.offset !== 0 && s.offset < keyslotsEnd) {
       fail(`segment ${s.id} offset ${s.offset} overlaps the keyslots area (ends at ${keyslotsEnd})`);
     }
