@@ -134,6 +134,24 @@ describe('FUSE disk file', () => {
     await shOk(`truncate -s 4M ${w.diskPath}`);
   });
 
+  it('spawns helpers without the /dev/fuse descriptor', async () => {
+    const d = await serve({ size: 1024 * 1024, plain: true });
+    const fds = await shOk('ls -l /proc/self/fd/');
+    expect(fds).not.toMatch(/\/dev\/fuse/);
+    expect(d.disk.connection).toBeGreaterThan(0);
+  });
+
+  it('closes even while a process keeps the disk file open (lazy unmount, then abort)', async () => {
+    const d = await serve({ size: 1024 * 1024, plain: true });
+    const holder = sh(`exec 3<${d.diskPath}; sleep 3`, 30_000);
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    await d.close();
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(await fuseMountAt(d.diskPath)).toBeNull();
+    await holder;
+  });
+
   it('carries ext4 on a loop device (mkfs, mount, write, fsck)', async () => {
     const d = await serve({ size: 64 * 1024 * 1024 });
     const mnt = join(dir, 'mnt');

@@ -5,7 +5,7 @@ import { stat, unlink, writeFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { AtrestError, errnoOf } from '../errors/index.js';
-import { fuseMountAt, unmountFuse } from './mounts.js';
+import { abortConnection, fuseMountAt, unmountFuse } from './mounts.js';
 import { NativeSession, type NativeOps, type NativeStat } from './native.js';
 import { fuseDeviceFds } from './spawn.js';
 
@@ -138,10 +138,12 @@ async function mountDisk(opts: ServeDiskOptions): Promise<FuseDisk> {
   let nextFh = 1;
   const track = (fn: () => Promise<number>, cb: (code: number) => void): void => {
     inFlight++;
-    fn().then(
-      (code) => done(code),
-      (err: unknown) => done(negErrno(err)),
-    );
+    Promise.resolve()
+      .then(fn)
+      .then(
+        (code) => done(code),
+        (err: unknown) => done(negErrno(err)),
+      );
     function done(code: number): void {
       inFlight--;
       cb(code);
@@ -257,10 +259,19 @@ async function mountDisk(opts: ServeDiskOptions): Promise<FuseDisk> {
           new Promise<void>((r) => setTimeout(r, unmountTimeoutMs).unref()),
         ]);
       }
-      while (Date.now() < deadline) {
-        const open = new Set(await fuseDeviceFds());
-        if (!mine.some((fd) => open.has(fd))) break;
-        await new Promise((r) => setTimeout(r, 20));
+      const threadGone = async (until: number): Promise<boolean> => {
+        for (;;) {
+          const open = new Set(await fuseDeviceFds());
+          if (!mine.some((fd) => open.has(fd))) return true;
+          if (Date.now() >= until) return false;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      };
+      // after a lazy unmount a holder (loop device, open file) keeps the connection: abort it, so
+      // nothing is served from a closed disk and libfuse's thread ends
+      if (!(await threadGone(Math.min(deadline, Date.now() + 2_000)))) {
+        await abortConnection(connection);
+        await threadGone(deadline);
       }
       session.release();
       if (!disk.readOnly) await disk.fsync(false).catch(() => undefined);
