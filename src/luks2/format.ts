@@ -98,6 +98,8 @@ async function createAtomically(
       if ((err as { code?: unknown }).code === 'EEXIST') throw fileExists(final);
       throw err;
     });
+    const d = await open(dirname(final), 'r');
+    await d.sync().finally(() => d.close());
   } catch (err) {
     throw fromSystemError(err, final, 'image');
   } finally {

@@ -59,6 +59,13 @@ export async function kdfJson(choice: KdfChoice | undefined, keySize: number): P
     }
     return { type: 'pbkdf2', hash, iterations, salt };
   }
+  const ok = (n: number, min: number): boolean => Number.isSafeInteger(n) && n >= min && n <= 0xffff_ffff;
+  if (!ok(c.time, 1) || !ok(c.cpus, 1) || !ok(c.memoryKiB, 8 * c.cpus)) {
+    throw new AtrestError(
+      'USAGE',
+      `${c.type} parameters out of range (time >= 1, cpus >= 1, memory >= 8 KiB per cpu)`,
+    );
+  }
   return { type: c.type, time: c.time, memory: c.memoryKiB, cpus: c.cpus, salt };
 }
 

@@ -429,6 +429,15 @@ describe('refusals', () => {
       /reencrypt keyslot/,
     ],
   ];
+  cases.push([
+    'reencrypt backup segments (dynamic, same offset)',
+    (j) => {
+      (j.segments as JsonObject)['1'] = { ...segment0(j), flags: ['backup-previous'] };
+      (j.segments as JsonObject)['2'] = { ...segment0(j), flags: ['backup-final'] };
+    },
+    'REENCRYPT_IN_PROGRESS',
+    /backup/,
+  ]);
   for (const [name, mutate, code, why] of cases) {
     it(`refuses ${name}`, async () => {
       const path = await fresh();

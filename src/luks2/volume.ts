@@ -294,19 +294,15 @@ export async function writeMetadata(meta: Luks2Metadata, json: JsonObject): Prom
   })();
   const fh = await openFile(meta.headerPath, 'r+', 'LUKS2 header');
   try {
-    const onDisk = await readAt(fh, 0, BIN_HEADER_SIZE);
-    if (!meta.damaged.includes('primary')) {
-      const bin = onDisk.length === BIN_HEADER_SIZE ? decodeBinaryHeader(onDisk) : null;
-      if (!bin || bin.seqid !== meta.seqid || bin.uuid !== meta.uuid) {
-        throw new AtrestError(
-          'IMAGE_BUSY',
-          `${meta.headerPath}: the LUKS2 header changed since it was read`,
-          {
-            path: meta.headerPath,
-            hint: 'another program is changing it; try again',
-          },
-        );
-      }
+    // like cryptsetup's sequence-id check: the copy we read must still be what is on disk
+    const checkOffset = meta.usedCopy === 'primary' ? 0 : meta.hdrSize;
+    const onDisk = await readAt(fh, checkOffset, BIN_HEADER_SIZE);
+    const bin = onDisk.length === BIN_HEADER_SIZE ? decodeBinaryHeader(onDisk) : null;
+    if (!bin || bin.seqid !== meta.seqid || bin.uuid !== meta.uuid) {
+      throw new AtrestError('IMAGE_BUSY', `${meta.headerPath}: the LUKS2 header changed since it was read`, {
+        path: meta.headerPath,
+        hint: 'another program is changing it; try again',
+      });
     }
     const seqid = meta.seqid + 1n;
     const salts = await writeHeaders(fh, {
