@@ -56,7 +56,15 @@ const MAX_IO = 131072;
 /** Linux O_ACCMODE (node:fs does not export it). */
 const O_ACCMODE = 3;
 
-/** The libfuse option string; see ServeDiskOptions.directIo and the report in src/fuse/index.ts. */
+/**
+ * The libfuse option string. big_writes + max_write/max_read 128 KiB (the kernel's limit without
+ * FUSE_MAX_PAGES, which libfuse2 lacks): writes arrive in 128 KiB requests instead of 4 KiB.
+ * direct_io (default): measured on 2 cores, fio --direct=1 through the disk file, XTS in process:
+ * 1M write 327 MB/s vs 342 with page cache, 1M read 429 vs 326, 4k random read 8.1k vs 6.8k IOPS;
+ * through a loop device, writes 247 vs 216 MB/s. The page cache only wins on re-reads (it keeps a
+ * second plaintext copy below ext4's own cache) and would keep serving cached plaintext after
+ * lock(); with direct_io every request reaches the Volume, O_DIRECT (qemu -t none) works either way.
+ */
 export function fuseOptions(directIo: boolean): string {
   const o = [
     'fsname=atrest',
