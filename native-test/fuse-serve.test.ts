@@ -54,7 +54,7 @@ describe('FUSE disk file', () => {
 
   it('passes fio crc32c verification with random 4k and sequential 1M I/O', async () => {
     const d = await serve({ size: 48 * 1024 * 1024 });
-    const common = `--filename=${d.diskPath} --ioengine=libaio --iodepth=8 --verify=crc32c --do_verify=1 --verify_fatal=1 --output-format=terse`;
+    const common = `--filename=${d.diskPath} --ioengine=libaio --iodepth=8 --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 --output-format=terse`;
     await shOk(`fio --name=r4k --rw=randwrite --bs=4k --size=16M --direct=1 ${common}`, 90_000);
     await shOk(`fio --name=s1m --rw=write --bs=1M --size=48M --direct=1 ${common}`, 90_000);
     await shOk(`fio --name=rr --rw=randrw --bs=64k --size=32M --direct=0 ${common}`, 90_000);
