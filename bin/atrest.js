@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 // Entry point of the `atrest` command: runs the compiled CLI (npm run build makes dist/).
+// The daemon's image I/O runs on libuv's thread pool; 4 threads (the default) serialise a loaded disk.
+process.env.UV_THREADPOOL_SIZE ??= '16';
 import('../dist/cli/main.js').catch((err) => {
   if (err && err.code === 'ERR_MODULE_NOT_FOUND') {
     console.error('atrest: not built yet; run `npm run build` in the atrest directory first');

@@ -7,7 +7,7 @@ import { hideBin } from 'yargs/helpers';
 import { AtrestError, ERROR_CODES, exitCodeOf, isAtrestError } from '../errors/index.js';
 import { readKeyFile } from '../keys/index.js';
 import { formatLuks2 } from '../luks2/index.js';
-import { ensureDaemon, request } from '../daemon/client.js';
+import { ensureDaemon, request, waitForDaemonExit } from '../daemon/client.js';
 import { runtimePaths } from '../daemon/paths.js';
 import { Daemon } from '../daemon/server.js';
 import type { VolumeStatus } from '../daemon/protocol.js';
@@ -218,6 +218,7 @@ export async function main(argv: string[]): Promise<number> {
         requireRoot();
         if (a.stop) {
           await request(paths, { op: 'shutdown' });
+          await waitForDaemonExit(paths, 60_000);
           return;
         }
         await requireFuse();

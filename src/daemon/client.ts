@@ -135,3 +135,16 @@ export async function ensureDaemon(
     }
   }
 }
+
+/** After a shutdown request: waits until the daemon has closed every volume and stopped answering. */
+export async function waitForDaemonExit(paths: RuntimePaths, waitMs: number): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  while ((await ping(paths)) !== null) {
+    if (Date.now() > deadline) {
+      throw new AtrestError('TIMEOUT', `the atrest daemon did not stop within ${waitMs / 1000} s`, {
+        hint: `see ${paths.logFile}`,
+      });
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -3,7 +3,7 @@ import { realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { CryptoPool } from '../crypto/index.js';
-import type { PoolKey } from '../crypto/index.js';
+import type { CryptoPoolOptions, PoolKey } from '../crypto/index.js';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { readKeyFile } from '../keys/index.js';
 import { readLuks2, resolvedDataSize, unlockVolumeKey } from '../luks2/index.js';
@@ -57,7 +57,7 @@ export class VolumeService {
   }
 
   private getPool(): CryptoPool {
-    this.pool ??= new CryptoPool();
+    this.pool ??= new CryptoPool(poolOptionsFromEnv());
     return this.pool;
   }
 
@@ -323,6 +323,14 @@ export class VolumeService {
       this.pool = null;
     }
   }
+}
+
+/** Crypto pool tuning for operators and benchmarks: ATREST_CRYPTO_WORKERS, ATREST_CRYPTO_INLINE_MAX. */
+function poolOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): CryptoPoolOptions {
+  const opts: CryptoPoolOptions = {};
+  if (env.ATREST_CRYPTO_WORKERS) opts.workers = Number(env.ATREST_CRYPTO_WORKERS);
+  if (env.ATREST_CRYPTO_INLINE_MAX) opts.inlineMaxBytes = Number(env.ATREST_CRYPTO_INLINE_MAX);
+  return opts;
 }
 
 async function attachLoop(file: string, sectorSize: number, readOnly: boolean): Promise<string> {
