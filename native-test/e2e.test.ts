@@ -177,6 +177,44 @@ describe('format, open, use, close', () => {
   });
 });
 
+describe('through the daemon and its crypto worker pool', () => {
+  it('passes fio crc32c verification (random 4k and 1M) and qemu-io pattern checks on the disk file', async () => {
+    const key = await keyFile();
+    const img = join(t.dir, 'fio.img');
+    expect((await t.atrest(['format', img, '--size', '48M', '--key-file', key, ...FAST])).code).toBe(0);
+    const r = await t.atrest(['open', img, 'fio', '--key-file', key]);
+    expect(r.code, r.stderr).toBe(0);
+    const disk = r.stdout.trim();
+    const common = [
+      `--filename=${disk}`,
+      '--ioengine=libaio',
+      '--direct=1',
+      '--iodepth=8',
+      '--verify=crc32c',
+      '--do_verify=1',
+      '--verify_fatal=1',
+      '--verify_state_save=0',
+    ];
+    await must('fio', ['--name=r4k', '--rw=randwrite', '--bs=4k', '--size=16M', ...common], {
+      timeoutMs: 120_000,
+    });
+    await must('fio', ['--name=s1m', '--rw=write', '--bs=1M', '--size=48M', ...common], {
+      timeoutMs: 120_000,
+    });
+    await must('fio', ['--name=rr1m', '--rw=randrw', '--bs=1M', '--size=48M', ...common], {
+      timeoutMs: 120_000,
+    });
+    for (const cache of ['writeback', 'none']) {
+      await must('qemu-io', ['-f', 'raw', '-t', cache, '-c', 'write -P 0xa5 1M 2M', disk]);
+      const rd = await must('qemu-io', ['-f', 'raw', '-t', cache, '-c', 'read -P 0xa5 1M 2M', disk]);
+      expect(rd.stdout).not.toMatch(/Pattern verification failed/);
+    }
+    expect((await t.atrest(['close', 'fio'])).code).toBe(0);
+    const raw = await readFile(img);
+    expect(raw.includes(Buffer.alloc(4096, 0xa5))).toBe(false);
+  });
+});
+
 describe('interop with cryptsetup', () => {
   for (const sectorSize of [512, 4096]) {
     it(`opens a cryptsetup luksFormat image (sector ${sectorSize}); data decrypts with the dumped key`, async () => {
