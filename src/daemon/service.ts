@@ -12,6 +12,16 @@ import { serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
 import { VOLUME_NAME_RE, type RuntimePaths } from './paths.js';
 import type { OpenRequest, VolumeStatus } from './protocol.js';
 
+/**
+ * Each volume acknowledges writes once they are copied and locked, like a disk's write cache, and keeps
+ * up to this much encrypting and writing in the background; fsync waits for all of it (see Volume).
+ * libfuse2 hands the daemon one O_DIRECT request at a time per file, so this is where the pipelining
+ * between FUSE, the crypto workers and the image comes from.
+ */
+const WRITE_BEHIND_BYTES = 2 * 1024 * 1024;
+/** Sequential readers get this much read and decrypted ahead of them (see Volume.read). */
+const READ_AHEAD_BYTES = 512 * 1024;
+
 interface OpenVolume {
   name: string;
   diskPath: string;
@@ -149,6 +159,8 @@ export class VolumeService {
         ivTweak: meta.ivTweak,
         cipher: key,
         readOnly: req.readOnly,
+        writeBehindBytes: WRITE_BEHIND_BYTES,
+        readAheadBytes: READ_AHEAD_BYTES,
       });
       undo.push(() => volume.close());
       const diskPath = join(this.paths.runDir, req.name);
@@ -209,6 +221,8 @@ export class VolumeService {
         ivTweak: 0,
         cipher: new PlainCipher(),
         readOnly: req.readOnly,
+        writeBehindBytes: WRITE_BEHIND_BYTES,
+        readAheadBytes: READ_AHEAD_BYTES,
       });
       undo.push(() => volume.close());
       const diskPath = join(this.paths.runDir, req.name);

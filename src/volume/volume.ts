@@ -12,6 +12,8 @@ const SECTOR_SIZES: readonly number[] = [512, 1024, 2048, 4096];
 export const VOLUME_BATCH_BYTES = 256 * 1024;
 /** Batches of one request in flight at once: crypto of one overlaps I/O of the next. */
 const BATCHES_IN_FLIGHT = 4;
+/** Read-ahead works in chunks of the largest FUSE request (libfuse2: 128 KiB). */
+const READ_AHEAD_CHUNK = 128 * 1024;
 
 export interface VolumeOptions {
   /** The encrypted image (or raw file for PlainCipher). */
@@ -26,6 +28,15 @@ export interface VolumeOptions {
   ivTweak: number;
   cipher: SectorCipher;
   readOnly: boolean;
+  /**
+   * Write-behind window (default 0: off). When set, write() returns once the data is copied and its
+   * sectors are locked, like a disk's write cache; encryption and the image write complete in the
+   * background, at most this many bytes at once. fsync() waits for them and reports a failed one;
+   * reads and writes that overlap a pending write wait for it (range locks), so they always see it.
+   */
+  writeBehindBytes?: number;
+  /** Sequential read-ahead window (default 0: off), in 128 KiB chunks; see Volume.read. */
+  readAheadBytes?: number;
 }
 
 export interface VolumeCounters {
@@ -62,6 +73,16 @@ export class Volume {
   #closed = false;
   #closing: Promise<void> | null = null;
   #inFlight = 0;
+  readonly #writeBehindBytes: number;
+  #pendingBytes = 0;
+  readonly #pending = new Set<Promise<void>>();
+  readonly #roomWaiters: Array<() => void> = [];
+  #writeError: Error | null = null;
+  #admission: Promise<void> = Promise.resolve();
+  readonly #readAheadChunks: number;
+  readonly #ahead = new Map<number, Promise<Buffer | null>>();
+  #writeGen = 0;
+  #lastReadEnd = -1;
   #drained: (() => void) | null = null;
 
   private constructor(opts: VolumeOptions, fh: FileHandle) {
@@ -73,6 +94,8 @@ export class Volume {
     this.#ivTweak = opts.ivTweak;
     this.#cipher = opts.cipher;
     this.#fh = fh;
+    this.#writeBehindBytes = opts.writeBehindBytes ?? 0;
+    this.#readAheadChunks = Math.ceil((opts.readAheadBytes ?? 0) / READ_AHEAD_CHUNK);
   }
 
   /** Opens the image (read-write unless readOnly) and checks it holds the whole data segment. */
@@ -86,6 +109,8 @@ export class Volume {
     assertUint(opts.dataOffset, 'data offset');
     assertUint(opts.dataSize, 'data size');
     assertUint(opts.ivTweak, 'iv tweak');
+    assertUint(opts.writeBehindBytes ?? 0, 'write-behind window');
+    assertUint(opts.readAheadBytes ?? 0, 'read-ahead window');
     if (opts.dataSize % opts.sectorSize !== 0) {
       throw new AtrestError(
         'UNSUPPORTED',
@@ -140,6 +165,7 @@ export class Volume {
    */
   lock(reason: string): void {
     if (this.#lockedReason === null) this.#lockedReason = reason || 'locked';
+    this.#dropReadAhead();
   }
 
   /**
@@ -152,27 +178,93 @@ export class Volume {
     const end = Math.min(this.size, position + length);
     if (end <= position) return Buffer.alloc(0);
     return this.#track(async () => {
-      const ss = this.sectorSize;
-      const first = position - (position % ss);
-      const last = Math.ceil(end / ss) * ss;
-      const out = Buffer.allocUnsafe(end - position);
-      const release = await this.#locks.acquire(first, last, false);
-      try {
-        await this.#batches(first, last, async (bs, be) => {
-          this.#checkUsable();
-          const sectors = await this.#readSectors(bs, be);
-          const from = Math.max(bs, position);
-          const to = Math.min(be, end);
-          sectors.copy(out, from - position, from - bs, to - bs);
-          sectors.fill(0);
-        });
-      } finally {
-        release();
-      }
+      const out = (await this.#readAhead(position, end)) ?? (await this.#readRange(position, end));
       this.#counters.bytesRead += out.length;
       this.#counters.readOps++;
       return out;
     });
+  }
+
+  async #readRange(position: number, end: number): Promise<Buffer> {
+    const ss = this.sectorSize;
+    const first = position - (position % ss);
+    const last = Math.ceil(end / ss) * ss;
+    const out = Buffer.allocUnsafe(end - position);
+    const release = await this.#locks.acquire(first, last, false);
+    try {
+      await this.#batches(first, last, async (bs, be) => {
+        this.#checkUsable();
+        const sectors = await this.#readSectors(bs, be);
+        const from = Math.max(bs, position);
+        const to = Math.min(be, end);
+        sectors.copy(out, from - position, from - bs, to - bs);
+        sectors.fill(0);
+      });
+    } finally {
+      release();
+    }
+    return out;
+  }
+
+  /**
+   * Sequential read-ahead: libfuse2 hands over one request at a time, so for a sequential reader the
+   * next few chunks are read and decrypted while the current one travels back. Serves [position, end)
+   * from a prefetched chunk when it can (null otherwise), and keeps the window ahead filled. Any
+   * write drops every prefetched chunk (and a prefetch that raced a write is discarded), so readers
+   * never see stale data; lock() and close() wipe them.
+   */
+  async #readAhead(position: number, end: number): Promise<Buffer | null> {
+    if (this.#readAheadChunks === 0) return null;
+    const c = position - (position % READ_AHEAD_CHUNK);
+    const sequential = position === this.#lastReadEnd;
+    this.#lastReadEnd = end;
+    let out: Buffer | null = null;
+    const cached = end <= c + READ_AHEAD_CHUNK ? this.#ahead.get(c) : undefined;
+    if (cached) {
+      const chunk = await cached;
+      if (chunk) {
+        this.#checkUsable();
+        out = Buffer.from(chunk.subarray(position - c, end - c));
+      }
+    }
+    if (sequential || out) {
+      for (const [start, p] of this.#ahead) {
+        if (start < c) {
+          this.#ahead.delete(start);
+          void p.then((b) => b?.fill(0));
+        }
+      }
+      for (let i = 1; i <= this.#readAheadChunks; i++) {
+        const start = c + i * READ_AHEAD_CHUNK;
+        if (start >= this.size) break;
+        if (!this.#ahead.has(start)) this.#ahead.set(start, this.#prefetch(start));
+      }
+    }
+    return out;
+  }
+
+  #prefetch(start: number): Promise<Buffer | null> {
+    const gen = this.#writeGen;
+    const end = Math.min(this.size, start + READ_AHEAD_CHUNK);
+    return this.#track(async () => {
+      const release = await this.#locks.acquire(start, end, false);
+      try {
+        this.#checkUsable();
+        const chunk = await this.#readSectors(start, end);
+        if (gen === this.#writeGen) return chunk;
+        chunk.fill(0);
+        return null;
+      } finally {
+        release();
+      }
+    }).catch(() => null);
+  }
+
+  /** Drops (and wipes) every prefetched chunk. */
+  #dropReadAhead(): void {
+    this.#writeGen++;
+    for (const p of this.#ahead.values()) void p.then((b) => b?.fill(0));
+    this.#ahead.clear();
   }
 
   /**
@@ -192,46 +284,103 @@ export class Volume {
         `write at ${position} is past the end of the volume (${this.size} bytes)`,
       );
     }
+    this.#throwWriteError();
+    this.#dropReadAhead();
     const end = Math.min(this.size, position + data.length);
-    return this.#track(async () => {
-      const ss = this.sectorSize;
-      const first = position - (position % ss);
-      const last = Math.ceil(end / ss) * ss;
-      const release = await this.#locks.acquire(first, last, true);
+    const n = end - position;
+    const ss = this.sectorSize;
+    const first = position - (position % ss);
+    const last = Math.ceil(end / ss) * ss;
+    if (this.#writeBehindBytes === 0) {
+      return this.#track(async () => {
+        const release = await this.#locks.acquire(first, last, true);
+        try {
+          await this.#writeRange(position, end, data, first, last);
+        } finally {
+          release();
+        }
+        this.#countWrite(n);
+        return n;
+      });
+    }
+    // Write-behind: copy the data, take the range lock (so later overlapping reads and writes queue
+    // behind this one), and acknowledge; encryption and the image write finish in the background.
+    // fsync waits for them and reports a failure; at most writeBehindBytes are pending at once.
+    const copy = Buffer.from(data.subarray(0, n));
+    // Admission is FIFO, so writes take their locks in the order they were issued.
+    const admitted = this.#admission.then(async () => {
+      while (this.#pendingBytes > 0 && this.#pendingBytes + n > this.#writeBehindBytes) {
+        await new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
+      }
+      const lockRelease = await this.#locks.acquire(first, last, true);
+      this.#pendingBytes += n;
+      return lockRelease;
+    });
+    this.#admission = admitted.then(
+      () => undefined,
+      () => undefined,
+    );
+    const release = await admitted;
+    const job = this.#track(async () => {
       try {
-        await this.#batches(first, last, async (bs, be) => {
-          this.#checkUsable();
-          const from = Math.max(bs, position);
-          const to = Math.min(be, end);
-          const buf = Buffer.allocUnsafe(be - bs);
-          // read-modify-write of a partly covered first or last sector (read once if they are one)
-          const headPartial = from > bs;
-          if (headPartial) {
-            const head = await this.#readSectors(bs, bs + ss);
-            head.copy(buf, 0);
-            head.fill(0);
-          }
-          if (to < be && !(headPartial && be - ss === bs)) {
-            const tail = await this.#readSectors(be - ss, be);
-            tail.copy(buf, be - ss - bs);
-            tail.fill(0);
-          }
-          data.copy(buf, from - bs, from - position, to - position);
-          const enc = await this.#cipher.encrypt(buf, ss, this.#tweak(bs));
-          try {
-            this.#checkUsable();
-            await this.#writeAll(enc, this.#dataOffset + bs);
-          } finally {
-            if (enc !== buf) buf.fill(0);
-          }
-        });
+        await this.#writeRange(position, end, copy, first, last);
       } finally {
         release();
+        copy.fill(0);
+        this.#pendingBytes -= n;
+        for (const wake of this.#roomWaiters.splice(0)) wake();
       }
-      const n = end - position;
-      this.#counters.bytesWritten += n;
-      this.#counters.writeOps++;
-      return n;
+    }).catch((err: unknown) => {
+      this.#writeError ??= err instanceof Error ? err : new AtrestError('IO', String(err));
+    });
+    this.#pending.add(job);
+    void job.finally(() => this.#pending.delete(job));
+    this.#countWrite(n);
+    return n;
+  }
+
+  #countWrite(n: number): void {
+    this.#counters.bytesWritten += n;
+    this.#counters.writeOps++;
+  }
+
+  /** Reports (once) a background write that failed since the last report. */
+  #throwWriteError(): void {
+    const err = this.#writeError;
+    if (err !== null) {
+      this.#writeError = null;
+      throw err;
+    }
+  }
+
+  /** Encrypts and writes [position, end) with the range [first, last) already locked. */
+  async #writeRange(position: number, end: number, data: Buffer, first: number, last: number): Promise<void> {
+    const ss = this.sectorSize;
+    await this.#batches(first, last, async (bs, be) => {
+      this.#checkUsable();
+      const from = Math.max(bs, position);
+      const to = Math.min(be, end);
+      const buf = Buffer.allocUnsafe(be - bs);
+      // read-modify-write of a partly covered first or last sector (read once if they are one)
+      const headPartial = from > bs;
+      if (headPartial) {
+        const head = await this.#readSectors(bs, bs + ss);
+        head.copy(buf, 0);
+        head.fill(0);
+      }
+      if (to < be && !(headPartial && be - ss === bs)) {
+        const tail = await this.#readSectors(be - ss, be);
+        tail.copy(buf, be - ss - bs);
+        tail.fill(0);
+      }
+      data.copy(buf, from - bs, from - position, to - position);
+      const enc = await this.#cipher.encrypt(buf, ss, this.#tweak(bs));
+      try {
+        this.#checkUsable();
+        await this.#writeAll(enc, this.#dataOffset + bs);
+      } finally {
+        if (enc !== buf) buf.fill(0);
+      }
     });
   }
 
@@ -239,6 +388,8 @@ export class Volume {
   async fsync(datasync: boolean): Promise<void> {
     this.#checkUsable();
     if (this.readOnly) return;
+    await this.#drainWrites();
+    this.#throwWriteError();
     await this.#track(async () => {
       try {
         if (datasync) await this.#fh.datasync();
@@ -249,10 +400,16 @@ export class Volume {
     });
   }
 
+  /** Waits until every background (write-behind) write has finished, successfully or not. */
+  async #drainWrites(): Promise<void> {
+    while (this.#pending.size > 0) await Promise.all([...this.#pending]);
+  }
+
   /** Waits for I/O in flight, then closes the image. Idempotent. */
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
     this.#closed = true;
+    this.#dropReadAhead();
     this.#closing = (async () => {
       if (this.#inFlight > 0) {
         await new Promise<void>((resolve) => {
