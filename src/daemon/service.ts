@@ -3,11 +3,11 @@ import { realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { CryptoPool } from '../crypto/index.js';
-import type { CryptoPoolOptions, PoolKey } from '../crypto/index.js';
+import type { CryptoPoolOptions } from '../crypto/index.js';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { readKeyFile } from '../keys/index.js';
 import { readLuks2, resolvedDataSize, unlockVolumeKey } from '../luks2/index.js';
-import { acquireImageLock, PlainCipher, Volume, type ImageLock } from '../volume/index.js';
+import { acquireImageLock, PlainCipher, Volume, type ImageLock, type SectorCipher } from '../volume/index.js';
 import { serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
 import { VOLUME_NAME_RE, type RuntimePaths } from './paths.js';
 import type { OpenRequest, VolumeStatus } from './protocol.js';
@@ -22,6 +22,20 @@ const WRITE_BEHIND_BYTES = 2 * 1024 * 1024;
 /** Sequential readers get this much read and decrypted ahead of them (see Volume.read). */
 const READ_AHEAD_BYTES = 512 * 1024;
 
+/** What opening needs from the key side: where the data is and how to en/decrypt it. */
+interface Layout {
+  uuid: string;
+  keyslot: number;
+  dataOffset: number;
+  size: number;
+  sectorSize: number;
+  ivTweak: number;
+  cipher: SectorCipher;
+  key: { wipe(): Promise<void> };
+}
+
+const NO_KEY = { wipe: (): Promise<void> => Promise.resolve() };
+
 interface OpenVolume {
   name: string;
   diskPath: string;
@@ -35,7 +49,7 @@ interface OpenVolume {
   loopDevice: string | null;
   openedAt: Date;
   volume: Volume;
-  key: PoolKey;
+  key: { wipe(): Promise<void> };
   disk: FuseDisk;
   lock: ImageLock;
 }
@@ -105,7 +119,6 @@ export class VolumeService {
   }
 
   private async doOpen(req: OpenRequest): Promise<OpenVolume> {
-    const undo: Array<() => Promise<unknown>> = [];
     let image: string;
     try {
       image = await realpath(req.image);
@@ -124,40 +137,21 @@ export class VolumeService {
     if (!st.isFile()) {
       throw new AtrestError('USAGE', `image ${image} is not a regular file`, { path: image });
     }
-    if (req.benchPlain) return this.openBenchPlain(req, image, st.size);
-    let passphrase: Buffer | null = null;
-    let volumeKey: Buffer | null = null;
+    const undo: Array<() => Promise<unknown>> = [];
     try {
       const lock = await acquireImageLock(image, this.paths.lockDir);
       undo.push(() => lock.release());
-      const meta = await readLuks2(header, { imagePath: image });
-      for (const w of meta.warnings) this.log.warn({ event: 'header', image, header }, w);
-      const size = resolvedDataSize(meta, st.size);
-      passphrase = req.keyData !== undefined ? Buffer.from(req.keyData, 'base64') : null;
-      if (passphrase === null) {
-        if (req.keyFile === undefined) {
-          throw new AtrestError('USAGE', 'no key given', { hint: 'pass --key-file FILE' });
-        }
-        passphrase = await readKeyFile(req.keyFile);
-      }
-      const unlocked = await unlockVolumeKey(meta, passphrase).catch((err: unknown) => {
-        this.log.warn(
-          { event: 'unlock-failed', image, code: (err as { code?: unknown }).code },
-          'unlock failed',
-        );
-        throw err;
-      });
-      volumeKey = unlocked.volumeKey;
-      const key = await this.getPool().addKey(volumeKey);
-      undo.push(() => key.wipe());
-      volumeKey.fill(0);
+      const u = req.benchPlain
+        ? this.benchPlainLayout(image, st.size)
+        : await this.unlock(req, image, header, st.size);
+      undo.push(() => u.key.wipe());
       const volume = await Volume.open({
         imagePath: image,
-        dataOffset: meta.dataOffset,
-        dataSize: size,
-        sectorSize: meta.sectorSize,
-        ivTweak: meta.ivTweak,
-        cipher: key,
+        dataOffset: u.dataOffset,
+        dataSize: u.size,
+        sectorSize: u.sectorSize,
+        ivTweak: u.ivTweak,
+        cipher: u.cipher,
         readOnly: req.readOnly,
         writeBehindBytes: WRITE_BEHIND_BYTES,
         readAheadBytes: READ_AHEAD_BYTES,
@@ -168,7 +162,7 @@ export class VolumeService {
       undo.push(() => disk.close());
       let loopDevice: string | null = null;
       if (req.loop) {
-        loopDevice = await attachLoop(diskPath, meta.sectorSize, req.readOnly);
+        loopDevice = await attachLoop(diskPath, u.sectorSize, req.readOnly);
         const dev = loopDevice;
         undo.push(() => detachLoop(dev));
       }
@@ -177,21 +171,54 @@ export class VolumeService {
         diskPath,
         image,
         header,
-        uuid: meta.uuid,
-        sectorSize: meta.sectorSize,
-        size,
-        keyslot: unlocked.keyslot,
+        uuid: u.uuid,
+        sectorSize: u.sectorSize,
+        size: u.size,
+        keyslot: u.keyslot,
         readOnly: req.readOnly,
         loopDevice,
         openedAt: new Date(),
         volume,
-        key,
+        key: u.key,
         disk,
         lock,
       };
     } catch (err) {
       await unwind(undo);
       throw err;
+    }
+  }
+
+  /** Reads the LUKS2 header, unlocks the volume key and hands it to the crypto pool (once). */
+  private async unlock(req: OpenRequest, image: string, header: string, imageSize: number): Promise<Layout> {
+    let passphrase: Buffer | null = null;
+    let volumeKey: Buffer | null = null;
+    try {
+      const meta = await readLuks2(header, { imagePath: image });
+      for (const w of meta.warnings) this.log.warn({ event: 'header', image, header }, w);
+      const size = resolvedDataSize(meta, imageSize);
+      if (req.keyData !== undefined) passphrase = Buffer.from(req.keyData, 'base64');
+      else if (req.keyFile !== undefined) passphrase = await readKeyFile(req.keyFile);
+      else throw new AtrestError('USAGE', 'no key given', { hint: 'pass --key-file FILE' });
+      const unlocked = await unlockVolumeKey(meta, passphrase).catch((err: unknown) => {
+        this.log.warn(
+          { event: 'unlock-failed', image, code: (err as { code?: unknown }).code },
+          'unlock failed',
+        );
+        throw err;
+      });
+      volumeKey = unlocked.volumeKey;
+      const key = await this.getPool().addKey(volumeKey);
+      return {
+        uuid: meta.uuid,
+        keyslot: unlocked.keyslot,
+        dataOffset: meta.dataOffset,
+        size,
+        sectorSize: meta.sectorSize,
+        ivTweak: meta.ivTweak,
+        cipher: key,
+        key,
+      };
     } finally {
       passphrase?.fill(0);
       volumeKey?.fill(0);
@@ -202,57 +229,16 @@ export class VolumeService {
    * Bench only: serves a raw image without encryption so `npm run bench` can compare the same daemon
    * with and without crypto. Refused unless this daemon was started with ATREST_BENCH_PLAIN=1.
    */
-  private async openBenchPlain(req: OpenRequest, image: string, size: number): Promise<OpenVolume> {
+  private benchPlainLayout(image: string, imageSize: number): Layout {
     if (process.env.ATREST_BENCH_PLAIN !== '1') {
       throw new AtrestError('USAGE', 'unencrypted serving exists only for benchmarks', {
         hint: 'atrest always encrypts; open a LUKS2 volume',
       });
     }
     this.log.warn({ event: 'bench-plain', image }, 'serving an UNENCRYPTED image for a benchmark');
-    const undo: Array<() => Promise<unknown>> = [];
-    try {
-      const lock = await acquireImageLock(image, this.paths.lockDir);
-      undo.push(() => lock.release());
-      const volume = await Volume.open({
-        imagePath: image,
-        dataOffset: 0,
-        dataSize: size - (size % 4096),
-        sectorSize: 4096,
-        ivTweak: 0,
-        cipher: new PlainCipher(),
-        readOnly: req.readOnly,
-        writeBehindBytes: WRITE_BEHIND_BYTES,
-        readAheadBytes: READ_AHEAD_BYTES,
-      });
-      undo.push(() => volume.close());
-      const diskPath = join(this.paths.runDir, req.name);
-      const disk = await serveDisk({ mountPath: diskPath, disk: volume });
-      const key: PoolKey = {
-        encrypt: (d) => Promise.resolve(d),
-        decrypt: (d) => Promise.resolve(d),
-        wipe: () => Promise.resolve(),
-      };
-      return {
-        name: req.name,
-        diskPath,
-        image,
-        header: image,
-        uuid: '',
-        sectorSize: 4096,
-        size: size - (size % 4096),
-        keyslot: -1,
-        readOnly: req.readOnly,
-        loopDevice: null,
-        openedAt: new Date(),
-        volume,
-        key,
-        disk,
-        lock,
-      };
-    } catch (err) {
-      await unwind(undo);
-      throw err;
-    }
+    const size = imageSize - (imageSize % 4096);
+    const cipher = new PlainCipher();
+    return { uuid: '', keyslot: -1, dataOffset: 0, size, sectorSize: 4096, ivTweak: 0, cipher, key: NO_KEY };
   }
 
   async close(name: string): Promise<void> {
