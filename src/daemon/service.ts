@@ -8,7 +8,7 @@ import { AtrestError, fromSystemError } from '../errors/index.js';
 import { readKeyFile } from '../keys/index.js';
 import { readLuks2, resolvedDataSize, unlockVolumeKey } from '../luks2/index.js';
 import { acquireImageLock, PlainCipher, Volume, type ImageLock, type SectorCipher } from '../volume/index.js';
-import { serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
+import { mounts, serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
 import { VOLUME_NAME_RE, type RuntimePaths } from './paths.js';
 import type { OpenRequest, VolumeStatus } from './protocol.js';
 
@@ -360,16 +360,7 @@ async function detachLoop(dev: string): Promise<void> {
   }
 }
 
-/** Where a block device is mounted, from /proc/self/mountinfo (null when it is not). */
+/** Where a block device is mounted (null when it is not). */
 async function loopMountPoint(dev: string): Promise<string | null> {
-  const { readFile } = await import('node:fs/promises');
-  const info = await readFile('/proc/self/mountinfo', 'utf8');
-  for (const line of info.split('\n')) {
-    const sep = line.indexOf(' - ');
-    if (sep < 0) continue;
-    const fields = line.slice(0, sep).split(' ');
-    const source = line.slice(sep + 3).split(' ')[1];
-    if (source === dev && fields[4]) return fields[4].replace(/\\040/g, ' ');
-  }
-  return null;
+  return (await mounts()).find((m) => m.source === dev)?.mountPoint ?? null;
 }

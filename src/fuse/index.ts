@@ -6,8 +6,11 @@ export {
   unmountStale,
   fuseMounts,
   fuseMountAt,
+  mounts,
+  parseMountinfo,
   abortConnection,
   connectionAlive,
   type FuseMountEntry,
+  type MountEntry,
   type UnmountOptions,
 } from './mounts.js';

@@ -9,24 +9,41 @@ export interface FuseMountEntry {
   minor: number;
 }
 
-/** Every mount of this mount namespace whose type starts with `fuse`. */
-export async function fuseMounts(): Promise<FuseMountEntry[]> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8');
-  const out: FuseMountEntry[] = [];
+export interface MountEntry extends FuseMountEntry {
+  /** The mount source (a device such as /dev/loop3, or a name). */
+  source: string;
+}
+
+/** Parses /proc/PID/mountinfo text (octal escapes such as \040 decoded). */
+export function parseMountinfo(text: string): MountEntry[] {
+  const unescape = (v: string): string =>
+    v.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  const out: MountEntry[] = [];
   for (const line of text.split('\n')) {
     const sep = line.indexOf(' - ');
     if (sep < 0) continue;
     const fields = line.slice(0, sep).split(' ');
-    const fsType = line.slice(sep + 3).split(' ')[0] ?? '';
+    const after = line.slice(sep + 3).split(' ');
     const mp = fields[4];
-    if (mp === undefined || !fsType.startsWith('fuse')) continue;
+    if (mp === undefined) continue;
     out.push({
-      mountPoint: mp.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))),
-      fsType,
+      mountPoint: unescape(mp),
+      fsType: after[0] ?? '',
+      source: unescape(after[1] ?? ''),
       minor: Number((fields[2] ?? '').split(':')[1] ?? -1),
     });
   }
   return out;
+}
+
+/** Every mount of this mount namespace. */
+export async function mounts(): Promise<MountEntry[]> {
+  return parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8'));
+}
+
+/** Every mount of this mount namespace whose type starts with `fuse`. */
+export async function fuseMounts(): Promise<FuseMountEntry[]> {
+  return (await mounts()).filter((m) => m.fsType.startsWith('fuse'));
 }
 
 /** The topmost FUSE mount on `path`, or null. */
