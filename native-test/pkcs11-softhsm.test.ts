@@ -1,0 +1,129 @@
+// Pkcs11Provider against a real SoftHSM2 token initialised by the test itself.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AtrestError } from '../src/errors/index.js';
+import { Pkcs11Provider } from '../src/keys/pkcs11.js';
+import { createSoftHsm, SOFTHSM_MODULE, type SoftHsm } from './helpers/softhsm.js';
+
+const URI = `pkcs11:token=atrest;object=kek-1?module-path=${SOFTHSM_MODULE}&pin-value=1234`;
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(AtrestError);
+    const e = err as AtrestError;
+    expect(e.oneLine()).not.toContain('\n');
+    expect(e.oneLine()).not.toContain('1234');
+    return e.code;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('Pkcs11Provider with SoftHSM2', () => {
+  let hsm: SoftHsm;
+  let provider: Pkcs11Provider;
+  const secret = Buffer.from('00112233445566778899aabbccddeeff0123456789abcdef0123456789abcdef', 'hex');
+
+  beforeAll(() => {
+    hsm = createSoftHsm();
+    hsm.generateAesKey('kek-1');
+    provider = new Pkcs11Provider();
+  });
+  afterAll(() => {
+    provider?.close();
+    hsm?.cleanup();
+  });
+
+  it('wraps and unwraps a 32-byte secret inside the token; the blob hides the secret', async () => {
+    const ref = await provider.current(URI);
+    expect(ref.version).toBe(1);
+    expect(ref.keyId).toBe('atrest/kek-1');
+    const blob = await provider.wrap(ref, secret);
+    expect(blob.includes(secret)).toBe(false);
+    expect(blob.includes(secret.subarray(0, 8))).toBe(false);
+    expect(blob.length).toBe(4 + 1 + 12 + 32 + 16);
+    const back = await provider.unwrap(ref, blob);
+    expect(back.equals(secret)).toBe(true);
+    const blob2 = await provider.wrap(ref, secret);
+    expect(blob2.equals(blob)).toBe(false); // fresh IV
+    expect(await provider.available(ref)).toBe(true);
+    // tampering is detected
+    const bad = Buffer.from(blob);
+    bad[bad.length - 1]! ^= 1;
+    expect(await codeOf(provider.unwrap(ref, bad))).toBe('WRONG_KEY');
+  });
+
+  it('picks up a second version with current()', async () => {
+    const v1 = await provider.current(URI);
+    const blob1 = await provider.wrap(v1, secret);
+    hsm.generateAesKey('kek-1.v2');
+    const v2 = await provider.current(URI);
+    expect(v2.version).toBe(2);
+    const blob2 = await provider.wrap(v2, secret);
+    expect((await provider.unwrap(v2, blob2)).equals(secret)).toBe(true);
+    expect((await provider.unwrap(v1, blob1)).equals(secret)).toBe(true);
+    // a blob from v1 does not open under v2
+    expect(await codeOf(provider.unwrap(v2, blob1))).toBe('WRONG_KEY');
+  });
+
+  it('revokes when decrypt/unwrap is disabled and recovers when re-enabled', async () => {
+    const ref = { ...(await provider.current(URI)), version: 1 };
+    const blob = await provider.wrap(ref, secret);
+    hsm.setFlags('kek-1', { unwrap: false });
+    expect(await provider.available(ref)).toBe(false);
+    expect(await codeOf(provider.unwrap(ref, blob))).toBe('KEY_UNAVAILABLE');
+    hsm.setFlags('kek-1', { unwrap: true, decrypt: false });
+    expect(await provider.available(ref)).toBe(false);
+    expect(await codeOf(provider.unwrap(ref, blob))).toBe('KEY_UNAVAILABLE');
+    hsm.setFlags('kek-1', { decrypt: true });
+    expect(await provider.available(ref)).toBe(true);
+    expect((await provider.unwrap(ref, blob)).equals(secret)).toBe(true);
+  });
+
+  it('revokes when the object is destroyed; a new object with the same label is a different key', async () => {
+    const ref = { ...(await provider.current(URI)), version: 2 };
+    const blob = await provider.wrap(ref, secret);
+    hsm.destroy('kek-1.v2');
+    expect(await provider.available(ref)).toBe(false);
+    expect(await codeOf(provider.unwrap(ref, blob))).toBe('KEY_UNAVAILABLE');
+    expect((await provider.current(URI)).version).toBe(1);
+    hsm.generateAesKey('kek-1.v2');
+    expect(await provider.available(ref)).toBe(true);
+    // fresh key material: the old blob cannot be recovered (destroying is final), new wraps work
+    expect(await codeOf(provider.unwrap(ref, blob))).toBe('WRONG_KEY');
+    const again = await provider.wrap(ref, secret);
+    expect((await provider.unwrap(ref, again)).equals(secret)).toBe(true);
+  });
+
+  it('wrong PIN gives a one-line error', async () => {
+    provider.close(); // login state is per process and token: drop ours first
+    provider = new Pkcs11Provider();
+    hsm.logout();
+    const p = new Pkcs11Provider();
+    try {
+      const err = await p.current(URI.replace('pin-value=1234', 'pin-value=9999')).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AtrestError);
+      expect((err as AtrestError).code).toBe('WRONG_KEY');
+      expect((err as AtrestError).message).toBe('PKCS#11 login failed: wrong PIN');
+    } finally {
+      p.close();
+    }
+  });
+
+  it('missing module and missing token give one-line errors', async () => {
+    const p = new Pkcs11Provider();
+    try {
+      const err = await p
+        .current('pkcs11:token=atrest;object=kek-1?module-path=/nonexistent/libnope.so&pin-value=1234')
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(AtrestError);
+      expect((err as AtrestError).code).toBe('KEY_UNAVAILABLE');
+      expect((err as AtrestError).oneLine()).toContain('/nonexistent/libnope.so');
+      expect((err as AtrestError).oneLine()).not.toContain('\n');
+      expect(await codeOf(p.current(URI.replace('token=atrest', 'token=nope')))).toBe('KEY_UNAVAILABLE');
+      expect(await codeOf(p.current(URI.replace('object=kek-1', 'object=missing')))).toBe('KEY_UNAVAILABLE');
+    } finally {
+      p.close();
+    }
+  });
+});
