@@ -55,3 +55,11 @@ export async function readKeyFile(path: string): Promise<Buffer> {
     await fh.close();
   }
 }
+
+export type { KekProvider, KekRef, ProviderOptions } from './provider.js';
+export { keyUnavailable, providerFor, redactUri, schemeOf } from './provider.js';
+export { KEK_BYTES, unwrapKey, wrapKey } from './wrap.js';
+export type { PlatformStoreOptions } from './platform.js';
+export { DEFAULT_KEY_STORE, PlatformKekProvider, rotatePlatform } from './platform.js';
+export type { RevokeOptions } from './file-provider.js';
+export { FileKekProvider, parseFileUri } from './file-provider.js';

@@ -1,0 +1,166 @@
+// Customer-managed KEK in a key file: file:/path/to/kek, versions as sibling files.
+//
+// Convention (exact):
+// - `file:/path/to/kek` (or `file:///path/to/kek`; percent-escapes decoded) names the KEK; the path is absolute.
+// - Version 1 is the file `/path/to/kek` itself; version N >= 2 is `/path/to/kek.vN`. The newest version
+//   whose file exists and is not revoked is current; missing versions in between are allowed.
+// - Each file holds exactly 32 bytes (AES-256); other lengths fail with USAGE "KEK too short/long".
+//   Files that others (not owner/group) can access are refused.
+// - Revocation: a marker file `/path/to/kek.revoked` revokes every version; `/path/to/kek.vN.revoked`
+//   (or `/path/to/kek.v1.revoked` for version 1) revokes one version. Removing a version file works too.
+//   Removing the marker (restore()) makes the KEK available again.
+import { constants } from 'node:fs';
+import { access, readdir, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, normalize } from 'node:path';
+import { AtrestError, fromSystemError } from '../errors/index.js';
+import { readKekFile } from './platform.js';
+import type { KekProvider, KekRef } from './provider.js';
+import { keyUnavailable } from './provider.js';
+import { unwrapKey, wrapKey } from './wrap.js';
+
+/** Parses `file:/abs/path` or `file:///abs/path` into the absolute, normalised path. */
+export function parseFileUri(uri: string): string {
+  if (!uri.startsWith('file:')) throw new AtrestError('USAGE', `not a file: KEK URI: ${uri}`);
+  let rest = uri.slice('file:'.length);
+  if (rest.startsWith('//')) {
+    if (!rest.startsWith('///')) {
+      throw new AtrestError('USAGE', `file: KEK URI must not name a host: ${uri}`, {
+        hint: 'use file:/path/to/kek',
+      });
+    }
+    rest = rest.slice(2);
+  }
+  let path: string;
+  try {
+    path = decodeURIComponent(rest);
+  } catch {
+    throw new AtrestError('USAGE', `bad percent-escape in KEK URI ${uri}`);
+  }
+  if (!isAbsolute(path) || path.includes('\0') || path.endsWith('/')) {
+    throw new AtrestError('USAGE', `file: KEK URI needs an absolute file path: ${uri}`, {
+      hint: 'use file:/path/to/kek',
+    });
+  }
+  return normalize(path);
+}
+
+function versionPath(base: string, version: number): string {
+  return version === 1 ? base : `${base}.v${version}`;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path, constants.F_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface RevokeOptions {
+  /** Revoke only this version; without it, every version of the KEK. */
+  version?: number;
+}
+
+function markerPath(base: string, version: number | undefined): string {
+  if (version === undefined) return `${base}.revoked`;
+  return version === 1 ? `${base}.v1.revoked` : `${versionPath(base, version)}.revoked`;
+}
+
+export class FileKekProvider implements KekProvider {
+  readonly scheme = 'file';
+
+  /** Versions whose files exist (revoked or not), ascending. */
+  async versions(uri: string): Promise<number[]> {
+    const base = parseFileUri(uri);
+    const name = basename(base);
+    let names: string[];
+    try {
+      names = await readdir(dirname(base));
+    } catch (err) {
+      throw fromSystemError(err, dirname(base), 'KEK directory');
+    }
+    const out: number[] = [];
+    for (const n of names) {
+      if (n === name) out.push(1);
+      else if (n.startsWith(`${name}.v`)) {
+        const m = /^([2-9]|[1-9][0-9]{1,8})$/.exec(n.slice(name.length + 2));
+        if (m?.[1] !== undefined) out.push(Number(m[1]));
+      }
+    }
+    return out.sort((a, b) => a - b);
+  }
+
+  private async revoked(base: string, version: number): Promise<boolean> {
+    return (await exists(markerPath(base, undefined))) || (await exists(markerPath(base, version)));
+  }
+
+  async current(uri: string): Promise<KekRef> {
+    const base = parseFileUri(uri);
+    const vs = await this.versions(uri);
+    for (let i = vs.length - 1; i >= 0; i--) {
+      const v = vs[i];
+      if (v !== undefined && !(await this.revoked(base, v)))
+        return { uri: `file:${base}`, keyId: base, version: v };
+    }
+    throw keyUnavailable(uri, vs.length === 0 ? 'key file missing' : 'revoked');
+  }
+
+  private async load(ref: KekRef): Promise<Buffer> {
+    const base = parseFileUri(ref.uri);
+    if (!Number.isInteger(ref.version) || ref.version < 1) {
+      throw new AtrestError('USAGE', `bad KEK version ${ref.version} for ${ref.uri}`);
+    }
+    if (await this.revoked(base, ref.version)) throw keyUnavailable(`${ref.uri} v${ref.version}`, 'revoked');
+    return readKekFile(versionPath(base, ref.version), `${ref.uri} v${ref.version}`, false);
+  }
+
+  async wrap(ref: KekRef, secret: Uint8Array): Promise<Buffer> {
+    const kek = await this.load(ref);
+    try {
+      return wrapKey(kek, secret);
+    } finally {
+      kek.fill(0);
+    }
+  }
+
+  async unwrap(ref: KekRef, wrapped: Uint8Array): Promise<Buffer> {
+    const kek = await this.load(ref);
+    try {
+      return unwrapKey(kek, wrapped);
+    } finally {
+      kek.fill(0);
+    }
+  }
+
+  async available(ref: KekRef): Promise<boolean> {
+    try {
+      (await this.load(ref)).fill(0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Revokes the KEK (all versions, or one) by writing a `.revoked` marker beside it. */
+  async revoke(uri: string, opts: RevokeOptions = {}): Promise<void> {
+    const base = parseFileUri(uri);
+    const p = markerPath(base, opts.version);
+    try {
+      await writeFile(p, 'revoked\n', { mode: 0o600 });
+    } catch (err) {
+      throw fromSystemError(err, p, 'revocation marker');
+    }
+  }
+
+  /** Removes a revocation marker written by revoke() (same options). */
+  async restore(uri: string, opts: RevokeOptions = {}): Promise<void> {
+    const p = markerPath(parseFileUri(uri), opts.version);
+    try {
+      await unlink(p);
+    } catch (err) {
+      if ((err as { code?: unknown } | null)?.code !== 'ENOENT')
+        throw fromSystemError(err, p, 'revocation marker');
+    }
+  }
+}

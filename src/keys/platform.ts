@@ -1,0 +1,272 @@
+// The platform key store: host-held KEK versions as 32-byte files in a root-only directory.
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { link, lstat, mkdir, open, readdir, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AtrestError, fromSystemError } from '../errors/index.js';
+import type { KekProvider, KekRef } from './provider.js';
+import { keyUnavailable } from './provider.js';
+import { KEK_BYTES, unwrapKey, wrapKey } from './wrap.js';
+
+export const DEFAULT_KEY_STORE = '/var/lib/atrest/keys';
+const PREFIX = 'platform-kek.v';
+const KEY_ID = 'platform-kek';
+const VERSION_RE = /^platform-kek\.v([1-9][0-9]{0,8})$/;
+
+export interface PlatformStoreOptions {
+  /** Key store directory (default /var/lib/atrest/keys, i.e. --key-store). */
+  keyStoreDir?: string;
+}
+
+function uid(): number {
+  return typeof process.getuid === 'function' ? process.getuid() : 0;
+}
+
+function mode(m: number): string {
+  return (m & 0o777).toString(8).padStart(3, '0');
+}
+
+/** Refuses a store directory or key file that others can reach or that someone else owns. */
+function checkOwnerAndMode(path: string, st: { mode: number; uid: number }, isDir: boolean): void {
+  const what = isDir ? 'key store' : 'key file';
+  if (st.uid !== uid()) {
+    throw new AtrestError(
+      'USAGE',
+      `refusing ${what} ${path}: owned by uid ${st.uid}, not by the running uid ${uid()}`,
+      { path, hint: `fix with: chown ${uid()} ${path}` },
+    );
+  }
+  if ((st.mode & 0o077) !== 0) {
+    throw new AtrestError(
+      'USAGE',
+      `refusing ${what} ${path}: mode ${mode(st.mode)} lets group or others access it`,
+      { path, hint: `fix with: chmod ${isDir ? '700' : '600'} ${path}` },
+    );
+  }
+}
+
+/**
+ * Reads a 32-byte KEK file. ENOENT -> KEY_UNAVAILABLE; wrong size -> USAGE. With `strict`, the file
+ * must be a regular file owned by the running uid with no group/other access. Caller wipes the result.
+ */
+export async function readKekFile(path: string, uri: string, strict: boolean): Promise<Buffer> {
+  let fh;
+  try {
+    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as { code?: unknown } | null)?.code;
+    if (code === 'ENOENT') throw keyUnavailable(uri, 'key file missing');
+    throw fromSystemError(err, path, 'KEK file');
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new AtrestError('USAGE', `KEK file ${path} is not a regular file`, { path });
+    if (strict) checkOwnerAndMode(path, st, false);
+    else if ((st.mode & 0o007) !== 0) {
+      throw new AtrestError(
+        'USAGE',
+        `refusing KEK file ${path}: mode ${mode(st.mode)} lets others access it`,
+        {
+          path,
+          hint: `fix with: chmod 600 ${path}`,
+        },
+      );
+    }
+    if (st.size !== KEK_BYTES) {
+      throw new AtrestError(
+        'USAGE',
+        `KEK file ${path} is ${st.size} bytes: KEK too ${st.size < KEK_BYTES ? 'short' : 'long'}, need 32`,
+        { path, hint: 'a KEK file holds exactly 32 random bytes, e.g. head -c 32 /dev/urandom > FILE' },
+      );
+    }
+    const key = Buffer.alloc(KEK_BYTES);
+    let off = 0;
+    while (off < KEK_BYTES) {
+      const { bytesRead } = await fh.read(key, off, KEK_BYTES - off, off);
+      if (bytesRead === 0) break;
+      off += bytesRead;
+    }
+    if (off !== KEK_BYTES) {
+      key.fill(0);
+      throw new AtrestError('USAGE', `KEK file ${path} changed while reading: KEK too short`, { path });
+    }
+    return key;
+  } finally {
+    await fh.close();
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const dh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await dh.sync();
+  } finally {
+    await dh.close();
+  }
+}
+
+/**
+ * Writes `key` to `path` durably without ever replacing an existing file: temp file (0600, O_EXCL),
+ * fsync, link into place (EEXIST if taken), unlink temp, fsync the directory.
+ */
+export async function writeKeyFileExclusive(dir: string, name: string, key: Uint8Array): Promise<void> {
+  const tmp = join(dir, `.${name}.tmp-${randomBytes(6).toString('hex')}`);
+  const fh = await open(
+    tmp,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+    0o600,
+  );
+  try {
+    try {
+      await fh.chmod(0o600);
+      await fh.writeFile(key);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await link(tmp, join(dir, name));
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+  await fsyncDir(dir);
+}
+
+function parseUri(uri: string): void {
+  if (uri !== 'platform:' && uri !== 'platform:default') {
+    throw new AtrestError('USAGE', `bad platform key URI ${JSON.stringify(uri)}`, {
+      hint: 'use platform: or platform:default',
+    });
+  }
+}
+
+/** The host's platform-managed KEK, versioned as files platform-kek.v1, .v2, ... in the key store. */
+export class PlatformKekProvider implements KekProvider {
+  readonly scheme = 'platform';
+  readonly dir: string;
+  private ready = false;
+
+  constructor(opts: PlatformStoreOptions = {}) {
+    this.dir = opts.keyStoreDir ?? DEFAULT_KEY_STORE;
+  }
+
+  /** Creates the store directory (0700) if missing, then checks its owner and mode. */
+  private async ensureStore(): Promise<void> {
+    if (this.ready) return;
+    try {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      const st = await lstat(this.dir);
+      if (!st.isDirectory())
+        throw new AtrestError('USAGE', `key store ${this.dir} is not a directory`, { path: this.dir });
+      checkOwnerAndMode(this.dir, st, true);
+    } catch (err) {
+      throw fromSystemError(err, this.dir, 'key store');
+    }
+    this.ready = true;
+  }
+
+  /** Versions present in the store, ascending. */
+  async versions(): Promise<number[]> {
+    await this.ensureStore();
+    const names = await readdir(this.dir);
+    const out: number[] = [];
+    for (const n of names) {
+      const m = VERSION_RE.exec(n);
+      if (m?.[1] !== undefined) out.push(Number(m[1]));
+    }
+    return out.sort((a, b) => a - b);
+  }
+
+  private ref(version: number): KekRef {
+    return { uri: 'platform:', keyId: KEY_ID, version };
+  }
+
+  private path(version: number): string {
+    return join(this.dir, `${PREFIX}${version}`);
+  }
+
+  /** Newest version; creates v1 on first use. */
+  async current(uri = 'platform:'): Promise<KekRef> {
+    parseUri(uri);
+    const vs = await this.versions();
+    const newest = vs[vs.length - 1];
+    if (newest !== undefined) return this.ref(newest);
+    return this.createVersion(1, true);
+  }
+
+  /** Writes a new random version `first` (or the next free one); on first use, a racing v1 is taken. */
+  private async createVersion(first: number, takeExisting: boolean): Promise<KekRef> {
+    for (let v = first; ; v++) {
+      const key = randomBytes(KEK_BYTES);
+      try {
+        await writeKeyFileExclusive(this.dir, `${PREFIX}${v}`, key);
+        return this.ref(v);
+      } catch (err) {
+        const code = (err as { code?: unknown } | null)?.code;
+        // Someone else created this version concurrently: for first use, take it; for rotation, go on.
+        if (code === 'EEXIST' && takeExisting) return this.ref(v);
+        if (code !== 'EEXIST') throw fromSystemError(err, this.dir, 'key store');
+      } finally {
+        key.fill(0);
+      }
+    }
+  }
+
+  /** Makes a new KEK version (newest + 1) and returns it. Old versions stay until prune(). */
+  async rotatePlatform(): Promise<KekRef> {
+    const vs = await this.versions();
+    const next = (vs[vs.length - 1] ?? 0) + 1;
+    return this.createVersion(next, false);
+  }
+
+  /** Removes all but the newest `keepVersions` versions (at least 1); returns the removed versions. */
+  async prune(keepVersions: number): Promise<number[]> {
+    if (!Number.isInteger(keepVersions) || keepVersions < 1) {
+      throw new AtrestError('USAGE', 'prune must keep at least one KEK version');
+    }
+    const vs = await this.versions();
+    const removed = vs.slice(0, Math.max(0, vs.length - keepVersions));
+    for (const v of removed) await unlink(this.path(v));
+    if (removed.length > 0) await fsyncDir(this.dir);
+    return removed;
+  }
+
+  private async load(ref: KekRef): Promise<Buffer> {
+    if (ref.keyId !== KEY_ID || !Number.isInteger(ref.version) || ref.version < 1) {
+      throw new AtrestError('USAGE', `bad platform KEK reference ${ref.keyId} v${ref.version}`);
+    }
+    await this.ensureStore();
+    return readKekFile(this.path(ref.version), `platform: v${ref.version}`, true);
+  }
+
+  async wrap(ref: KekRef, secret: Uint8Array): Promise<Buffer> {
+    const kek = await this.load(ref);
+    try {
+      return wrapKey(kek, secret);
+    } finally {
+      kek.fill(0);
+    }
+  }
+
+  async unwrap(ref: KekRef, wrapped: Uint8Array): Promise<Buffer> {
+    const kek = await this.load(ref);
+    try {
+      return unwrapKey(kek, wrapped);
+    } finally {
+      kek.fill(0);
+    }
+  }
+
+  async available(ref: KekRef): Promise<boolean> {
+    try {
+      (await this.load(ref)).fill(0);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+/** Makes a new platform KEK version in the store. */
+export async function rotatePlatform(opts: PlatformStoreOptions = {}): Promise<KekRef> {
+  return new PlatformKekProvider(opts).rotatePlatform();
+}

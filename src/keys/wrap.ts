@@ -1,0 +1,46 @@
+// AES-256 key wrap with padding (RFC 5649) through OpenSSL's id-aes256-wrap-pad cipher.
+import { createCipheriv, createDecipheriv } from 'node:crypto';
+import { AtrestError } from '../errors/index.js';
+
+/** KEK length this module accepts: AES-256 only. */
+export const KEK_BYTES = 32;
+
+/** RFC 5649 alternative initial value (the 32-bit constant; OpenSSL appends the length). */
+const AIV = Buffer.from('A65959A6', 'hex');
+
+function checkKek(kek: Uint8Array): void {
+  if (kek.length !== KEK_BYTES) {
+    throw new AtrestError(
+      'USAGE',
+      kek.length < KEK_BYTES ? 'KEK too short: need 32 bytes' : 'KEK too long: need 32 bytes',
+      { hint: 'use a 256-bit key, e.g. head -c 32 /dev/urandom > FILE' },
+    );
+  }
+}
+
+/** Wraps `secret` (1 byte or more) under a 32-byte KEK; output is 8 bytes longer than the padded input. */
+export function wrapKey(kek: Uint8Array, secret: Uint8Array): Buffer {
+  checkKek(kek);
+  if (secret.length === 0) throw new AtrestError('USAGE', 'cannot wrap an empty secret');
+  const c = createCipheriv('id-aes256-wrap-pad', kek, AIV);
+  return Buffer.concat([c.update(secret), c.final()]);
+}
+
+/** Unwraps; fails with WRONG_KEY when the integrity check does not hold (wrong KEK or damaged data). */
+export function unwrapKey(kek: Uint8Array, wrapped: Uint8Array): Buffer {
+  checkKek(kek);
+  if (wrapped.length < 16 || wrapped.length % 8 !== 0) {
+    throw new AtrestError('WRONG_KEY', 'wrapped key is malformed or does not match this KEK');
+  }
+  const parts: Buffer[] = [];
+  try {
+    const d = createDecipheriv('id-aes256-wrap-pad', kek, AIV);
+    parts.push(d.update(wrapped));
+    parts.push(d.final());
+    return Buffer.concat(parts);
+  } catch (err) {
+    throw new AtrestError('WRONG_KEY', 'wrapped key does not match this KEK', { cause: err });
+  } finally {
+    for (const p of parts) p.fill(0);
+  }
+}
