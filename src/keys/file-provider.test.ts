@@ -1,0 +1,88 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FileKekProvider, parseFileUri } from './file-provider.js';
+
+let dir: string;
+const p = new FileKekProvider();
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'atrest-filekek-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('parseFileUri', () => {
+  it('accepts file:/abs and file:///abs, refuses hosts and relative paths', () => {
+    expect(parseFileUri('file:/etc/atrest/kek')).toBe('/etc/atrest/kek');
+    expect(parseFileUri('file:///etc/a%20b')).toBe('/etc/a b');
+    expect(() => parseFileUri('file://host/kek')).toThrow(expect.objectContaining({ code: 'USAGE' }));
+    expect(() => parseFileUri('file:kek')).toThrow(expect.objectContaining({ code: 'USAGE' }));
+  });
+});
+
+describe('FileKekProvider', () => {
+  it('picks the newest sibling version, wraps and unwraps under each', async () => {
+    const base = join(dir, 'kek');
+    const uri = `file:${base}`;
+    await writeFile(base, randomBytes(32), { mode: 0o600 });
+    const v1 = await p.current(uri);
+    expect(v1).toEqual({ uri, keyId: base, version: 1 });
+    const w1 = await p.wrap(v1, Buffer.from('one'));
+    await writeFile(`${base}.v3`, randomBytes(32), { mode: 0o600 });
+    await writeFile(`${base}.vx`, randomBytes(32), { mode: 0o600 });
+    const v3 = await p.current(uri);
+    expect(v3.version).toBe(3);
+    expect(await p.versions(uri)).toEqual([1, 3]);
+    expect((await p.unwrap(v1, w1)).toString()).toBe('one');
+    await expect(p.unwrap(v3, w1)).rejects.toMatchObject({ code: 'WRONG_KEY' });
+  });
+
+  it('revoke() makes every version unavailable with KEY_UNAVAILABLE; restore() brings it back', async () => {
+    const base = join(dir, 'rk');
+    const uri = `file:${base}`;
+    await writeFile(base, randomBytes(32), { mode: 0o600 });
+    const ref = await p.current(uri);
+    const w = await p.wrap(ref, Buffer.from('secret'));
+    await p.revoke(uri);
+    expect(await p.available(ref)).toBe(false);
+    await expect(p.unwrap(ref, w)).rejects.toMatchObject({
+      code: 'KEY_UNAVAILABLE',
+      message: expect.stringContaining('key revoked or unavailable') as unknown,
+    });
+    await expect(p.current(uri)).rejects.toMatchObject({ code: 'KEY_UNAVAILABLE' });
+    await p.restore(uri);
+    expect(await p.available(ref)).toBe(true);
+    expect((await p.unwrap(ref, w)).toString()).toBe('secret');
+  });
+
+  it('per-version revocation falls back to the older version; removing the file revokes too', async () => {
+    const base = join(dir, 'pv');
+    const uri = `file:${base}`;
+    await writeFile(base, randomBytes(32), { mode: 0o600 });
+    await writeFile(`${base}.v2`, randomBytes(32), { mode: 0o600 });
+    await p.revoke(uri, { version: 2 });
+    expect((await p.current(uri)).version).toBe(1);
+    const v1 = await p.current(uri);
+    await unlink(base);
+    expect(await p.available(v1)).toBe(false);
+    await expect(p.wrap(v1, Buffer.from('x'))).rejects.toMatchObject({ code: 'KEY_UNAVAILABLE' });
+    await expect(p.current(uri)).rejects.toMatchObject({ code: 'KEY_UNAVAILABLE' });
+  });
+
+  it('refuses key files of the wrong length or readable by others', async () => {
+    const short = join(dir, 'short');
+    await writeFile(short, randomBytes(31), { mode: 0o600 });
+    await expect(p.wrap(await p.current(`file:${short}`), Buffer.from('x'))).rejects.toThrow(/KEK too short/);
+    const long = join(dir, 'long');
+    await writeFile(long, randomBytes(64), { mode: 0o600 });
+    await expect(p.wrap(await p.current(`file:${long}`), Buffer.from('x'))).rejects.toThrow(/KEK too long/);
+    const open = join(dir, 'open');
+    await writeFile(open, randomBytes(32), { mode: 0o644 });
+    await expect(p.wrap(await p.current(`file:${open}`), Buffer.from('x'))).rejects.toMatchObject({
+      code: 'USAGE',
+    });
+  });
+});
