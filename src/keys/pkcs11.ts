@@ -17,21 +17,8 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as pkcs11js from 'pkcs11js';
 import { AtrestError } from '../errors/index.js';
+import type { KekProvider, KekRef } from './provider.js';
 import { parsePkcs11Uri, redactPkcs11Uri, stripPkcs11Query, type Pkcs11Uri } from './pkcs11-uri.js';
-
-// Local copy of the interface in ./provider.ts (written in parallel); identical shape.
-export interface KekRef {
-  uri: string;
-  keyId: string;
-  version: number;
-}
-export interface KekProvider {
-  readonly scheme: string;
-  current(uri: string): Promise<KekRef>;
-  wrap(ref: KekRef, secret: Uint8Array): Promise<Buffer>;
-  unwrap(ref: KekRef, wrapped: Uint8Array): Promise<Buffer>;
-  available(ref: KekRef): Promise<boolean>;
-}
 
 const MAGIC = Buffer.from('A11G', 'latin1');
 const FORMAT = 1;
@@ -449,3 +436,5 @@ function readPin(parsed: Pkcs11Uri): Buffer | undefined {
 
 /** The KEK URI for display: PIN redacted. Re-exported for callers that only import this module. */
 export { redactPkcs11Uri, stripPkcs11Query };
+
+export type { KekProvider, KekRef };
