@@ -225,7 +225,13 @@ export class PlatformKekProvider implements KekProvider {
     }
     const vs = await this.versions();
     const removed = vs.slice(0, Math.max(0, vs.length - keepVersions));
-    for (const v of removed) await unlink(this.path(v));
+    for (const v of removed) {
+      try {
+        await unlink(this.path(v));
+      } catch (err) {
+        throw fromSystemError(err, this.path(v), 'platform KEK');
+      }
+    }
     if (removed.length > 0) await fsyncDir(this.dir);
     return removed;
   }
