@@ -114,12 +114,17 @@ export class Pkcs11Provider implements KekProvider {
     const { pkcs11, session, key, label } = this.key(ref);
     const iv = randomBytes(IV_LEN);
     const mech = gcm(iv, label);
-    pkcs11.C_EncryptInit(session, mech, key);
     const input = Buffer.from(secret);
     const out = Buffer.alloc(input.length + TAG_LEN + 32);
     try {
+      pkcs11.C_EncryptInit(session, mech, key);
       const ct = pkcs11.C_Encrypt(session, input, out);
       return Buffer.concat([MAGIC, Buffer.of(FORMAT), iv, ct]);
+    } catch (err) {
+      const ckr = ckrOf(err);
+      if (ckr === CKR_KEY_FUNCTION_NOT_PERMITTED || ckr === CKR_KEY_HANDLE_INVALID)
+        throw this.unavailable(ref, 'encryption is not permitted', err);
+      throw new AtrestError('KEY_UNAVAILABLE', `PKCS#11 wrap with ${label} failed`, { cause: err });
     } finally {
       input.fill(0);
       out.fill(0);
