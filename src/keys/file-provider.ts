@@ -14,9 +14,9 @@ import { access, readdir, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, normalize } from 'node:path';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { readKekFile } from './platform.js';
-import type { KekProvider, KekRef } from './provider.js';
+import type { KekRef } from './provider.js';
 import { keyUnavailable } from './provider.js';
-import { unwrapKey, wrapKey } from './wrap.js';
+import { LocalKekProvider } from './wrap.js';
 
 /** Parses `file:/abs/path` or `file:///abs/path` into the absolute, normalised path. */
 export function parseFileUri(uri: string): string {
@@ -67,7 +67,7 @@ function markerPath(base: string, version: number | undefined): string {
   return version === 1 ? `${base}.v1.revoked` : `${versionPath(base, version)}.revoked`;
 }
 
-export class FileKekProvider implements KekProvider {
+export class FileKekProvider extends LocalKekProvider {
   readonly scheme = 'file';
 
   /** Versions whose files exist (revoked or not), ascending. */
@@ -106,40 +106,13 @@ export class FileKekProvider implements KekProvider {
     throw keyUnavailable(uri, vs.length === 0 ? 'key file missing' : 'revoked');
   }
 
-  private async load(ref: KekRef): Promise<Buffer> {
+  protected async load(ref: KekRef): Promise<Buffer> {
     const base = parseFileUri(ref.uri);
     if (!Number.isInteger(ref.version) || ref.version < 1) {
       throw new AtrestError('USAGE', `bad KEK version ${ref.version} for ${ref.uri}`);
     }
     if (await this.revoked(base, ref.version)) throw keyUnavailable(`${ref.uri} v${ref.version}`, 'revoked');
     return readKekFile(versionPath(base, ref.version), `${ref.uri} v${ref.version}`, false);
-  }
-
-  async wrap(ref: KekRef, secret: Uint8Array): Promise<Buffer> {
-    const kek = await this.load(ref);
-    try {
-      return wrapKey(kek, secret);
-    } finally {
-      kek.fill(0);
-    }
-  }
-
-  async unwrap(ref: KekRef, wrapped: Uint8Array): Promise<Buffer> {
-    const kek = await this.load(ref);
-    try {
-      return unwrapKey(kek, wrapped);
-    } finally {
-      kek.fill(0);
-    }
-  }
-
-  async available(ref: KekRef): Promise<boolean> {
-    try {
-      (await this.load(ref)).fill(0);
-      return true;
-    } catch {
-      return false;
-    }
   }
 
   /** Revokes the KEK (all versions, or one) by writing a `.revoked` marker beside it. */

@@ -4,9 +4,9 @@ import { constants } from 'node:fs';
 import { link, lstat, mkdir, open, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AtrestError, fromSystemError } from '../errors/index.js';
-import type { KekProvider, KekRef } from './provider.js';
+import type { KekRef } from './provider.js';
 import { keyUnavailable } from './provider.js';
-import { KEK_BYTES, unwrapKey, wrapKey } from './wrap.js';
+import { KEK_BYTES, LocalKekProvider } from './wrap.js';
 
 export const DEFAULT_KEY_STORE = '/var/lib/atrest/keys';
 const PREFIX = 'platform-kek.v';
@@ -140,12 +140,13 @@ function parseUri(uri: string): void {
 }
 
 /** The host's platform-managed KEK, versioned as files platform-kek.v1, .v2, ... in the key store. */
-export class PlatformKekProvider implements KekProvider {
+export class PlatformKekProvider extends LocalKekProvider {
   readonly scheme = 'platform';
   readonly dir: string;
   private ready = false;
 
   constructor(opts: PlatformStoreOptions = {}) {
+    super();
     this.dir = opts.keyStoreDir ?? DEFAULT_KEY_STORE;
   }
 
@@ -236,39 +237,12 @@ export class PlatformKekProvider implements KekProvider {
     return removed;
   }
 
-  private async load(ref: KekRef): Promise<Buffer> {
+  protected async load(ref: KekRef): Promise<Buffer> {
     if (ref.keyId !== KEY_ID || !Number.isInteger(ref.version) || ref.version < 1) {
       throw new AtrestError('USAGE', `bad platform KEK reference ${ref.keyId} v${ref.version}`);
     }
     await this.ensureStore();
     return readKekFile(this.path(ref.version), `platform: v${ref.version}`, true);
-  }
-
-  async wrap(ref: KekRef, secret: Uint8Array): Promise<Buffer> {
-    const kek = await this.load(ref);
-    try {
-      return wrapKey(kek, secret);
-    } finally {
-      kek.fill(0);
-    }
-  }
-
-  async unwrap(ref: KekRef, wrapped: Uint8Array): Promise<Buffer> {
-    const kek = await this.load(ref);
-    try {
-      return unwrapKey(kek, wrapped);
-    } finally {
-      kek.fill(0);
-    }
-  }
-
-  async available(ref: KekRef): Promise<boolean> {
-    try {
-      (await this.load(ref)).fill(0);
-      return true;
-    } catch {
-      return false;
-    }
   }
 }
 

@@ -1,6 +1,7 @@
 // AES-256 key wrap with padding (RFC 5649) through OpenSSL's id-aes256-wrap-pad cipher.
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { AtrestError } from '../errors/index.js';
+import type { KekProvider, KekRef } from './provider.js';
 
 /** KEK length this module accepts: AES-256 only. */
 export const KEK_BYTES = 32;
@@ -42,5 +43,43 @@ export function unwrapKey(kek: Uint8Array, wrapped: Uint8Array): Buffer {
     throw new AtrestError('WRONG_KEY', 'wrapped key does not match this KEK', { cause: err });
   } finally {
     for (const p of parts) p.fill(0);
+  }
+}
+
+/**
+ * A provider whose KEK bytes are loaded into this process (platform store, key files): wrap, unwrap
+ * and availability in terms of one `load`, with the KEK wiped after every use.
+ */
+export abstract class LocalKekProvider implements KekProvider {
+  abstract readonly scheme: string;
+  abstract current(uri: string): Promise<KekRef>;
+  /** The KEK bytes of that version (caller wipes); KEY_UNAVAILABLE when revoked or gone. */
+  protected abstract load(ref: KekRef): Promise<Buffer>;
+
+  async wrap(ref: KekRef, secret: Uint8Array): Promise<Buffer> {
+    const kek = await this.load(ref);
+    try {
+      return wrapKey(kek, secret);
+    } finally {
+      kek.fill(0);
+    }
+  }
+
+  async unwrap(ref: KekRef, wrapped: Uint8Array): Promise<Buffer> {
+    const kek = await this.load(ref);
+    try {
+      return unwrapKey(kek, wrapped);
+    } finally {
+      kek.fill(0);
+    }
+  }
+
+  async available(ref: KekRef): Promise<boolean> {
+    try {
+      (await this.load(ref)).fill(0);
+      return true;
+    } catch {
+      return false;
+    }
   }
 }
