@@ -1,9 +1,10 @@
 // End to end through the real CLI, daemon, FUSE, loop devices, ext4 and cryptsetup (run as root).
-import { createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BIN, makeAtrestEnv, must, run, waitForExit, type AtrestEnv } from './helpers/cli.js';
+import { decryptSector, dumpVolumeKey } from './helpers/cryptsetup.js';
 
 const FAST = ['--pbkdf-force-iterations', '1000'];
 let t: AtrestEnv;
@@ -42,31 +43,12 @@ async function decryptWithKey(
     for (let o = 0; o < length; o += sectorSize) {
       const ct = Buffer.alloc(sectorSize);
       await fh.read(ct, 0, sectorSize, dataOffset + pos + o);
-      const iv = Buffer.alloc(16);
-      iv.writeBigUInt64LE(BigInt((pos + o) / 512));
-      const d = createDecipheriv('aes-256-xts', volumeKey, iv);
-      d.update(ct).copy(out, o);
-      d.final();
+      decryptSector(volumeKey, ct, (pos + o) / 512).copy(out, o);
     }
     return out;
   } finally {
     await fh.close();
   }
-}
-
-async function dumpVolumeKey(image: string, key: string): Promise<Buffer> {
-  const out = join(t.dir, `vk-${randomBytes(4).toString('hex')}.bin`);
-  await must('cryptsetup', [
-    'luksDump',
-    '--dump-volume-key',
-    '--volume-key-file',
-    out,
-    '--batch-mode',
-    '--key-file',
-    key,
-    image,
-  ]);
-  return readFile(out);
 }
 
 /** Writes `data` at `pos` into the disk file and fsyncs it (the test process is not the FUSE server). */
@@ -244,7 +226,7 @@ describe('interop with cryptsetup', () => {
       const data = randomBytes(256 * 1024);
       await writeDisk(disk, 1 * 2 ** 20, data);
       expect((await t.atrest(['close', 'cs'])).code).toBe(0);
-      const vk = await dumpVolumeKey(img, key);
+      const vk = await dumpVolumeKey(t.dir, img, key);
       const plain = await decryptWithKey(img, vk, 16 * 2 ** 20, sectorSize, 1 * 2 ** 20, data.length);
       expect(plain.equals(data)).toBe(true);
     });
@@ -266,7 +248,7 @@ describe('interop with cryptsetup', () => {
       const data = randomBytes(64 * 1024);
       await writeDisk(r.stdout.trim(), 4096 * 5, data);
       expect((await t.atrest(['close', 'ours'])).code).toBe(0);
-      const vk = await dumpVolumeKey(detached ? hdr : img, key);
+      const vk = await dumpVolumeKey(t.dir, detached ? hdr : img, key);
       const off = detached ? 0 : 16 * 2 ** 20;
       expect((await decryptWithKey(img, vk, off, 4096, 4096 * 5, data.length)).equals(data)).toBe(true);
     }

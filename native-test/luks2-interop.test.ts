@@ -1,11 +1,12 @@
 // LUKS2 interop with the real cryptsetup: we open its images, it opens ours, keys and sector tweaks agree.
 import { Buffer } from 'node:buffer';
-import { execFile } from 'node:child_process';
-import { createDecipheriv, randomBytes } from 'node:crypto';
-import { mkdtemp, open, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { must, run, type RunResult } from './helpers/cli.js';
+import { decryptSector, dumpVolumeKey } from './helpers/cryptsetup.js';
 import { xtsEncryptInPlace } from '../src/crypto/xts.js';
 import { AtrestError } from '../src/errors/index.js';
 import {
@@ -18,33 +19,11 @@ import {
   type Luks2Metadata,
 } from '../src/luks2/index.js';
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
+async function cs(args: string[], timeoutMs?: number): Promise<RunResult> {
+  return must('cryptsetup', args, timeoutMs === undefined ? {} : { timeoutMs });
 }
 
-function run(cmd: string, args: string[], timeoutMs = 120_000): Promise<Result> {
-  return new Promise((resolve) => {
-    execFile(
-      cmd,
-      args,
-      { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 << 20 },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
-
-async function cs(args: string[], timeoutMs?: number): Promise<Result> {
-  const r = await run('cryptsetup', args, timeoutMs);
-  if (r.code !== 0) throw new Error(`cryptsetup ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
-  return r;
-}
-
-const haveCryptsetup = (await run('cryptsetup', ['--version'])).code === 0;
+const haveCryptsetup = (await run('cryptsetup', ['--version']).catch(() => ({ code: 127 }))).code === 0;
 const FAST_ARGON = ['--pbkdf', 'argon2id', '--pbkdf-memory', '32768', '--iter-time', '100'];
 const PBKDF2_FAST = ['--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000'];
 
@@ -62,20 +41,8 @@ afterEach(async () => {
 });
 
 /** The volume key according to cryptsetup. */
-async function dumpedKey(image: string, header?: string, key = keyFile): Promise<Buffer> {
-  const out = join(dir, `vk-${randomBytes(4).toString('hex')}`);
-  await cs([
-    'luksDump',
-    '--dump-volume-key',
-    '--volume-key-file',
-    out,
-    '--batch-mode',
-    '--key-file',
-    key,
-    ...(header ? ['--header', header] : []),
-    image,
-  ]);
-  return readFile(out);
+function dumpedKey(image: string, header?: string, key = keyFile): Promise<Buffer> {
+  return dumpVolumeKey(dir, image, key, header);
 }
 
 /**
@@ -97,11 +64,7 @@ async function checkDataSectors(meta: Luks2Metadata, ourKey: Buffer, theirKey: B
   await fh.close();
   for (let s = 0; s < sectors; s++) {
     const tweak = meta.ivTweak + (byteOff + s * meta.sectorSize) / 512;
-    const iv = Buffer.alloc(16);
-    iv.writeBigUInt64LE(BigInt(tweak));
-    const d = createDecipheriv('aes-256-xts', theirKey, iv);
-    const sector = back.subarray(s * meta.sectorSize, (s + 1) * meta.sectorSize);
-    const out = Buffer.concat([d.update(sector), d.final()]);
+    const out = decryptSector(theirKey, back.subarray(s * meta.sectorSize, (s + 1) * meta.sectorSize), tweak);
     expect(out.equals(plain.subarray(s * meta.sectorSize, (s + 1) * meta.sectorSize))).toBe(true);
   }
 }
