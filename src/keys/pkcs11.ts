@@ -15,7 +15,7 @@
 // Revocation: a key is unavailable when its object is gone or its CKA_DECRYPT or CKA_UNWRAP is false.
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import * as pkcs11js from 'pkcs11js';
+import pkcs11js from 'pkcs11js';
 import { AtrestError } from '../errors/index.js';
 import type { KekProvider, KekRef } from './provider.js';
 import { parsePkcs11Uri, redactPkcs11Uri, stripPkcs11Query, type Pkcs11Uri } from './pkcs11-uri.js';
