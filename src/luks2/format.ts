@@ -44,6 +44,8 @@ export interface FormatOptions {
   kdf?: KdfChoice;
   /** Use this volume key instead of a random one (64 bytes, halves differ). */
   volumeKey?: Buffer;
+  /** A token (e.g. atrest-platform) written as token 0, linked to keyslot 0. */
+  token?: JsonObject;
 }
 
 function usage(msg: string, hint?: string): AtrestError {
@@ -156,7 +158,7 @@ export async function formatLuks2(opts: FormatOptions): Promise<{ uuid: string; 
     const dataOffset = detached ? 0 : DEFAULT_DATA_OFFSET;
     const json: JsonObject = {
       keyslots: { '0': keyslot },
-      tokens: {},
+      tokens: opts.token === undefined ? {} : { '0': { ...structuredClone(opts.token), keyslots: ['0'] } },
       segments: {
         '0': {
           type: 'crypt',

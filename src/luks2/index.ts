@@ -8,7 +8,10 @@
 //   formatLuks2({ imagePath, headerPath?, dataSize, sectorSize?, label?, passphrase, pbkdf2Iterations?,
 //       iterTimeMs?, kdf?, volumeKey? }) → { uuid, keyslot }
 //   addKeyslot(meta, volumeKey, passphrase, { keyslot?, kdf?, priority? }) → keyslot id
-//   removeKeyslot(meta, keyslot, { allowLast? })
+//   addKeyslot(..., { token }) also writes a token linked to the new keyslot, in the same metadata update
+//   removeKeyslot(meta, keyslot, { allowLast?, dropTokenTypes? })
+//   setToken(meta, tokenId, json | null)   replace (re-wrap) or delete one token
+//   formatLuks2({ ..., token }) writes token 0 linked to keyslot 0
 // Errors (AtrestError codes): NOT_LUKS2, CORRUPT_HEADER, TRUNCATED_IMAGE, UNSUPPORTED,
 // REENCRYPT_IN_PROGRESS, WRONG_KEY, FILE_EXISTS, FILE_NOT_FOUND, IMAGE_BUSY, NO_SPACE, USAGE.
 // Messages name the file and never contain key material.
@@ -24,5 +27,12 @@ export {
   VOLUME_KEY_SIZE,
   type FormatOptions,
 } from './format.js';
-export { addKeyslot, removeKeyslot, type AddKeyslotOptions, type KdfChoice } from './keyslots.js';
+export {
+  addKeyslot,
+  removeKeyslot,
+  setToken,
+  type AddKeyslotOptions,
+  type KdfChoice,
+} from './keyslots.js';
+export { verifyVolumeKey, keyslotUnusableReason } from './unlock.js';
 export type { KeyslotInfo, TokenInfo, SegmentInfo, DigestInfo, JsonObject, Json } from './metadata.js';

@@ -6,7 +6,7 @@ import { AtrestError } from '../errors/index.js';
 import { openFile } from './disk.js';
 import { KDF_SALT_LEN } from './kdf-table.js';
 import { afMaterialSize, AF_STRIPES, keyslotHandler } from './keyslot-luks2.js';
-import { AREA_ALIGN, KEYSLOTS_MAX, type JsonObject } from './metadata.js';
+import { AREA_ALIGN, KEYSLOTS_MAX, TOKENS_MAX, type JsonObject } from './metadata.js';
 import { areaIo, verifyVolumeKey } from './unlock.js';
 import { writeMetadata, type Luks2Metadata } from './volume.js';
 
@@ -21,6 +21,18 @@ export interface AddKeyslotOptions {
   kdf?: KdfChoice;
   /** 0 ignore, 1 normal (default), 2 prefer. */
   priority?: 0 | 1 | 2;
+  /**
+   * A token to write in the same metadata update, linked to the new keyslot (its `keyslots` field is
+   * set here). Keyslot and token then appear together or not at all.
+   */
+  token?: JsonObject;
+}
+
+/** The lowest free token id of `json`, or null when all TOKENS_MAX are taken. */
+export function freeTokenId(json: JsonObject): number | null {
+  const tokens = json.tokens as JsonObject;
+  for (let id = 0; id < TOKENS_MAX; id++) if (!(String(id) in tokens)) return id;
+  return null;
 }
 
 /** Rounds up to a multiple of `a`. */
@@ -148,6 +160,16 @@ export async function addKeyslot(
   const digest = digests[String(meta.digest.id)] as JsonObject;
   (digest.keyslots as string[]).push(String(id));
   (digest.keyslots as string[]).sort((a, b) => Number(a) - Number(b));
+  if (opts.token !== undefined) {
+    const tokenId = freeTokenId(json);
+    if (tokenId === null) {
+      throw new AtrestError('NO_SPACE', `${path}: no free token (at most ${TOKENS_MAX})`, {
+        path,
+        hint: 'remove an unused token first',
+      });
+    }
+    (json.tokens as JsonObject)[String(tokenId)] = { ...structuredClone(opts.token), keyslots: [String(id)] };
+  }
   const handler = keyslotHandler('luks2');
   if (!handler) throw new AtrestError('INTERNAL', 'no luks2 keyslot handler');
   const fh = await openFile(path, 'r+', 'LUKS2 header');
@@ -162,12 +184,13 @@ export async function addKeyslot(
 
 /**
  * Removes keyslot `keyslot`: overwrites its area with random bytes, then drops it from the metadata
- * (and from digests and tokens). Refuses to remove the last keyslot unless `opts.allowLast`.
+ * (and from digests and tokens; a token of a type in `opts.dropTokenTypes` that is left with no
+ * keyslot goes too). Refuses to remove the last keyslot unless `opts.allowLast`.
  */
 export async function removeKeyslot(
   meta: Luks2Metadata,
   keyslot: number,
-  opts: { allowLast?: boolean } = {},
+  opts: { allowLast?: boolean; dropTokenTypes?: readonly string[] } = {},
 ): Promise<void> {
   const path = meta.headerPath;
   const info = meta.keyslots.find((k) => k.id === keyslot);
@@ -196,5 +219,25 @@ export async function removeKeyslot(
       if (Array.isArray(obj.keyslots)) obj.keyslots = obj.keyslots.filter((k) => k !== String(keyslot));
     }
   }
+  const tokens = json.tokens as Record<string, JsonObject>;
+  for (const [id, t] of Object.entries(tokens)) {
+    const orphan = Array.isArray(t.keyslots) && t.keyslots.length === 0;
+    if (orphan && typeof t.type === 'string' && opts.dropTokenTypes?.includes(t.type)) delete tokens[id];
+  }
+  await writeMetadata(meta, json);
+}
+
+/**
+ * Replaces token `id` with `token` (keeping its keyslot links when `token.keyslots` is absent), or
+ * deletes it when `token` is null. One metadata update; the keyslots themselves are untouched.
+ */
+export async function setToken(meta: Luks2Metadata, id: number, token: JsonObject | null): Promise<void> {
+  const path = meta.headerPath;
+  const json = structuredClone(meta.json);
+  const tokens = json.tokens as Record<string, JsonObject>;
+  const old = tokens[String(id)];
+  if (old === undefined) throw new AtrestError('USAGE', `${path}: there is no token ${id}`, { path });
+  if (token === null) delete tokens[String(id)];
+  else tokens[String(id)] = { ...structuredClone(token), keyslots: token.keyslots ?? old.keyslots ?? [] };
   await writeMetadata(meta, json);
 }

@@ -13,6 +13,7 @@ import {
   readLuks2,
   removeKeyslot,
   resolvedDataSize,
+  setToken,
   unlockVolumeKey,
   type JsonObject,
 } from './index.js';
@@ -473,5 +474,45 @@ describe('golden image from cryptsetup 2.6.1', () => {
     expect([k0.keyslot, k0.volumeKey.toString('hex')]).toEqual([0, expected]);
     const k1 = await unlockVolumeKey(meta, await readFile(new URL('golden2.key', fixtures)));
     expect([k1.keyslot, k1.volumeKey.toString('hex')]).toEqual([1, expected]);
+  });
+});
+
+describe('tokens', () => {
+  it('format writes token 0 for keyslot 0; addKeyslot adds a linked token in the same update', async () => {
+    const path = join(dir, 't.img');
+    await formatLuks2({
+      imagePath: path,
+      dataSize: 1 << 20,
+      passphrase: PASS,
+      pbkdf2Iterations: FAST,
+      token: { type: 'atrest-platform', x: 'one' },
+    });
+    const meta = await readLuks2(path);
+    expect(meta.tokens.map((t) => [t.id, t.type, t.keyslots])).toEqual([[0, 'atrest-platform', [0]]]);
+    const { volumeKey } = await unlockVolumeKey(meta, PASS);
+    const seq = meta.seqid;
+    const id = await addKeyslot(meta, volumeKey, Buffer.from('two'), {
+      kdf: { type: 'pbkdf2', iterations: FAST },
+      token: { type: 'atrest-cmk', x: 'two' },
+    });
+    const after = await readLuks2(path);
+    expect(after.seqid).toBe(seq + 1n);
+    expect(after.tokens.map((t) => [t.id, t.type, t.keyslots])).toEqual([
+      [0, 'atrest-platform', [0]],
+      [1, 'atrest-cmk', [id]],
+    ]);
+    // re-wrap: replace a token's fields, keyslot links kept
+    await setToken(after, 1, { type: 'atrest-cmk', x: 'three' });
+    const rewrapped = await readLuks2(path);
+    expect(rewrapped.tokens[1]?.raw.x).toBe('three');
+    expect(rewrapped.tokens[1]?.keyslots).toEqual([id]);
+    // removing keyslot 0 drops its now-empty token of a listed type
+    await removeKeyslot(rewrapped, 0, { dropTokenTypes: ['atrest-platform'] });
+    const last = await readLuks2(path);
+    expect(last.tokens.map((t) => [t.id, t.type, t.keyslots])).toEqual([[1, 'atrest-cmk', [id]]]);
+    await setToken(last, 1, null);
+    expect((await readLuks2(path)).tokens).toEqual([]);
+    await rejects(setToken(last, 7, null), 'USAGE', /no token 7/);
+    volumeKey.fill(0);
   });
 });
