@@ -1,4 +1,4 @@
-// Key sources that unlock a volume's keyslots: for now key files, read whole as cryptsetup --key-file does.
+// Keys: key files, KEK providers (platform store, key files, PKCS#11), and the key manager that binds keyslots to KEKs.
 import { open } from 'node:fs/promises';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 
@@ -63,3 +63,28 @@ export type { PlatformStoreOptions } from './platform.js';
 export { DEFAULT_KEY_STORE, PlatformKekProvider, rotatePlatform } from './platform.js';
 export type { RevokeOptions } from './file-provider.js';
 export { FileKekProvider, parseFileUri } from './file-provider.js';
+export type { AuditSink, KeyEvent, KeyEventName } from './audit.js';
+export { NO_AUDIT } from './audit.js';
+export type {
+  BindingType,
+  KekBinding,
+  KeyManagerOptions,
+  KeyslotEntry,
+  KeyslotKind,
+  Unlocked,
+  UnlockOptions,
+} from './manager.js';
+export {
+  bindings,
+  BINDING_TYPES,
+  BOUND_KEYSLOT_KDF,
+  generateRecoveryPassphrase,
+  KeyManager,
+  listKeyslots,
+  parseBinding,
+  TOKEN_CMK,
+  TOKEN_PLATFORM,
+  TOKEN_RECOVERY,
+} from './manager.js';
+export { Pkcs11Provider } from './pkcs11.js';
+export { storedUri } from './provider.js';

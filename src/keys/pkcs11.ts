@@ -73,6 +73,7 @@ export interface Pkcs11ProviderOptions {
 
 export class Pkcs11Provider implements KekProvider {
   readonly scheme = 'pkcs11';
+  readonly wrapAlg = 'pkcs11-aes256-gcm';
   private readonly modules = new Map<string, Open>();
   private readonly defaultModulePath: string | undefined;
 

@@ -225,7 +225,14 @@ export class PlatformKekProvider extends LocalKekProvider {
       throw new AtrestError('USAGE', 'prune must keep at least one KEK version');
     }
     const vs = await this.versions();
-    const removed = vs.slice(0, Math.max(0, vs.length - keepVersions));
+    return this.removeVersions(vs.slice(0, Math.max(0, vs.length - keepVersions)));
+  }
+
+  /** Removes these versions (never the newest); returns those removed. */
+  async removeVersions(versions: readonly number[]): Promise<number[]> {
+    const vs = await this.versions();
+    const newest = vs[vs.length - 1];
+    const removed = vs.filter((v) => v !== newest && versions.includes(v));
     for (const v of removed) {
       try {
         await unlink(this.path(v));

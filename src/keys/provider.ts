@@ -12,6 +12,8 @@ export interface KekRef {
 
 export interface KekProvider {
   readonly scheme: string;
+  /** How wrap() protects a secret, recorded in the token ('aes256-kwp', 'pkcs11-aes256-gcm'). */
+  readonly wrapAlg: string;
   /** Newest available version of the KEK named by uri. */
   current(uri: string): Promise<KekRef>;
   /** Wraps a secret under that KEK version (returns opaque bytes). */
@@ -29,6 +31,16 @@ export function redactUri(uri: string): string {
   return uri.replace(/([;?&])([A-Za-z0-9_-]+)=([^;?&#]*)/g, (m, sep: string, name: string) =>
     SECRET_ATTRS.has(name.toLowerCase()) ? `${sep}${name}=***` : m,
   );
+}
+
+/**
+ * The URI as stored in a LUKS2 token: `pin-value` attributes removed (a PIN never reaches the image);
+ * `pin-source` (a path, not the PIN) and `module-path` stay so the daemon can reach the key again.
+ */
+export function storedUri(uri: string): string {
+  let out = uri.replace(/([;?&])pin-value=[^;?&#]*/gi, (_m, sep: string) => (sep === '?' ? '?' : ''));
+  out = out.replace(/\?&/, '?').replace(/\?(#|$)/, '$1');
+  return out;
 }
 
 /** The scheme of a KEK URI ('platform', 'file', 'pkcs11', ...), lower case. */

@@ -52,6 +52,7 @@ export function unwrapKey(kek: Uint8Array, wrapped: Uint8Array): Buffer {
  */
 export abstract class LocalKekProvider implements KekProvider {
   abstract readonly scheme: string;
+  readonly wrapAlg = 'aes256-kwp';
   abstract current(uri: string): Promise<KekRef>;
   /** The KEK bytes of that version (caller wipes); KEY_UNAVAILABLE when revoked or gone. */
   protected abstract load(ref: KekRef): Promise<Buffer>;

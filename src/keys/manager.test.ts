@@ -1,0 +1,218 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { formatLuks2, readLuks2, unlockVolumeKey, type JsonObject } from '../luks2/index.js';
+import type { KeyEvent } from './audit.js';
+import { FileKekProvider } from './file-provider.js';
+import { bindings, generateRecoveryPassphrase, KeyManager, listKeyslots } from './manager.js';
+import { storedUri } from './provider.js';
+
+let dir: string;
+let store: string;
+let events: KeyEvent[];
+let km: KeyManager;
+const FAST = { type: 'pbkdf2', iterations: 1000 } as const;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'atrest-km-'));
+  store = join(dir, 'store');
+  events = [];
+  km = new KeyManager({ keyStoreDir: store, audit: (e) => events.push(e) });
+});
+afterEach(async () => {
+  km.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function rejects(p: Promise<unknown>, code: string, text: RegExp): Promise<void> {
+  const err: unknown = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toMatchObject({ code });
+  expect((err as Error).message).toMatch(text);
+}
+
+async function platformVolume(name = 'a.img'): Promise<string> {
+  const image = join(dir, name);
+  await km.format({ imagePath: image, dataSize: 1 << 20 });
+  return image;
+}
+
+async function kekFile(name = 'kek'): Promise<string> {
+  const path = join(dir, name);
+  await writeFile(path, randomBytes(32), { mode: 0o600 });
+  return path;
+}
+
+describe('KeyManager', () => {
+  it('formats bound to the platform key and unlocks through the token, no key file needed', async () => {
+    const image = await platformVolume();
+    const meta = await readLuks2(image);
+    expect(listKeyslots(meta)).toEqual([
+      {
+        slot: 0,
+        kind: 'platform',
+        token: 0,
+        kdf: 'pbkdf2',
+        priority: 1,
+        kek: 'platform:',
+        keyId: 'platform-kek',
+        kekVersion: 1,
+        usable: true,
+      },
+    ]);
+    const u = await km.unlock(meta);
+    expect(u.keyslot).toBe(0);
+    expect(u.volumeKey.length).toBe(64);
+    expect(u.binding?.type).toBe('atrest-platform');
+    // the store was created 0700 with v1 0600 and a record of the volume
+    expect((await readdir(store)).sort()).toEqual(['platform-kek.v1', 'volumes']);
+    expect(events.map((e) => e.event)).toEqual(['wrap', 'unlock']);
+    expect(events[1]).toMatchObject({ volume: image, slot: 0, provider: 'platform:', kekVersion: 1 });
+  });
+
+  it('rotation re-wraps only the token; old platform versions stay until no known volume uses them', async () => {
+    const a = await platformVolume('a.img');
+    const b = await platformVolume('b.img');
+    const before = await readLuks2(a);
+    const area = before.keyslots[0]?.area;
+    expect((await km.rotatePlatform()).version).toBe(2);
+    expect(await km.prunePlatform()).toEqual([]); // both still on v1
+    const metaA = await readLuks2(a);
+    const [bindA] = bindings(metaA);
+    if (!bindA) throw new Error('no binding');
+    expect(await km.rewrap(metaA, bindA)).toEqual({ from: 1, to: 2 });
+    const afterA = await readLuks2(a);
+    expect(afterA.keyslots[0]?.area).toEqual(area); // same keyslot
+    expect(bindings(afterA)[0]?.version).toBe(2);
+    expect(await km.rewrap(afterA, bindings(afterA)[0] as never)).toBeNull();
+    expect(await km.prunePlatform()).toEqual([]); // b still uses v1
+    const metaB = await readLuks2(b);
+    await km.rewrap(metaB, bindings(metaB)[0] as never);
+    expect(await km.prunePlatform()).toEqual([1]);
+    (await km.unlock(await readLuks2(a))).volumeKey.fill(0);
+    (await km.unlock(await readLuks2(b))).volumeKey.fill(0);
+  });
+
+  it('moves to a customer key file, removing the platform keyslot only after the new one unlocks', async () => {
+    const image = await platformVolume();
+    const kek = await kekFile();
+    const meta = await readLuks2(image);
+    const r = await km.useKek(meta, `file:${kek}`);
+    expect(r.removed).toEqual([0]);
+    const after = await readLuks2(image);
+    expect(listKeyslots(after).map((e) => [e.slot, e.kind, e.kek, e.kekVersion])).toEqual([
+      [r.keyslot, 'customer', `file:${kek}`, 1],
+    ]);
+    expect(after.tokens.map((t) => t.type)).toEqual(['atrest-cmk']);
+    (await km.unlock(after)).volumeKey.fill(0);
+    // revocation: a clear error; restore: works again
+    const fp = new FileKekProvider();
+    await fp.revoke(`file:${kek}`);
+    await rejects(km.unlock(after), 'KEY_UNAVAILABLE', /key revoked or unavailable/);
+    expect(events.at(-1)).toMatchObject({ event: 'unlock-failed', code: 'KEY_UNAVAILABLE' });
+    await fp.restore(`file:${kek}`);
+    (await km.unlock(after)).volumeKey.fill(0);
+    // a new version of the key file is picked up by rewrap
+    await writeFile(`${kek}.v2`, randomBytes(32), { mode: 0o600 });
+    expect(await km.rewrap(after, bindings(after)[0] as never)).toEqual({ from: 1, to: 2 });
+  });
+
+  it('recovery keyslots unlock with the printed passphrase; the last usable keyslot cannot be removed', async () => {
+    const image = await platformVolume();
+    const meta = await readLuks2(image);
+    const { keyslot, passphrase } = await km.addRecovery(meta, {}, FAST);
+    expect(passphrase.toString('latin1')).toMatch(/^([0-9a-z]{5}-){7}[0-9a-z]{5}$/);
+    const after = await readLuks2(image);
+    expect(listKeyslots(after).map((e) => [e.slot, e.kind])).toEqual([
+      [0, 'platform'],
+      [keyslot, 'recovery'],
+    ]);
+    expect((await unlockVolumeKey(after, passphrase)).keyslot).toBe(keyslot);
+    await km.removeSlot(after, 0);
+    const only = await readLuks2(image);
+    expect(only.tokens.map((t) => t.type)).toEqual(['atrest-recovery']);
+    await rejects(km.removeSlot(only, keyslot), 'USAGE', /last one that can unlock/);
+    await expect(km.unlock(only)).rejects.toMatchObject({ code: 'WRONG_KEY' });
+    (await km.unlock(only, { passphrase })).volumeKey.fill(0);
+    expect(JSON.stringify(events)).not.toContain(passphrase.toString('latin1').slice(0, 11));
+    passphrase.fill(0);
+  });
+
+  it('a token that does not match its keyslot is a clear WRONG_KEY', async () => {
+    const a = await platformVolume('a.img');
+    const b = await platformVolume('b.img');
+    const wrappedB = (await readLuks2(b)).tokens[0]?.raw.atrest_wrapped;
+    const meta = await readLuks2(a);
+    const raw = structuredClone(meta.json);
+    ((raw.tokens as JsonObject)['0'] as JsonObject).atrest_wrapped = wrappedB ?? '';
+    const { writeMetadata } = await import('../luks2/volume.js');
+    await writeMetadata(meta, raw);
+    await rejects(
+      km.unlock(await readLuks2(a)),
+      'WRONG_KEY',
+      /token 0 \(atrest-platform\) does not match its key slot 0/,
+    );
+  });
+
+  it('refuses a key store with loose permissions, and a short KEK file, leaving the image unchanged', async () => {
+    await mkdir(store, { mode: 0o700 });
+    await chmod(store, 0o755);
+    const image = join(dir, 'x.img');
+    await rejects(
+      km.format({ imagePath: image, dataSize: 1 << 20 }),
+      'USAGE',
+      /mode 755 lets group or others access it/,
+    );
+    await chmod(store, 0o700);
+    const short = join(dir, 'short');
+    await writeFile(short, randomBytes(16), { mode: 0o600 });
+    await rejects(
+      km.format({ imagePath: image, dataSize: 1 << 20 }, `file:${short}`),
+      'USAGE',
+      /KEK too short/,
+    );
+    await expect(readdir(dir)).resolves.not.toContain('x.img');
+    await rejects(
+      km.format({ imagePath: image, dataSize: 1 << 20 }, 'vault:x'),
+      'USAGE',
+      /unknown key provider scheme vault/,
+    );
+  });
+
+  it('FIPS mode unlocks only PBKDF2 keyslots', async () => {
+    const image = join(dir, 'argon.img');
+    const pass = Buffer.from('pass');
+    await formatLuks2({
+      imagePath: image,
+      dataSize: 1 << 20,
+      passphrase: pass,
+      kdf: { type: 'argon2id', time: 1, memoryKiB: 1024, cpus: 1 },
+    });
+    const fips = new KeyManager({ keyStoreDir: store, fips: true });
+    await rejects(fips.unlock(await readLuks2(image), { passphrase: pass }), 'WRONG_KEY', /FIPS/);
+    (await km.unlock(await readLuks2(image), { passphrase: pass })).volumeKey.fill(0);
+  });
+});
+
+describe('helpers', () => {
+  it('stores KEK URIs without a PIN, keeping module-path and pin-source', () => {
+    expect(storedUri('pkcs11:token=a;object=k?module-path=/m.so&pin-value=1234')).toBe(
+      'pkcs11:token=a;object=k?module-path=/m.so',
+    );
+    expect(storedUri('pkcs11:token=a;object=k?pin-value=1234&pin-source=/p')).toBe(
+      'pkcs11:token=a;object=k?pin-source=/p',
+    );
+    expect(storedUri('pkcs11:token=a;pin-value=9;object=k')).toBe('pkcs11:token=a;object=k');
+  });
+
+  it('recovery passphrases are 40 symbols from 32 in 8 groups, and differ', () => {
+    const a = generateRecoveryPassphrase();
+    const b = generateRecoveryPassphrase();
+    expect(a.length).toBe(47);
+    expect(a.equals(b)).toBe(false);
+  });
+});
