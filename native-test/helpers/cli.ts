@@ -62,7 +62,13 @@ export interface AtrestEnv {
 export async function makeAtrestEnv(prefix = 'atrest-e2e-'): Promise<AtrestEnv> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   const runDir = join(dir, 'run');
-  const env = { ...process.env, ATREST_RUN_DIR: runDir, ATREST_STATE_DIR: join(dir, 'state') };
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    ATREST_RUN_DIR: runDir,
+    ATREST_STATE_DIR: join(dir, 'state'),
+    ATREST_KEY_STORE: join(dir, 'keys'),
+    ATREST_AUDIT_LOG: join(dir, 'audit.log'),
+  };
   const atrest = (
     args: string[],
     opts: { input?: Buffer | string; timeoutMs?: number } = {},

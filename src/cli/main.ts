@@ -1,16 +1,26 @@
 // The `atrest` command line: parses arguments, runs format locally, drives the daemon for the rest.
-import { access, constants as fsConstants } from 'node:fs/promises';
+import { access, constants as fsConstants, realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { AtrestError, ERROR_CODES, exitCodeOf, isAtrestError } from '../errors/index.js';
-import { readKeyFile } from '../keys/index.js';
-import { formatLuks2 } from '../luks2/index.js';
+import { fipsActive, requireFips } from '../crypto/index.js';
+import {
+  bindings,
+  KeyManager,
+  readKeyFile,
+  redactUri,
+  TOKEN_PLATFORM,
+  type AuditSink,
+} from '../keys/index.js';
+import { formatLuks2, readLuks2 } from '../luks2/index.js';
+import { fileAuditSink } from '../daemon/audit.js';
 import { ensureDaemon, request, waitForDaemonExit } from '../daemon/client.js';
 import { runtimePaths } from '../daemon/paths.js';
 import { Daemon } from '../daemon/server.js';
-import type { VolumeStatus } from '../daemon/protocol.js';
+import type { EncryptionStatus, VolumeStatus } from '../daemon/protocol.js';
+import { keyCommands } from './keys.js';
 import { formatBytes, parseSize } from './size.js';
 
 const ENTRY = fileURLToPath(new URL('../../bin/atrest.js', import.meta.url));
@@ -47,6 +57,31 @@ async function loadKey(keyFile: string): Promise<Buffer> {
   return key;
 }
 
+function encryptionRows(e: EncryptionStatus): Array<[string, string]> {
+  const rows: Array<[string, string]> = [
+    ['encryption', e.enabled ? `on, ${e.cipher}` : 'OFF (benchmark only)'],
+    ['key source', e.keySource],
+  ];
+  if (e.kek !== null) rows.push(['KEK', `${e.kek} (version ${e.kekVersion ?? '?'})`]);
+  rows.push(['locked', e.locked ? `yes: ${e.lockedReason ?? ''} (since ${e.lockedAt ?? '?'})` : 'no']);
+  return rows;
+}
+
+/** Encryption settings of an image that is not open, from its header. */
+async function imageEncryption(image: string, header: string | undefined): Promise<EncryptionStatus> {
+  const meta = await readLuks2(header ?? image, { imagePath: image });
+  const b = bindings(meta)[0];
+  return {
+    enabled: true,
+    cipher: meta.cipher,
+    keySource: b === undefined ? 'passphrase' : b.type === TOKEN_PLATFORM ? 'platform' : 'customer',
+    kek: b === undefined ? null : redactUri(b.kek),
+    kekVersion: b === undefined ? null : b.version,
+    keyslot: b === undefined ? -1 : b.keyslot,
+    locked: false,
+  };
+}
+
 function printStatus(list: VolumeStatus[]): void {
   if (list.length === 0) {
     console.log('no open volumes');
@@ -66,6 +101,7 @@ function printStatus(list: VolumeStatus[]): void {
       ['loop device', v.loopDevice ?? '-'],
       ['read', formatBytes(v.bytesRead)],
       ['written', formatBytes(v.bytesWritten)],
+      ...encryptionRows(v.encryption),
     ];
     for (const [k, val] of rows) console.log(`  ${k.padEnd(12)} ${val}`);
   }
@@ -78,11 +114,41 @@ const EXIT_CODE_TABLE = Object.entries(ERROR_CODES)
 export async function main(argv: string[]): Promise<number> {
   const paths = runtimePaths();
   let exitCode = 0;
+  let audit: AuditSink | null = null;
+  let globals: { keyStore: string; fips: boolean } = { keyStore: paths.keyStore, fips: false };
+  const manager = (kekOverride?: string): KeyManager => {
+    audit ??= fileAuditSink(paths.auditLog, { source: 'cli' });
+    return new KeyManager({
+      keyStoreDir: globals.keyStore,
+      audit,
+      fips: globals.fips,
+      ...(kekOverride === undefined ? {} : { kekOverride }),
+    });
+  };
   const cli = yargs(argv)
     .scriptName('atrest')
     .usage(
       '$0 <command> [options]\n\nEncryption at rest for disk images: LUKS2 volumes served as plaintext files.',
     )
+    .option('key-store', {
+      type: 'string',
+      global: true,
+      describe: 'platform key store directory (default /var/lib/atrest/keys)',
+    })
+    .option('fips', {
+      type: 'boolean',
+      global: true,
+      default: false,
+      describe: "refuse to run unless Node's OpenSSL is in FIPS mode; PBKDF2 key slots only",
+    })
+    .middleware((a) => {
+      const store = a['key-store'];
+      globals = {
+        keyStore: typeof store === 'string' ? resolve(store) : paths.keyStore,
+        fips: a.fips === true,
+      };
+      if (globals.fips) requireFips();
+    })
     .command(
       'format <image>',
       'create a new LUKS2 volume (aes-xts-plain64)',
@@ -92,8 +158,11 @@ export async function main(argv: string[]): Promise<number> {
           .option('size', { type: 'string', demandOption: true, describe: 'data size, e.g. 64M or 10G' })
           .option('key-file', {
             type: 'string',
-            demandOption: true,
-            describe: 'passphrase file (- for stdin)',
+            describe: 'passphrase file (- for stdin); without it the volume is bound to the platform key',
+          })
+          .option('kek', {
+            type: 'string',
+            describe: 'bind to this customer KEK instead of the platform key (file:/path, pkcs11:...)',
           })
           .option('sector-size', { type: 'number', choices: [512, 1024, 2048, 4096], default: 4096 })
           .option('header', { type: 'string', describe: 'detached header file (data then starts at 0)' })
@@ -108,7 +177,41 @@ export async function main(argv: string[]): Promise<number> {
             hint: `use a multiple of ${sectorSize} bytes`,
           });
         }
-        const passphrase = await loadKey(a['key-file']);
+        const keyFile = a['key-file'];
+        if (keyFile === undefined) {
+          if (a['iter-time'] !== undefined || a['pbkdf-force-iterations'] !== undefined) {
+            throw new AtrestError('USAGE', '--iter-time and --pbkdf-force-iterations need --key-file', {
+              hint: 'key slots bound to a KEK hold a 256-bit random secret and need no stretching',
+            });
+          }
+          const km = manager(a.kek);
+          try {
+            const r = await km.format(
+              {
+                imagePath: resolve(a.image),
+                ...(a.header !== undefined ? { headerPath: resolve(a.header) } : {}),
+                dataSize: size,
+                sectorSize,
+                ...(a.label !== undefined ? { label: a.label } : {}),
+              },
+              a.kek,
+            );
+            const who = a.kek === undefined ? 'platform key' : redactUri(a.kek);
+            console.log(
+              `formatted ${a.image}: LUKS2, aes-xts-plain64, ${formatBytes(size)}, uuid ${r.uuid}, ` +
+                `key slot 0 bound to ${who} (version ${r.ref.version})`,
+            );
+          } finally {
+            km.close();
+          }
+          return;
+        }
+        if (a.kek !== undefined) {
+          throw new AtrestError('USAGE', 'give either --key-file or --kek, not both', {
+            hint: 'format with --kek, then add a passphrase with `atrest key add-recovery`',
+          });
+        }
+        const passphrase = await loadKey(keyFile);
         try {
           const r = await formatLuks2({
             imagePath: resolve(a.image),
@@ -135,7 +238,14 @@ export async function main(argv: string[]): Promise<number> {
         y
           .positional('image', { type: 'string', demandOption: true })
           .positional('name', { type: 'string', demandOption: true })
-          .option('key-file', { type: 'string', describe: 'passphrase file (- for stdin)' })
+          .option('key-file', {
+            type: 'string',
+            describe: "passphrase file (- for stdin); without it, the volume's platform/customer key",
+          })
+          .option('kek', {
+            type: 'string',
+            describe: 'KEK URI with credentials (e.g. pkcs11:...?pin-source=FILE) for a customer key',
+          })
           .option('header', { type: 'string', describe: 'detached header file' })
           .option('bench-plain', { type: 'boolean', default: false, hidden: true })
           .option('read-only', { type: 'boolean', default: false })
@@ -144,11 +254,20 @@ export async function main(argv: string[]): Promise<number> {
         requireRoot();
         await requireFuse();
         const keyFile = a['key-file'];
-        const keyArgs: { keyFile?: string; keyData?: string; benchPlain?: boolean } = {};
+        const keyArgs: {
+          keyFile?: string;
+          keyData?: string;
+          benchPlain?: boolean;
+          kek?: string;
+          keyStore: string;
+          fips?: boolean;
+        } = { keyStore: globals.keyStore };
+        if (a.kek !== undefined) keyArgs.kek = a.kek;
+        if (globals.fips) keyArgs.fips = true;
         if (a['bench-plain']) {
           keyArgs.benchPlain = true;
         } else if (keyFile === undefined) {
-          throw new AtrestError('USAGE', 'open needs --key-file FILE', { hint: 'see atrest open --help' });
+          // unlocked through the volume's atrest-platform / atrest-cmk token by the daemon
         } else if (keyFile === '-') {
           const key = await loadKey('-');
           keyArgs.keyData = key.toString('base64');
@@ -181,23 +300,52 @@ export async function main(argv: string[]): Promise<number> {
     )
     .command(
       'status [name]',
-      'show open volumes',
-      (y) => y.positional('name', { type: 'string' }).option('json', { type: 'boolean', default: false }),
+      'show open volumes, or one by NAME, or the encryption settings of an IMAGE file',
+      (y) =>
+        y
+          .positional('name', { type: 'string', describe: 'volume name or image path' })
+          .option('header', { type: 'string', describe: 'detached header file (with an IMAGE)' })
+          .option('json', { type: 'boolean', default: false }),
       async (a) => {
-        requireRoot();
+        const asImage = a.name !== undefined && (a.name.includes('/') || a.header !== undefined);
         let list: VolumeStatus[];
         try {
+          if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+            throw new AtrestError('DAEMON_UNAVAILABLE', 'not root: cannot ask the daemon');
+          }
           list = (await request(
             paths,
-            a.name === undefined ? { op: 'status' } : { op: 'status', name: a.name },
+            a.name === undefined || asImage ? { op: 'status' } : { op: 'status', name: a.name },
           )) as VolumeStatus[];
         } catch (err) {
-          if (!(isAtrestError(err) && err.code === 'DAEMON_UNAVAILABLE' && a.name === undefined)) throw err;
+          if (!(isAtrestError(err) && err.code === 'DAEMON_UNAVAILABLE' && (a.name === undefined || asImage)))
+            throw err;
           list = [];
+        }
+        if (asImage && a.name !== undefined) {
+          const image = await realpath(a.name).catch(() => resolve(a.name ?? ''));
+          const open = list.filter((v) => v.image === image);
+          if (open.length > 0) {
+            list = open;
+          } else {
+            const encryption = await imageEncryption(
+              image,
+              a.header === undefined ? undefined : resolve(a.header),
+            );
+            if (a.json) console.log(JSON.stringify({ image, open: false, encryption }, null, 2));
+            else {
+              console.log(`${image}: not open`);
+              for (const [k, val] of encryptionRows(encryption)) console.log(`  ${k.padEnd(12)} ${val}`);
+            }
+            return;
+          }
         }
         if (a.json) console.log(JSON.stringify({ volumes: list }, null, 2));
         else printStatus(list);
       },
+    )
+    .command('key', 'manage keys: rotate, use a customer key, revoke, recovery, list, remove', (y) =>
+      keyCommands(y, { manager, loadKey }),
     )
     .command(
       'daemon',
@@ -213,6 +361,11 @@ export async function main(argv: string[]): Promise<number> {
             type: 'boolean',
             default: false,
             describe: 'ask the running daemon to close all and exit',
+          })
+          .option('key-check-interval', {
+            type: 'number',
+            describe:
+              'seconds between KEK checks (revocation, new versions); default 5, env ATREST_KEY_CHECK_INTERVAL',
           }),
       async (a) => {
         requireRoot();
@@ -222,7 +375,18 @@ export async function main(argv: string[]): Promise<number> {
           return;
         }
         await requireFuse();
-        const d = new Daemon({ paths, logLevel: a['log-level'] });
+        const interval = a['key-check-interval'] ?? Number(process.env.ATREST_KEY_CHECK_INTERVAL ?? 5);
+        if (!Number.isFinite(interval) || interval < 0.1 || interval > 3600) {
+          throw new AtrestError('USAGE', `key check interval ${interval} s is out of range (0.1 to 3600)`);
+        }
+        const fips = globals.fips || process.env.ATREST_FIPS === '1';
+        if (fips && !fipsActive()) requireFips();
+        const d = new Daemon({
+          paths,
+          logLevel: a['log-level'],
+          keyCheckIntervalMs: Math.round(interval * 1000),
+          fips,
+        });
         await d.start();
         exitCode = -1; // keep running
       },

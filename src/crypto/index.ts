@@ -18,3 +18,4 @@ export {
   type Argon2Type,
   type Pbkdf2Hash,
 } from './kdf.js';
+export { fipsActive, requireFips } from './fips.js';

@@ -10,9 +10,16 @@ export interface RuntimePaths {
   pidFile: string;
   lockDir: string;
   logFile: string;
+  /** Platform key store (ATREST_KEY_STORE, default /var/lib/atrest/keys); --key-store overrides it. */
+  keyStore: string;
+  /** Audit log of key events, JSON lines (ATREST_AUDIT_LOG, default /var/log/atrest/audit.log). */
+  auditLog: string;
 }
 
-/** Paths from the environment (ATREST_RUN_DIR, ATREST_STATE_DIR) or the defaults under /run. */
+/**
+ * Paths from the environment (ATREST_RUN_DIR, ATREST_STATE_DIR, ATREST_KEY_STORE, ATREST_AUDIT_LOG)
+ * or the defaults.
+ */
 export function runtimePaths(env: NodeJS.ProcessEnv = process.env): RuntimePaths {
   const runDir = env.ATREST_RUN_DIR || '/run/atrest';
   const stateDir = env.ATREST_STATE_DIR || '/run/atrestd';
@@ -23,6 +30,8 @@ export function runtimePaths(env: NodeJS.ProcessEnv = process.env): RuntimePaths
     pidFile: join(stateDir, 'daemon.pid'),
     lockDir: join(stateDir, 'locks'),
     logFile: join(stateDir, 'daemon.log'),
+    keyStore: env.ATREST_KEY_STORE || '/var/lib/atrest/keys',
+    auditLog: env.ATREST_AUDIT_LOG || '/var/log/atrest/audit.log',
   };
 }
 

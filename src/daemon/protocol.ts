@@ -14,6 +14,26 @@ export interface OpenRequest {
   loop: boolean;
   /** Bench only: serve the image unencrypted. Refused unless the daemon runs with ATREST_BENCH_PLAIN=1. */
   benchPlain?: boolean;
+  /** KEK URI given at open (e.g. with a PIN); used when it names the key of the volume's token. */
+  kek?: string;
+  /** Platform key store directory (--key-store). */
+  keyStore?: string;
+  /** FIPS mode for this volume: only PBKDF2 keyslots. */
+  fips?: boolean;
+}
+
+/** The `encryption` block of status: always on; who holds the key; locked after a revocation. */
+export interface EncryptionStatus {
+  enabled: boolean;
+  cipher: string;
+  keySource: 'platform' | 'customer' | 'passphrase';
+  /** KEK URI without secrets, or null for a passphrase/key-file unlock. */
+  kek: string | null;
+  kekVersion: number | null;
+  keyslot: number;
+  locked: boolean;
+  lockedReason?: string;
+  lockedAt?: string;
 }
 
 export type Request =
@@ -38,6 +58,7 @@ export interface VolumeStatus {
   bytesRead: number;
   bytesWritten: number;
   openedAt: string;
+  encryption: EncryptionStatus;
 }
 
 export interface PingResult {
@@ -100,6 +121,11 @@ export function parseEnvelope(value: unknown): Envelope {
       if (keyFile !== undefined) req.keyFile = keyFile;
       if (keyData !== undefined) req.keyData = keyData;
       if (header !== undefined) req.header = header;
+      const kek = optStr(q.kek, 'kek');
+      const keyStore = optStr(q.keyStore, 'keyStore');
+      if (kek !== undefined) req.kek = kek;
+      if (keyStore !== undefined) req.keyStore = keyStore;
+      if (q.fips === true) req.fips = true;
       return { id, request: req };
     }
     default:

@@ -3,6 +3,8 @@ import { chmod, mkdir, readFile, rm, unlink, writeFile } from 'node:fs/promises'
 import { createServer, type Server, type Socket } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { AtrestError, isAtrestError } from '../errors/index.js';
+import { requireFips } from '../crypto/index.js';
+import { fileAuditSink } from './audit.js';
 import { cleanupStaleMounts } from './stale.js';
 import { ping } from './client.js';
 import { parseEnvelope, type Request, type Response } from './protocol.js';
@@ -14,6 +16,10 @@ export const VERSION = '0.1.0';
 export interface DaemonOptions {
   paths: RuntimePaths;
   logLevel?: string;
+  /** KEK check interval (revocation, new versions); default 5 s. */
+  keyCheckIntervalMs?: number;
+  /** Refuse to start unless Node's OpenSSL is in FIPS mode; then PBKDF2 keyslots only. */
+  fips?: boolean;
 }
 
 /** Makes a pino logger: JSON lines (journald, log file). Never give it key material. */
@@ -30,7 +36,11 @@ export class Daemon {
 
   constructor(private readonly opts: DaemonOptions) {
     this.log = makeLogger(opts.logLevel);
-    this.service = new VolumeService(opts.paths, this.log);
+    this.service = new VolumeService(opts.paths, this.log, {
+      audit: fileAuditSink(opts.paths.auditLog, { source: 'daemon' }),
+      ...(opts.keyCheckIntervalMs === undefined ? {} : { keyCheckIntervalMs: opts.keyCheckIntervalMs }),
+      fips: opts.fips === true,
+    });
   }
 
   /** Starts serving; resolves once the control socket accepts connections. */
@@ -39,6 +49,7 @@ export class Daemon {
     if (typeof process.getuid === 'function' && process.getuid() !== 0) {
       throw new AtrestError('NOT_ROOT', 'the atrest daemon must run as root', { hint: 'run it with sudo' });
     }
+    if (this.opts.fips === true) requireFips();
     await mkdir(paths.stateDir, { recursive: true, mode: 0o700 });
     await chmod(paths.stateDir, 0o700);
     await mkdir(paths.lockDir, { recursive: true, mode: 0o700 });
@@ -64,10 +75,18 @@ export class Daemon {
     await chmod(paths.socket, 0o600);
     await writeFile(paths.pidFile, `${process.pid}\n`, { mode: 0o600 });
     this.server = server;
+    this.service.startKeyChecks();
     process.on('SIGTERM', () => void this.stop('SIGTERM'));
     process.on('SIGINT', () => void this.stop('SIGINT'));
     this.log.info(
-      { event: 'start', socket: paths.socket, runDir: paths.runDir, version: VERSION },
+      {
+        event: 'start',
+        socket: paths.socket,
+        runDir: paths.runDir,
+        version: VERSION,
+        keyCheckIntervalMs: this.service.keyCheckIntervalMs,
+        fips: this.opts.fips === true,
+      },
       'daemon ready',
     );
   }

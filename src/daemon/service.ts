@@ -2,15 +2,27 @@
 import { realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { CryptoPool } from '../crypto/index.js';
+import { CryptoPool, requireFips } from '../crypto/index.js';
 import type { CryptoPoolOptions } from '../crypto/index.js';
 import { AtrestError, fromSystemError } from '../errors/index.js';
-import { readKeyFile } from '../keys/index.js';
-import { readLuks2, resolvedDataSize, unlockVolumeKey } from '../luks2/index.js';
+import {
+  bindings,
+  KeyManager,
+  Pkcs11Provider,
+  readKeyFile,
+  redactUri,
+  TOKEN_PLATFORM,
+  type AuditSink,
+  type BindingType,
+  type KekBinding,
+  type KekProvider,
+  type KekRef,
+} from '../keys/index.js';
+import { readLuks2, resolvedDataSize, type Luks2Metadata } from '../luks2/index.js';
 import { acquireImageLock, PlainCipher, Volume, type ImageLock, type SectorCipher } from '../volume/index.js';
 import { mounts, serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
 import { VOLUME_NAME_RE, type RuntimePaths } from './paths.js';
-import type { OpenRequest, VolumeStatus } from './protocol.js';
+import type { EncryptionStatus, OpenRequest, VolumeStatus } from './protocol.js';
 
 /**
  * Each volume acknowledges writes once they are copied and locked, like a disk's write cache, and keeps
@@ -22,6 +34,34 @@ const WRITE_BEHIND_BYTES = 2 * 1024 * 1024;
 /** Sequential readers get this much read and decrypted ahead of them (see Volume.read). */
 const READ_AHEAD_BYTES = 512 * 1024;
 
+/** Default interval of the KEK check (revocation, new versions): well inside the 10 s promise. */
+export const DEFAULT_KEY_CHECK_INTERVAL_MS = 5000;
+
+/** The KEK an open volume depends on, kept to check it and re-wrap when a new version appears. */
+interface LiveBinding {
+  type: BindingType;
+  tokenId: number;
+  keyslot: number;
+  /** Stored URI (no PIN). */
+  kek: string;
+  keyId: string;
+  version: number;
+  /** Effective reference (may carry a PIN: never log it). */
+  ref: KekRef;
+  provider: KekProvider;
+  km: KeyManager;
+}
+
+export interface VolumeServiceOptions {
+  audit?: AuditSink;
+  /** How often every open volume's KEK is checked (default 5 s). */
+  keyCheckIntervalMs?: number;
+  /** FIPS mode for every volume (the daemon's --fips). */
+  fips?: boolean;
+  /** Default platform key store. */
+  keyStore?: string;
+}
+
 /** What opening needs from the key side: where the data is and how to en/decrypt it. */
 interface Layout {
   uuid: string;
@@ -32,6 +72,7 @@ interface Layout {
   ivTweak: number;
   cipher: SectorCipher;
   key: { wipe(): Promise<void> };
+  binding: LiveBinding | null;
 }
 
 const NO_KEY = { wipe: (): Promise<void> => Promise.resolve() };
@@ -52,6 +93,9 @@ interface OpenVolume {
   key: { wipe(): Promise<void> };
   disk: FuseDisk;
   lock: ImageLock;
+  binding: LiveBinding | null;
+  plain: boolean;
+  locked: { reason: string; at: Date } | null;
 }
 
 /** Runs `fn` for each of `undo` in reverse, ignoring failures: used to unwind a half-done open. */
@@ -70,11 +114,147 @@ export class VolumeService {
   /** Names being opened or closed right now, so two requests for one name never interleave. */
   private readonly busy = new Set<string>();
   private pool: CryptoPool | null = null;
+  private pkcs11: Pkcs11Provider | null = null;
+  private readonly audit: AuditSink;
+  private checkTimer: NodeJS.Timeout | null = null;
+  private checking: Promise<void> | null = null;
 
   constructor(
     private readonly paths: RuntimePaths,
     private readonly log: Logger,
-  ) {}
+    private readonly opts: VolumeServiceOptions = {},
+  ) {
+    this.audit = opts.audit ?? ((): void => undefined);
+  }
+
+  get keyCheckIntervalMs(): number {
+    return this.opts.keyCheckIntervalMs ?? DEFAULT_KEY_CHECK_INTERVAL_MS;
+  }
+
+  /** Starts the periodic KEK check of every open volume. */
+  startKeyChecks(): void {
+    if (this.checkTimer) return;
+    this.checkTimer = setInterval(() => void this.checkKeys(), this.keyCheckIntervalMs);
+    this.checkTimer.unref();
+  }
+
+  /**
+   * One pass of the KEK check: a volume whose KEK is revoked or unavailable is locked; a newer KEK
+   * version is picked up by re-wrapping the token. Passes never overlap.
+   */
+  checkKeys(): Promise<void> {
+    this.checking ??= (async () => {
+      try {
+        for (const v of [...this.volumes.values()]) {
+          if (v.locked === null && v.binding !== null) await this.checkVolume(v, v.binding);
+        }
+      } finally {
+        this.checking = null;
+      }
+    })();
+    return this.checking;
+  }
+
+  /**
+   * Checks the KEKs a volume depends on, as its header says now (`atrest key use` or `key rotate` may
+   * have changed them while it is open): if none is available, the volume is locked; an available KEK
+   * with a newer version gets its token re-wrapped.
+   */
+  private async checkVolume(v: OpenVolume, live: LiveBinding): Promise<void> {
+    let onDisk: KekBinding[] = [];
+    let meta: Luks2Metadata | null = null;
+    try {
+      meta = await readLuks2(v.header, { imagePath: v.image });
+      onDisk = bindings(meta);
+    } catch (err) {
+      this.log.warn(
+        { event: 'header-read-failed', volume: v.name, code: (err as { code?: unknown }).code },
+        'could not re-read the header; checking the KEK the volume was opened with',
+      );
+    }
+    const candidates: Array<Omit<KekBinding, 'wrapped' | 'wrapAlg'> & { wrapped?: Buffer }> =
+      onDisk.length > 0 ? onDisk : [live];
+    const available: Array<{ c: (typeof candidates)[number]; ref: KekRef; provider: KekProvider }> = [];
+    for (const c of candidates) {
+      const uri = live.km.effectiveUri(c.kek);
+      const ref: KekRef = { uri, keyId: c.keyId, version: c.version };
+      try {
+        const provider = live.km.providerFor(uri);
+        if (await provider.available(ref)) available.push({ c, ref, provider });
+      } catch {
+        // an unreachable provider counts as unavailable
+      }
+    }
+    const first = available[0];
+    if (first === undefined) {
+      const what = candidates.map((c) => `${redactUri(c.kek)} version ${c.version}`).join(', ');
+      await this.lockVolume(v, `key revoked or unavailable: ${what}`);
+      return;
+    }
+    Object.assign(live, {
+      type: first.c.type,
+      tokenId: first.c.tokenId,
+      keyslot: first.c.keyslot,
+      kek: first.c.kek,
+      keyId: first.c.keyId,
+      version: first.c.version,
+      ref: first.ref,
+      provider: first.provider,
+    });
+    if (meta === null) return;
+    for (const { c, ref, provider } of available) {
+      const b = onDisk.find((x) => x.tokenId === c.tokenId);
+      if (b === undefined) continue;
+      try {
+        const cur = await provider.current(ref.uri);
+        if (cur.version === b.version && cur.keyId === b.keyId) continue;
+        const r = await live.km.rewrap(meta, b);
+        if (r === null) continue;
+        if (b.tokenId === live.tokenId) {
+          live.version = r.to;
+          live.keyId = cur.keyId;
+          live.ref = { ...live.ref, keyId: cur.keyId, version: r.to };
+        }
+        this.log.info(
+          { event: 'rewrap', volume: v.name, provider: redactUri(b.kek), from: r.from, to: r.to },
+          'picked up a new KEK version',
+        );
+        if (b.type === TOKEN_PLATFORM) await live.km.prunePlatform().catch(() => []);
+      } catch (err) {
+        this.log.warn(
+          { event: 'rewrap-failed', volume: v.name, code: (err as { code?: unknown }).code },
+          'could not re-wrap under a newer KEK version',
+        );
+      }
+    }
+  }
+
+  /**
+   * Locks a volume for good: no new I/O, waits for what is in flight, wipes its key in the main
+   * thread and every worker. Its disk file then fails all I/O with EIO; nothing more reaches the image.
+   */
+  async lockVolume(v: OpenVolume, reason: string): Promise<void> {
+    if (v.locked !== null) return;
+    v.locked = { reason, at: new Date() };
+    v.volume.lock(reason);
+    await v.volume.settle();
+    await v.key.wipe();
+    this.audit({
+      event: 'lock',
+      name: v.name,
+      volume: v.image,
+      uuid: v.uuid,
+      slot: v.keyslot,
+      ...(v.binding ? { provider: redactUri(v.binding.kek), kekVersion: v.binding.version } : {}),
+      reason,
+    });
+    this.log.error({ event: 'locked', volume: v.name, reason }, 'volume locked, keys wiped');
+  }
+
+  private getPkcs11(): Pkcs11Provider {
+    this.pkcs11 ??= new Pkcs11Provider();
+    return this.pkcs11;
+  }
 
   get size(): number {
     return this.volumes.size;
@@ -182,6 +362,9 @@ export class VolumeService {
         key: u.key,
         disk,
         lock,
+        binding: u.binding,
+        plain: req.benchPlain === true,
+        locked: null,
       };
     } catch (err) {
       await unwind(undo);
@@ -189,26 +372,53 @@ export class VolumeService {
     }
   }
 
-  /** Reads the LUKS2 header, unlocks the volume key and hands it to the crypto pool (once). */
+  /**
+   * Reads the LUKS2 header, unlocks the volume key (key file, else the volume's platform/customer key
+   * token) and hands it to the crypto pool (once).
+   */
   private async unlock(req: OpenRequest, image: string, header: string, imageSize: number): Promise<Layout> {
     let passphrase: Buffer | null = null;
     let volumeKey: Buffer | null = null;
+    if (req.fips === true && this.opts.fips !== true) requireFips();
+    const km = new KeyManager({
+      keyStoreDir: req.keyStore ?? this.opts.keyStore ?? this.paths.keyStore,
+      audit: (e) => this.audit({ ...e, name: req.name }),
+      fips: req.fips === true || this.opts.fips === true,
+      pkcs11: this.getPkcs11(),
+      ...(req.kek === undefined ? {} : { kekOverride: req.kek }),
+    });
     try {
       const meta = await readLuks2(header, { imagePath: image });
       for (const w of meta.warnings) this.log.warn({ event: 'header', image, header }, w);
       const size = resolvedDataSize(meta, imageSize);
       if (req.keyData !== undefined) passphrase = Buffer.from(req.keyData, 'base64');
       else if (req.keyFile !== undefined) passphrase = await readKeyFile(req.keyFile);
-      else throw new AtrestError('USAGE', 'no key given', { hint: 'pass --key-file FILE' });
-      const unlocked = await unlockVolumeKey(meta, passphrase).catch((err: unknown) => {
-        this.log.warn(
-          { event: 'unlock-failed', image, code: (err as { code?: unknown }).code },
-          'unlock failed',
-        );
-        throw err;
-      });
+      const unlocked = await km
+        .unlock(meta, passphrase === null ? {} : { passphrase })
+        .catch((err: unknown) => {
+          this.log.warn(
+            { event: 'unlock-failed', image, code: (err as { code?: unknown }).code },
+            'unlock failed',
+          );
+          throw err;
+        });
       volumeKey = unlocked.volumeKey;
       const key = await this.getPool().addKey(volumeKey);
+      const b = unlocked.binding;
+      const binding: LiveBinding | null =
+        b === null || unlocked.ref === null || unlocked.provider === null
+          ? null
+          : {
+              type: b.type,
+              tokenId: b.tokenId,
+              keyslot: b.keyslot,
+              kek: b.kek,
+              keyId: b.keyId,
+              version: b.version,
+              ref: unlocked.ref,
+              provider: unlocked.provider,
+              km,
+            };
       return {
         uuid: meta.uuid,
         keyslot: unlocked.keyslot,
@@ -218,6 +428,7 @@ export class VolumeService {
         ivTweak: meta.ivTweak,
         cipher: key,
         key,
+        binding,
       };
     } finally {
       passphrase?.fill(0);
@@ -238,7 +449,17 @@ export class VolumeService {
     this.log.warn({ event: 'bench-plain', image }, 'serving an UNENCRYPTED image for a benchmark');
     const size = imageSize - (imageSize % 4096);
     const cipher = new PlainCipher();
-    return { uuid: '', keyslot: -1, dataOffset: 0, size, sectorSize: 4096, ivTweak: 0, cipher, key: NO_KEY };
+    return {
+      uuid: '',
+      keyslot: -1,
+      dataOffset: 0,
+      size,
+      sectorSize: 4096,
+      ivTweak: 0,
+      cipher,
+      key: NO_KEY,
+      binding: null,
+    };
   }
 
   async close(name: string): Promise<void> {
@@ -265,7 +486,7 @@ export class VolumeService {
         await detachLoop(v.loopDevice);
         v.loopDevice = null;
       }
-      await v.volume.fsync(false);
+      if (v.locked === null) await v.volume.fsync(false);
       await v.disk.close();
       await v.volume.close();
       await v.key.wipe();
@@ -306,11 +527,33 @@ export class VolumeService {
       bytesRead: c.bytesRead,
       bytesWritten: c.bytesWritten,
       openedAt: v.openedAt.toISOString(),
+      encryption: this.encryptionOf(v),
     };
+  }
+
+  private encryptionOf(v: OpenVolume): EncryptionStatus {
+    const b = v.binding;
+    const e: EncryptionStatus = {
+      enabled: !v.plain,
+      cipher: v.plain ? 'none (benchmark only)' : 'aes-xts-plain64',
+      keySource: b === null ? 'passphrase' : b.type === TOKEN_PLATFORM ? 'platform' : 'customer',
+      kek: b === null ? null : redactUri(b.kek),
+      kekVersion: b === null ? null : b.version,
+      keyslot: b === null ? v.keyslot : b.keyslot,
+      locked: v.locked !== null,
+    };
+    if (v.locked !== null) {
+      e.lockedReason = v.locked.reason;
+      e.lockedAt = v.locked.at.toISOString();
+    }
+    return e;
   }
 
   /** Closes every volume (best effort, each independently), then stops the worker pool. */
   async closeAll(): Promise<void> {
+    if (this.checkTimer) clearInterval(this.checkTimer);
+    this.checkTimer = null;
+    await this.checking;
     for (const name of [...this.volumes.keys()]) {
       try {
         await this.close(name);
@@ -322,6 +565,8 @@ export class VolumeService {
       await this.pool.destroy();
       this.pool = null;
     }
+    this.pkcs11?.close();
+    this.pkcs11 = null;
   }
 }
 

@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   NOT_ROOT: { exit: 3, errno: 'EPERM' },
   NO_FUSE: { exit: 3, errno: 'ENODEV' },
   MISSING_TOOL: { exit: 3, errno: 'ENOENT' },
+  FIPS_UNAVAILABLE: { exit: 3, errno: 'EPERM' },
   // files and images
   FILE_NOT_FOUND: { exit: 4, errno: 'ENOENT' },
   FILE_EXISTS: { exit: 4, errno: 'EEXIST' },

@@ -27,7 +27,7 @@ import {
   type Luks2Metadata,
   type TokenInfo,
 } from '../luks2/index.js';
-import { NO_AUDIT, type AuditSink } from './audit.js';
+import { NO_AUDIT, type AuditSink, type KeyEvent } from './audit.js';
 import { Pkcs11Provider } from './pkcs11.js';
 import { PlatformKekProvider } from './platform.js';
 import { providerFor, redactUri, schemeOf, storedUri, type KekProvider, type KekRef } from './provider.js';
@@ -215,6 +215,11 @@ export class KeyManager {
     return this.opts.keyStoreDir;
   }
 
+  /** Records a key event that happened outside this manager (e.g. `key revoke`). */
+  auditEvent(e: KeyEvent): void {
+    this.audit(e);
+  }
+
   /** Closes PKCS#11 sessions this manager opened. */
   close(): void {
     if (this.ownsPkcs11) this.pkcs11?.close();
@@ -352,6 +357,7 @@ export class KeyManager {
           keyId: b.keyId,
           kekVersion: b.version,
         });
+        if (b.type === TOKEN_PLATFORM) await this.remember(meta.uuid, meta.headerPath).catch(() => undefined);
         return { volumeKey: unlocked, keyslot: b.keyslot, binding: b, ref: u.ref, provider: u.provider };
       } catch (err) {
         this.audit({

@@ -27,12 +27,6 @@ export {
   VOLUME_KEY_SIZE,
   type FormatOptions,
 } from './format.js';
-export {
-  addKeyslot,
-  removeKeyslot,
-  setToken,
-  type AddKeyslotOptions,
-  type KdfChoice,
-} from './keyslots.js';
+export { addKeyslot, removeKeyslot, setToken, type AddKeyslotOptions, type KdfChoice } from './keyslots.js';
 export { verifyVolumeKey, keyslotUnusableReason } from './unlock.js';
 export type { KeyslotInfo, TokenInfo, SegmentInfo, DigestInfo, JsonObject, Json } from './metadata.js';

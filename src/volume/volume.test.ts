@@ -172,8 +172,10 @@ describe('Volume', () => {
     const pending = volume.write(0, Buffer.alloc(4096, 0x5a));
     await new Promise((r) => setImmediate(r));
     volume.lock('key revoked');
+    const settled = volume.settle();
     release();
     await expectCode(pending, 'LOCKED');
+    await settled;
     await expectCode(volume.read(0, 1), 'LOCKED');
     await expectCode(volume.write(0, Buffer.alloc(1)), 'LOCKED');
     await expectCode(volume.fsync(true), 'LOCKED');

@@ -83,7 +83,7 @@ export class Volume {
   readonly #ahead = new Map<number, Promise<Buffer | null>>();
   #writeGen = 0;
   #lastReadEnd = -1;
-  #drained: (() => void) | null = null;
+  #drained: Array<() => void> = [];
 
   private constructor(opts: VolumeOptions, fh: FileHandle) {
     this.imagePath = opts.imagePath;
@@ -166,6 +166,15 @@ export class Volume {
   lock(reason: string): void {
     if (this.#lockedReason === null) this.#lockedReason = reason || 'locked';
     this.#dropReadAhead();
+  }
+
+  /**
+   * Resolves once no read, write or flush is in flight (after lock(), nothing new starts, so from
+   * then on nothing reaches the image).
+   */
+  settle(): Promise<void> {
+    if (this.#inFlight === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => this.#drained.push(resolve));
   }
 
   /**
@@ -411,11 +420,7 @@ export class Volume {
     this.#closed = true;
     this.#dropReadAhead();
     this.#closing = (async () => {
-      if (this.#inFlight > 0) {
-        await new Promise<void>((resolve) => {
-          this.#drained = resolve;
-        });
-      }
+      await this.settle();
       await this.#fh.close();
     })();
     return this.#closing;
@@ -440,11 +445,7 @@ export class Volume {
       return await fn();
     } finally {
       this.#inFlight--;
-      if (this.#inFlight === 0 && this.#drained) {
-        const d = this.#drained;
-        this.#drained = null;
-        d();
-      }
+      if (this.#inFlight === 0) for (const wake of this.#drained.splice(0)) wake();
     }
   }
 

@@ -1,0 +1,257 @@
+// `atrest key ...`: rotate, rotate-platform, use, revoke, restore, add-recovery, list, remove.
+import { resolve } from 'node:path';
+import type { Argv } from 'yargs';
+import { AtrestError } from '../errors/index.js';
+import {
+  bindings,
+  FileKekProvider,
+  KeyManager,
+  listKeyslots,
+  redactUri,
+  schemeOf,
+  storedUri,
+  type KeyslotEntry,
+  type UnlockOptions,
+} from '../keys/index.js';
+import { readLuks2, type Luks2Metadata } from '../luks2/index.js';
+
+/** What key commands need from the CLI around them. */
+export interface KeyCommandContext {
+  /** A key manager for these global options (key store, FIPS, audit log). */
+  manager(kekOverride?: string): KeyManager;
+  /** Reads --key-file FILE or - (stdin); caller wipes. */
+  loadKey(keyFile: string): Promise<Buffer>;
+}
+
+interface ImageArgs {
+  image: string;
+  header?: string | undefined;
+}
+
+async function readImage(a: ImageArgs): Promise<Luks2Metadata> {
+  const image = resolve(a.image);
+  return readLuks2(a.header === undefined ? image : resolve(a.header), { imagePath: image });
+}
+
+/** Unlock options from --key-file (absent: through the volume's platform/customer key token). */
+async function auth(ctx: KeyCommandContext, keyFile: string | undefined): Promise<UnlockOptions> {
+  return keyFile === undefined ? {} : { passphrase: await ctx.loadKey(keyFile) };
+}
+
+function wipe(u: UnlockOptions): void {
+  if (u.passphrase instanceof Buffer) u.passphrase.fill(0);
+}
+
+function slotRow(e: KeyslotEntry): string {
+  const parts = [`${String(e.slot).padStart(4)}  ${e.kind.padEnd(10)}`];
+  parts.push(`token ${e.token === null ? '-' : String(e.token)}`.padEnd(9));
+  parts.push(e.kdf.padEnd(8));
+  if (e.kek !== undefined) parts.push(`${e.kek} (key ${e.keyId ?? '?'}, version ${e.kekVersion ?? '?'})`);
+  if (!e.usable) parts.push('[not usable here]');
+  return parts.join('  ');
+}
+
+function kekUri(uri: string): string {
+  if (schemeOf(uri) === '') {
+    throw new AtrestError('USAGE', `--kek needs a URI with a scheme, got ${JSON.stringify(redactUri(uri))}`, {
+      hint: 'use platform:, file:/path/to/kek or pkcs11:token=...;object=...?module-path=...',
+    });
+  }
+  return uri;
+}
+
+/** Registers `atrest key <command>`. */
+export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
+  const image = (a: Argv): Argv<ImageArgs> =>
+    a
+      .positional('image', { type: 'string', demandOption: true, describe: 'LUKS2 image' })
+      .option('header', { type: 'string', describe: 'detached header file' });
+  return y
+    .command(
+      'rotate <image>',
+      "re-wrap the image's key tokens under the newest KEK version (no data is re-encrypted)",
+      (a) => image(a).option('kek', { type: 'string', describe: 'KEK URI with credentials (e.g. a PIN)' }),
+      async (a) => {
+        const km = ctx.manager(a.kek);
+        try {
+          const meta = await readImage(a);
+          const list = bindings(meta);
+          if (list.length === 0) {
+            throw new AtrestError('USAGE', `${a.image} has no platform or customer key token to rotate`, {
+              hint: 'bind it first: atrest key use IMAGE --kek URI',
+            });
+          }
+          for (const b of list) {
+            const r = await km.rewrap(meta, b);
+            const what = `key slot ${b.keyslot} (${redactUri(b.kek)})`;
+            console.log(
+              r
+                ? `${what}: version ${r.from} -> ${r.to}`
+                : `${what}: already on the newest version ${b.version}`,
+            );
+          }
+          const pruned = await km.prunePlatform();
+          if (pruned.length > 0) console.log(`removed unused platform KEK versions ${pruned.join(', ')}`);
+        } finally {
+          km.close();
+        }
+      },
+    )
+    .command(
+      'rotate-platform',
+      'make a new platform KEK version (volumes pick it up on `key rotate` or automatically while open)',
+      (a) => a,
+      async () => {
+        const km = ctx.manager();
+        try {
+          const ref = await km.rotatePlatform();
+          console.log(`platform KEK version ${ref.version} created`);
+          const pruned = await km.prunePlatform();
+          if (pruned.length > 0) console.log(`removed unused platform KEK versions ${pruned.join(', ')}`);
+        } finally {
+          km.close();
+        }
+      },
+    )
+    .command(
+      'use <image>',
+      'bind the image to a KEK (customer key, or platform:), then remove its previous KEK keyslot',
+      (a) =>
+        image(a)
+          .option('kek', {
+            type: 'string',
+            demandOption: true,
+            describe: 'file:/path, pkcs11:... or platform:',
+          })
+          .option('key-file', {
+            type: 'string',
+            describe: 'unlock with this passphrase file instead of the current KEK',
+          }),
+      async (a) => {
+        const uri = kekUri(a.kek);
+        const km = ctx.manager(uri);
+        const u = await auth(ctx, a['key-file']);
+        try {
+          const meta = await readImage(a);
+          const r = await km.useKek(meta, uri, u);
+          console.log(
+            `key slot ${r.keyslot} now bound to ${redactUri(storedUri(uri))} (version ${r.ref.version})` +
+              (r.removed.length > 0 ? `; removed key slot ${r.removed.join(', ')}` : ''),
+          );
+        } finally {
+          wipe(u);
+          km.close();
+        }
+      },
+    )
+    .command(
+      'revoke',
+      'revoke a file: KEK (every version, or one): volumes using it lock and stop opening',
+      (a) =>
+        a
+          .option('kek', { type: 'string', demandOption: true, describe: 'file:/path/to/kek' })
+          .option('version', { type: 'number', describe: 'only this version' }),
+      async (a) => {
+        const uri = kekUri(a.kek);
+        if (schemeOf(uri) !== 'file') {
+          throw new AtrestError('USAGE', `key revoke works on file: KEKs, not ${schemeOf(uri)}:`, {
+            hint:
+              schemeOf(uri) === 'pkcs11'
+                ? 'revoke a PKCS#11 key in the HSM (destroy it or clear CKA_DECRYPT/CKA_UNWRAP)'
+                : 'platform keys are rotated, not revoked',
+          });
+        }
+        const fp = new FileKekProvider();
+        await fp.revoke(uri, a.version === undefined ? {} : { version: a.version });
+        ctx.manager().auditEvent({
+          event: 'revoke',
+          provider: redactUri(uri),
+          ...(a.version === undefined ? {} : { kekVersion: a.version }),
+        });
+        console.log(`revoked ${redactUri(uri)}${a.version === undefined ? '' : ` version ${a.version}`}`);
+      },
+    )
+    .command(
+      'restore',
+      'undo `key revoke` for a file: KEK',
+      (a) =>
+        a
+          .option('kek', { type: 'string', demandOption: true, describe: 'file:/path/to/kek' })
+          .option('version', { type: 'number', describe: 'only this version' }),
+      async (a) => {
+        const uri = kekUri(a.kek);
+        if (schemeOf(uri) !== 'file') throw new AtrestError('USAGE', 'key restore works on file: KEKs');
+        await new FileKekProvider().restore(uri, a.version === undefined ? {} : { version: a.version });
+        ctx.manager().auditEvent({
+          event: 'restore',
+          provider: redactUri(uri),
+          ...(a.version === undefined ? {} : { kekVersion: a.version }),
+        });
+        console.log(`restored ${redactUri(uri)}`);
+      },
+    )
+    .command(
+      'add-recovery <image>',
+      'add a recovery passphrase key slot; the passphrase is printed once',
+      (a) =>
+        image(a)
+          .option('key-file', {
+            type: 'string',
+            describe: 'unlock with this passphrase file instead of the KEK',
+          })
+          .option('kek', { type: 'string', describe: 'KEK URI with credentials (e.g. a PIN)' })
+          .option('iter-time', { type: 'number', describe: 'PBKDF2 benchmark target in ms (default 2000)' }),
+      async (a) => {
+        const km = ctx.manager(a.kek);
+        const u = await auth(ctx, a['key-file']);
+        try {
+          const meta = await readImage(a);
+          const r = await km.addRecovery(
+            meta,
+            u,
+            a['iter-time'] === undefined ? undefined : { type: 'pbkdf2', iterTimeMs: a['iter-time'] },
+          );
+          try {
+            console.error(`recovery key for key slot ${r.keyslot} (shown once; store it somewhere safe):`);
+            process.stdout.write(Buffer.concat([r.passphrase, Buffer.from('\n')]));
+          } finally {
+            r.passphrase.fill(0);
+          }
+        } finally {
+          wipe(u);
+          km.close();
+        }
+      },
+    )
+    .command(
+      'list <image>',
+      'list key slots: kind (platform, customer, recovery, passphrase), token, KEK, version',
+      (a) => image(a).option('json', { type: 'boolean', default: false }),
+      async (a) => {
+        const meta = await readImage(a);
+        const list = listKeyslots(meta);
+        if (a.json) {
+          console.log(JSON.stringify({ image: meta.imagePath, uuid: meta.uuid, keyslots: list }, null, 2));
+          return;
+        }
+        console.log(`${meta.imagePath}: ${list.length} key slot${list.length === 1 ? '' : 's'}`);
+        console.log('slot  kind        token      kdf       KEK');
+        for (const e of list) console.log(slotRow(e));
+      },
+    )
+    .command(
+      'remove <image> <slot>',
+      'remove a key slot (refuses the last one that can unlock the volume)',
+      (a) => image(a).positional('slot', { type: 'number', demandOption: true }),
+      async (a) => {
+        const slot = a.slot;
+        if (!Number.isSafeInteger(slot) || slot < 0)
+          throw new AtrestError('USAGE', `bad key slot ${String(a.slot)}`);
+        const km = ctx.manager();
+        const meta = await readImage(a);
+        await km.removeSlot(meta, slot);
+        console.log(`removed key slot ${slot}`);
+      },
+    )
+    .demandCommand(1, 'name a key command');
+}
