@@ -334,6 +334,13 @@ export class KeyManager {
     let list = bindings(meta);
     if (opts.keyslot !== undefined) list = list.filter((b) => b.keyslot === opts.keyslot);
     if (list.length === 0) {
+      this.audit({
+        event: 'unlock-failed',
+        volume,
+        uuid: meta.uuid,
+        code: 'WRONG_KEY',
+        reason: 'no key token',
+      });
       throw new AtrestError(
         'WRONG_KEY',
         `${meta.headerPath} is not bound to a platform or customer key${opts.keyslot === undefined ? '' : ` in key slot ${opts.keyslot}`}`,
