@@ -126,4 +126,18 @@ describe('Pkcs11Provider with SoftHSM2', () => {
       p.close();
     }
   });
+
+  it('reconnects when its cached session was closed behind its back (token re-inserted)', async () => {
+    const ref = await provider.current(URI);
+    expect(await provider.available(ref)).toBe(true);
+    // sessions belong to the process: this closes the provider's cached session too
+    const slot = hsm.pkcs11
+      .C_GetSlotList(true)
+      .find((s) => hsm.pkcs11.C_GetTokenInfo(s).label.trim() === 'atrest');
+    if (slot === undefined) throw new Error('no slot');
+    hsm.pkcs11.C_CloseAllSessions(slot);
+    expect(await provider.available(ref)).toBe(true);
+    const blob = await provider.wrap(ref, secret);
+    expect((await provider.unwrap(ref, blob)).equals(secret)).toBe(true);
+  });
 });

@@ -37,6 +37,25 @@ const CKR_KEY_FUNCTION_NOT_PERMITTED = 0x68;
 const CKR_ENCRYPTED_DATA_INVALID = 0x40;
 const CKR_ENCRYPTED_DATA_LEN_RANGE = 0x41;
 const CKR_CRYPTOKI_ALREADY_INITIALIZED = 0x191;
+/** Codes after which a cached session or slot is stale (token removed, re-inserted, re-initialised). */
+const CKR_STALE = new Set([
+  0x03, // CKR_SLOT_ID_INVALID
+  0x30, // CKR_DEVICE_ERROR
+  0x32, // CKR_DEVICE_REMOVED
+  0xb0, // CKR_SESSION_CLOSED
+  0xb3, // CKR_SESSION_HANDLE_INVALID
+  0xe0, // CKR_TOKEN_NOT_PRESENT
+  0x101, // CKR_USER_NOT_LOGGED_IN
+]);
+
+/** Whether err (or the PKCS#11 error it wraps) says the cached session is no longer usable. */
+function staleSession(err: unknown): boolean {
+  const direct = ckrOf(err);
+  if (direct !== undefined) return CKR_STALE.has(direct);
+  const cause = (err as { cause?: unknown } | null)?.cause;
+  const inner = ckrOf(cause);
+  return inner !== undefined && CKR_STALE.has(inner);
+}
 
 function ckrOf(err: unknown): number | undefined {
   const code = (err as { code?: unknown } | null)?.code;
@@ -82,7 +101,7 @@ export class Pkcs11Provider implements KekProvider {
   }
 
   current(uri: string): Promise<KekRef> {
-    return settle(() => this.currentSync(uri));
+    return settle(() => this.reconnecting(uri, () => this.currentSync(uri)));
   }
 
   private currentSync(uri: string): KekRef {
@@ -108,7 +127,7 @@ export class Pkcs11Provider implements KekProvider {
   }
 
   wrap(ref: KekRef, secret: Uint8Array): Promise<Buffer> {
-    return settle(() => this.wrapSync(ref, secret));
+    return settle(() => this.reconnecting(ref.uri, () => this.wrapSync(ref, secret)));
   }
 
   private wrapSync(ref: KekRef, secret: Uint8Array): Buffer {
@@ -133,7 +152,7 @@ export class Pkcs11Provider implements KekProvider {
   }
 
   unwrap(ref: KekRef, wrapped: Uint8Array): Promise<Buffer> {
-    return settle(() => this.unwrapSync(ref, wrapped));
+    return settle(() => this.reconnecting(ref.uri, () => this.unwrapSync(ref, wrapped)));
   }
 
   private unwrapSync(ref: KekRef, wrapped: Uint8Array): Buffer {
@@ -167,7 +186,7 @@ export class Pkcs11Provider implements KekProvider {
   }
 
   available(ref: KekRef): Promise<boolean> {
-    return settle(() => this.availableSync(ref));
+    return settle(() => this.reconnecting(ref.uri, () => this.availableSync(ref)));
   }
 
   private availableSync(ref: KekRef): boolean {
@@ -207,6 +226,36 @@ export class Pkcs11Provider implements KekProvider {
   }
 
   // --- internals -------------------------------------------------------------------------------
+
+  /**
+   * Runs fn; when it fails because the cached session or slot went stale (the token was removed,
+   * re-inserted or re-initialised), drops the cache for that module and tries once more.
+   */
+  private reconnecting<T>(uri: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      if (!staleSession(err)) throw err;
+      let modulePath: string | undefined;
+      try {
+        modulePath = parsePkcs11Uri(uri).modulePath ?? this.defaultModulePath;
+      } catch {
+        throw err;
+      }
+      const m = modulePath === undefined ? undefined : this.modules.get(modulePath);
+      if (m === undefined) throw err;
+      for (const session of m.sessions.values()) {
+        try {
+          m.pkcs11.C_CloseSession(session);
+        } catch {
+          // already gone
+        }
+      }
+      m.sessions.clear();
+      m.slots.clear();
+      return fn();
+    }
+  }
 
   private objectLabel(parsed: Pkcs11Uri, uri: string): string {
     if (parsed.object === undefined || parsed.object === '')
