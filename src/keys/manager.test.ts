@@ -59,7 +59,7 @@ describe('KeyManager', () => {
         kdf: 'pbkdf2',
         priority: 1,
         kek: 'platform:',
-        keyId: 'platform-kek',
+        keyId: expect.stringMatching(/^platform-kek@[0-9a-f]{16}$/) as unknown,
         kekVersion: 1,
         usable: true,
       },
@@ -69,7 +69,7 @@ describe('KeyManager', () => {
     expect(u.volumeKey.length).toBe(64);
     expect(u.binding?.type).toBe('atrest-platform');
     // the store was created 0700 with v1 0600 and a record of the volume
-    expect((await readdir(store)).sort()).toEqual(['platform-kek.v1', 'volumes']);
+    expect((await readdir(store)).sort()).toEqual(['platform-kek.v1', 'store-id', 'volumes']);
     expect(events.map((e) => e.event)).toEqual(['wrap', 'unlock']);
     expect(events[1]).toMatchObject({ volume: image, slot: 0, provider: 'platform:', kekVersion: 1 });
   });
@@ -140,6 +140,17 @@ describe('KeyManager', () => {
     (await km.unlock(only, { passphrase })).volumeKey.fill(0);
     expect(JSON.stringify(events)).not.toContain(passphrase.toString('latin1').slice(0, 11));
     passphrase.fill(0);
+  });
+
+  it("a volume bound to another store's platform key says so", async () => {
+    const image = await platformVolume();
+    const other = new KeyManager({ keyStoreDir: join(dir, 'other-store') });
+    await rejects(
+      other.unlock(await readLuks2(image)),
+      'KEY_UNAVAILABLE',
+      /platform key of another key store/,
+    );
+    other.close();
   });
 
   it('a token that does not match its keyslot is a clear WRONG_KEY', async () => {

@@ -1,7 +1,7 @@
 // The platform key store: host-held KEK versions as 32-byte files in a root-only directory.
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, lstat, mkdir, open, readdir, unlink } from 'node:fs/promises';
+import { link, lstat, mkdir, open, readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import type { KekRef } from './provider.js';
@@ -10,7 +10,10 @@ import { KEK_BYTES, LocalKekProvider } from './wrap.js';
 
 export const DEFAULT_KEY_STORE = '/var/lib/atrest/keys';
 const PREFIX = 'platform-kek.v';
-const KEY_ID = 'platform-kek';
+const KEY_ID_PREFIX = 'platform-kek@';
+/** File naming the store: a random id, not a secret, so a volume moved to another host says so. */
+const STORE_ID_FILE = 'store-id';
+const STORE_ID_RE = /^[0-9a-f]{16}$/;
 const VERSION_RE = /^platform-kek\.v([1-9][0-9]{0,8})$/;
 
 export interface PlatformStoreOptions {
@@ -144,6 +147,7 @@ export class PlatformKekProvider extends LocalKekProvider {
   readonly scheme = 'platform';
   readonly dir: string;
   private ready = false;
+  private id: string | null = null;
 
   constructor(opts: PlatformStoreOptions = {}) {
     super();
@@ -177,8 +181,42 @@ export class PlatformKekProvider extends LocalKekProvider {
     return out.sort((a, b) => a - b);
   }
 
-  private ref(version: number): KekRef {
-    return { uri: 'platform:', keyId: KEY_ID, version };
+  /** The store's key id, `platform-kek@<store id>`; the id is created with the store. */
+  async keyId(): Promise<string> {
+    if (this.id !== null) return `${KEY_ID_PREFIX}${this.id}`;
+    await this.ensureStore();
+    const path = join(this.dir, STORE_ID_FILE);
+    for (let attempt = 0; attempt < 2 && this.id === null; attempt++) {
+      try {
+        const text = (await readFile(path, 'utf8')).trim();
+        if (!STORE_ID_RE.test(text)) {
+          throw new AtrestError('CORRUPT_HEADER', `key store id file ${path} is damaged`, {
+            path,
+            hint: 'restore the key store from a backup',
+          });
+        }
+        this.id = text;
+      } catch (err) {
+        if ((err as { code?: unknown } | null)?.code !== 'ENOENT')
+          throw fromSystemError(err, path, 'key store');
+        try {
+          await writeKeyFileExclusive(
+            this.dir,
+            STORE_ID_FILE,
+            Buffer.from(`${randomBytes(8).toString('hex')}\n`),
+          );
+        } catch (e) {
+          if ((e as { code?: unknown } | null)?.code !== 'EEXIST')
+            throw fromSystemError(e, path, 'key store');
+        }
+      }
+    }
+    if (this.id === null) throw new AtrestError('INTERNAL', `could not create ${path}`);
+    return `${KEY_ID_PREFIX}${this.id}`;
+  }
+
+  private async ref(version: number): Promise<KekRef> {
+    return { uri: 'platform:', keyId: await this.keyId(), version };
   }
 
   private path(version: number): string {
@@ -190,7 +228,7 @@ export class PlatformKekProvider extends LocalKekProvider {
     parseUri(uri);
     const vs = await this.versions();
     const newest = vs[vs.length - 1];
-    if (newest !== undefined) return this.ref(newest);
+    if (newest !== undefined) return await this.ref(newest);
     return this.createVersion(1, true);
   }
 
@@ -200,11 +238,11 @@ export class PlatformKekProvider extends LocalKekProvider {
       const key = randomBytes(KEK_BYTES);
       try {
         await writeKeyFileExclusive(this.dir, `${PREFIX}${v}`, key);
-        return this.ref(v);
+        return await this.ref(v);
       } catch (err) {
         const code = (err as { code?: unknown } | null)?.code;
         // Someone else created this version concurrently: for first use, take it; for rotation, go on.
-        if (code === 'EEXIST' && takeExisting) return this.ref(v);
+        if (code === 'EEXIST' && takeExisting) return await this.ref(v);
         if (code !== 'EEXIST') throw fromSystemError(err, this.dir, 'key store');
       } finally {
         key.fill(0);
@@ -245,10 +283,20 @@ export class PlatformKekProvider extends LocalKekProvider {
   }
 
   protected async load(ref: KekRef): Promise<Buffer> {
-    if (ref.keyId !== KEY_ID || !Number.isInteger(ref.version) || ref.version < 1) {
+    if (!ref.keyId.startsWith(KEY_ID_PREFIX) || !Number.isInteger(ref.version) || ref.version < 1) {
       throw new AtrestError('USAGE', `bad platform KEK reference ${ref.keyId} v${ref.version}`);
     }
-    await this.ensureStore();
+    const mine = await this.keyId();
+    if (ref.keyId !== mine) {
+      throw new AtrestError(
+        'KEY_UNAVAILABLE',
+        `key revoked or unavailable: the volume is bound to the platform key of another key store ` +
+          `(${ref.keyId}; this store ${this.dir} is ${mine})`,
+        {
+          hint: 'open it on the host that formatted it (or with --key-store), or with a recovery key and then `atrest key use IMAGE --kek platform:`',
+        },
+      );
+    }
     return readKekFile(this.path(ref.version), `platform: v${ref.version}`, true);
   }
 }
