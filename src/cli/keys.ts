@@ -48,7 +48,7 @@ function slotRow(e: KeyslotEntry): string {
   parts.push(e.kdf.padEnd(8));
   if (e.kek !== undefined) parts.push(`${e.kek} (key ${e.keyId ?? '?'}, version ${e.kekVersion ?? '?'})`);
   if (!e.usable) parts.push('[not usable here]');
-  return parts.join('  ');
+  return parts.join('  ').trimEnd();
 }
 
 function kekUri(uri: string): string {
