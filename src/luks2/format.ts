@@ -46,6 +46,14 @@ export interface FormatOptions {
   volumeKey?: Buffer;
   /** A token (e.g. atrest-platform) written as token 0, linked to keyslot 0. */
   token?: JsonObject;
+  /**
+   * With headerPath: the image already exists and is left alone (in-place conversion); the data
+   * segment starts at `dataOffset` of it (default 0).
+   */
+  existingImage?: boolean;
+  dataOffset?: number;
+  /** Last changes to the JSON metadata before it is written (conversion requirement and token). */
+  mutateJson?: (json: JsonObject) => void;
 }
 
 function usage(msg: string, hint?: string): AtrestError {
@@ -135,7 +143,12 @@ export async function formatLuks2(opts: FormatOptions): Promise<{ uuid: string; 
   const headerPath = opts.headerPath ?? opts.imagePath;
   if (detached && headerPath === opts.imagePath)
     throw usage('the detached header must be another file than the image');
-  for (const p of detached ? [opts.imagePath, headerPath] : [opts.imagePath]) {
+  if (opts.existingImage === true && !detached) throw usage('existingImage needs a detached header file');
+  for (const p of detached
+    ? opts.existingImage === true
+      ? [headerPath]
+      : [opts.imagePath, headerPath]
+    : [opts.imagePath]) {
     if (await exists(p)) throw fileExists(p);
   }
 
@@ -155,7 +168,7 @@ export async function formatLuks2(opts: FormatOptions): Promise<{ uuid: string; 
     const digest = await dh.create(volumeKey, digestIter, 'sha256');
     digest.keyslots = ['0'];
     digest.segments = ['0'];
-    const dataOffset = detached ? 0 : DEFAULT_DATA_OFFSET;
+    const dataOffset = detached ? (opts.dataOffset ?? 0) : DEFAULT_DATA_OFFSET;
     const json: JsonObject = {
       keyslots: { '0': keyslot },
       tokens: opts.token === undefined ? {} : { '0': { ...structuredClone(opts.token), keyslots: ['0'] } },
@@ -172,6 +185,7 @@ export async function formatLuks2(opts: FormatOptions): Promise<{ uuid: string; 
       digests: { '0': digest },
       config: { json_size: String(DEFAULT_JSON_SIZE), keyslots_size: String(DEFAULT_KEYSLOTS_SIZE) },
     };
+    opts.mutateJson?.(json);
     const uuid = randomUUID();
     const writeHeader = async (fh: FileHandle): Promise<void> => {
       await kh.setKey(keyslot, opts.passphrase, volumeKey, areaIo(fh, headerPath));
@@ -189,6 +203,8 @@ export async function formatLuks2(opts: FormatOptions): Promise<{ uuid: string; 
     };
     if (!detached) {
       await createAtomically(opts.imagePath, DEFAULT_DATA_OFFSET + dataSize, writeHeader);
+    } else if (opts.existingImage === true) {
+      await createAtomically(headerPath, DEFAULT_DATA_OFFSET, writeHeader);
     } else {
       let createdImage = false;
       try {

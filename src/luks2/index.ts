@@ -15,7 +15,14 @@
 // Errors (AtrestError codes): NOT_LUKS2, CORRUPT_HEADER, TRUNCATED_IMAGE, UNSUPPORTED,
 // REENCRYPT_IN_PROGRESS, WRONG_KEY, FILE_EXISTS, FILE_NOT_FOUND, IMAGE_BUSY, NO_SPACE, USAGE.
 // Messages name the file and never contain key material.
-export { readLuks2, resolvedDataSize, type Luks2Metadata, type Luks2Volume } from './volume.js';
+export {
+  CONVERT_REQUIREMENT,
+  readLuks2,
+  resolvedDataSize,
+  writeMetadata,
+  type Luks2Metadata,
+  type Luks2Volume,
+} from './volume.js';
 export { unlockVolumeKey } from './unlock.js';
 export {
   formatLuks2,

@@ -35,6 +35,15 @@ export function freeTokenId(json: JsonObject): number | null {
   return null;
 }
 
+function refuseWhileConverting(meta: Luks2Metadata): void {
+  if (!meta.converting) return;
+  throw new AtrestError(
+    'REENCRYPT_IN_PROGRESS',
+    `${meta.headerPath}: an in-place conversion is under way; key slots cannot change until it ends`,
+    { path: meta.headerPath, hint: 'let it finish (atrest encrypt IMAGE resumes it), then try again' },
+  );
+}
+
 /** Rounds up to a multiple of `a`. */
 export function roundUp(n: number, a: number): number {
   return Math.ceil(n / a) * a;
@@ -118,6 +127,7 @@ export async function addKeyslot(
   opts: AddKeyslotOptions = {},
 ): Promise<number> {
   const path = meta.headerPath;
+  refuseWhileConverting(meta);
   if (!(await verifyVolumeKey(meta, volumeKey))) {
     throw new AtrestError('WRONG_KEY', `${path}: the volume key given does not match this volume`, {
       path,
@@ -193,6 +203,7 @@ export async function removeKeyslot(
   opts: { allowLast?: boolean; dropTokenTypes?: readonly string[] } = {},
 ): Promise<void> {
   const path = meta.headerPath;
+  refuseWhileConverting(meta);
   const info = meta.keyslots.find((k) => k.id === keyslot);
   if (!info) throw new AtrestError('USAGE', `${path}: there is no key slot ${keyslot}`, { path });
   if (meta.keyslots.length === 1 && !opts.allowLast) {

@@ -37,6 +37,8 @@ export interface Luks2Volume {
   dataSize: number | 'dynamic';
   keyslots: KeyslotInfo[];
   tokens: TokenInfo[];
+  /** An in-place conversion (atrest encrypt/reencrypt) is under way: see CONVERT_REQUIREMENT. */
+  converting: boolean;
 }
 
 /** Everything readLuks2 knows; pass it back to unlockVolumeKey, addKeyslot, removeKeyslot. */
@@ -64,6 +66,12 @@ export interface Luks2Metadata extends Luks2Volume {
   /** Salts of the header copies to keep on rewrite (null: regenerate). */
   salts: { primary: Buffer | null; secondary: Buffer | null };
 }
+
+/**
+ * The LUKS2 mandatory requirement atrest sets while it converts an image in place (encrypt, reencrypt):
+ * cryptsetup refuses such a header instead of decrypting plaintext as ciphertext.
+ */
+export const CONVERT_REQUIREMENT = 'atrest-convert-v1';
 
 function refuse(path: string, code: 'UNSUPPORTED' | 'REENCRYPT_IN_PROGRESS', what: string): AtrestError {
   return new AtrestError(code, `${path}: ${what}`, {
@@ -96,7 +104,16 @@ export function checkSupported(
   const backup = copy.segments.find((s) => s.flags.some((f) => f.startsWith('backup-')));
   if (backup)
     return fail('REENCRYPT_IN_PROGRESS', `a reencryption is in progress (segment ${backup.id} is a backup)`);
-  const other = copy.config.requirementsMandatory[0];
+  for (const r of copy.config.requirementsMandatory) {
+    const m = /^atrest-convert-v([0-9]+)$/.exec(r);
+    if (m !== null && r !== CONVERT_REQUIREMENT) {
+      return fail(
+        'UNSUPPORTED',
+        `an in-place conversion was started by a newer atrest (requirement ${r}); this atrest cannot resume it`,
+      );
+    }
+  }
+  const other = copy.config.requirementsMandatory.find((r) => r !== CONVERT_REQUIREMENT);
   if (other !== undefined)
     return fail('UNSUPPORTED', `requires LUKS2 feature "${other}", which atrest does not support`);
   if (copy.segments.length !== 1) {
@@ -186,6 +203,7 @@ function build(
     dataSize: segment.size,
     keyslots: copy.parsed.keyslots,
     tokens: copy.parsed.tokens,
+    converting: copy.parsed.config.requirementsMandatory.includes(CONVERT_REQUIREMENT),
     hdrSize: copy.bin.hdrSize,
     seqid: copy.bin.seqid,
     checksumAlg: copy.bin.checksumAlg,

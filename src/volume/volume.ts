@@ -37,6 +37,19 @@ export interface VolumeOptions {
   writeBehindBytes?: number;
   /** Sequential read-ahead window (default 0: off), in 128 KiB chunks; see Volume.read. */
   readAheadBytes?: number;
+  /**
+   * An in-place conversion under way (see convert.ts): data below `front` still lives in the source
+   * layout (its own offset and cipher: plaintext, or the old key); data at or above it is converted.
+   * The converter moves the front with setConversionFront() while it holds the range exclusively.
+   */
+  conversion?: ConversionSplit;
+}
+
+/** Where unconverted data lives during an in-place conversion. */
+export interface ConversionSplit {
+  front: number;
+  sourceOffset: number;
+  sourceCipher: SectorCipher;
 }
 
 export interface VolumeCounters {
@@ -84,6 +97,7 @@ export class Volume {
   #writeGen = 0;
   #lastReadEnd = -1;
   #drained: Array<() => void> = [];
+  #split: ConversionSplit | null;
 
   private constructor(opts: VolumeOptions, fh: FileHandle) {
     this.imagePath = opts.imagePath;
@@ -96,6 +110,28 @@ export class Volume {
     this.#fh = fh;
     this.#writeBehindBytes = opts.writeBehindBytes ?? 0;
     this.#readAheadChunks = Math.ceil((opts.readAheadBytes ?? 0) / READ_AHEAD_CHUNK);
+    this.#split = opts.conversion === undefined ? null : { ...opts.conversion };
+  }
+
+  /** The conversion front (bytes), or null when no conversion is under way. */
+  get conversionFront(): number | null {
+    return this.#split?.front ?? null;
+  }
+
+  /**
+   * Moves the conversion front (the caller holds [front, old front) exclusively through
+   * lockRange, and the data there is durable in the target layout); 0 ends the conversion.
+   */
+  setConversionFront(front: number): void {
+    if (this.#split === null) throw new AtrestError('INTERNAL', 'no conversion under way');
+    assertUint(front, 'conversion front');
+    this.#split.front = front;
+    if (front === 0) this.#split = null;
+  }
+
+  /** Takes [first, last) (sector aligned) exclusively: reads and writes there wait until release. */
+  lockRange(first: number, last: number): Promise<() => void> {
+    return this.#locks.acquire(first, last, true);
   }
 
   /** Opens the image (read-write unless readOnly) and checks it holds the whole data segment. */
@@ -383,14 +419,20 @@ export class Volume {
         tail.fill(0);
       }
       data.copy(buf, from - bs, from - position, to - position);
-      const enc = await this.#cipher.encrypt(buf, ss, this.#tweak(bs));
-      try {
-        this.#checkUsable();
-        await this.#writeAll(enc, this.#dataOffset + bs);
-      } finally {
-        if (enc !== buf) buf.fill(0);
-      }
+      const split = this.#split;
+      const cut = split === null ? bs : Math.min(be, Math.max(bs, split.front));
+      if (split !== null && cut > bs)
+        await this.#encryptWrite(buf.subarray(0, cut - bs), bs, split.sourceOffset, split.sourceCipher);
+      if (cut < be) await this.#encryptWrite(buf.subarray(cut - bs), cut, this.#dataOffset, this.#cipher);
+      buf.fill(0);
     });
+  }
+
+  /** Encrypts plaintext sectors starting at data position `at` and writes them in one layout. */
+  async #encryptWrite(plain: Buffer, at: number, dataOffset: number, cipher: SectorCipher): Promise<void> {
+    const enc = await cipher.encrypt(plain, this.sectorSize, this.#tweak(at));
+    this.#checkUsable();
+    await this.#writeAll(enc, dataOffset + at);
   }
 
   /** Makes everything written so far durable: fdatasync (datasync) or fsync of the image. */
@@ -470,13 +512,29 @@ export class Volume {
     if (state.failed !== null) throw state.failed;
   }
 
-  /** Reads and decrypts the sectors [bs, be) of the data segment. */
+  /** Reads and decrypts the sectors [bs, be) of the data segment (either side of a conversion front). */
   async #readSectors(bs: number, be: number): Promise<Buffer> {
+    const split = this.#split;
+    if (split !== null && bs < split.front) {
+      if (be <= split.front) return this.#readLayout(bs, be, split.sourceOffset, split.sourceCipher);
+      const [low, high] = await Promise.all([
+        this.#readLayout(bs, split.front, split.sourceOffset, split.sourceCipher),
+        this.#readLayout(split.front, be, this.#dataOffset, this.#cipher),
+      ]);
+      const out = Buffer.concat([low, high]);
+      low.fill(0);
+      high.fill(0);
+      return out;
+    }
+    return this.#readLayout(bs, be, this.#dataOffset, this.#cipher);
+  }
+
+  async #readLayout(bs: number, be: number, dataOffset: number, cipher: SectorCipher): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(be - bs);
     let done = 0;
     try {
       while (done < buf.length) {
-        const { bytesRead } = await this.#fh.read(buf, done, buf.length - done, this.#dataOffset + bs + done);
+        const { bytesRead } = await this.#fh.read(buf, done, buf.length - done, dataOffset + bs + done);
         if (bytesRead === 0) {
           throw new AtrestError('TRUNCATED_IMAGE', `image ${this.imagePath} ends inside its data segment`, {
             path: this.imagePath,
@@ -487,7 +545,7 @@ export class Volume {
     } catch (err) {
       throw fromSystemError(err, this.imagePath, 'image');
     }
-    return this.#cipher.decrypt(buf, this.sectorSize, this.#tweak(bs));
+    return cipher.decrypt(buf, this.sectorSize, this.#tweak(bs));
   }
 
   async #writeAll(buf: Buffer, at: number): Promise<void> {
