@@ -280,7 +280,8 @@ export async function readLuks2(
   } finally {
     await fh.close();
   }
-  checkFits(meta, meta.imageSize);
+  // an image under in-place conversion grows as the conversion starts; its plan knows the size
+  if (!meta.converting) checkFits(meta, meta.imageSize);
   return meta;
 }
 

@@ -1,4 +1,4 @@
-// Volume layer: plaintext random access over an encrypted LUKS2 data segment, with range and image locks.
+// Volume layer: plaintext random access over an encrypted LUKS2 data segment, range and image locks, and in-place conversion (encrypt, reencrypt).
 export { type SectorCipher, PlainCipher, InProcessXtsCipher } from './cipher.js';
 export {
   Volume,
@@ -9,3 +9,25 @@ export {
 } from './volume.js';
 export { RangeLock, type ReleaseRange } from './range-lock.js';
 export { acquireImageLock, processStartTime, type ImageLock } from './image-lock.js';
+export {
+  AREA_BYTES,
+  Converter,
+  CONVERT_TOKEN,
+  DEFAULT_BATCH_BYTES,
+  findConversion,
+  finalizeConversion,
+  growForConversion,
+  markConverting,
+  nodeIo,
+  planOf,
+  sidecarPath,
+  startEncrypt,
+  unmarkConverting,
+  type ConvertMode,
+  type ConvertPlan,
+  type ConvertProgress,
+  type ConverterOptions,
+  type ConvFile,
+  type ConvIo,
+  type HeaderRequest,
+} from './convert.js';
