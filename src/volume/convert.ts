@@ -460,10 +460,54 @@ export class Converter {
   #error: string | undefined;
   #rateWindow: Array<{ t: number; done: number }> = [];
   #stopped = false;
+  #files: { image: ConvFile; header: ConvFile } | null = null;
+  #volume: Volume | undefined;
 
   constructor(private readonly o: ConverterOptions) {
     this.plan = o.plan;
     this.#front = o.plan.size;
+    this.#volume = o.volume;
+  }
+
+  /**
+   * Opens the files, reads the newest record, grows the image for the target layout and finishes an
+   * interrupted hot zone. Returns the front: serve [0, front) from the source layout, the rest from the
+   * target. run() calls it when it was not called before.
+   */
+  async prepare(): Promise<number> {
+    const io = this.o.io ?? nodeIo;
+    const { plan } = this;
+    const image = await io.open(this.o.image);
+    const header = this.o.header === this.o.image ? image : await io.open(this.o.header);
+    this.#files = { image, header };
+    try {
+      const rec = await readRecord(header, plan);
+      this.#seq = rec.seq;
+      this.#front = rec.front;
+      if ((await image.size()) < plan.targetOffset + plan.size) {
+        await image.truncate(plan.targetOffset + plan.size);
+        await image.sync();
+        this.#kill('after-grow');
+      }
+      if (rec.hot !== null) await this.#recoverHot(image, header, rec.hot);
+      return this.#front;
+    } catch (err) {
+      await this.#closeFiles();
+      throw err;
+    }
+  }
+
+  /** Serves I/O through this volume from now on (its range locks and front). */
+  attach(volume: Volume): void {
+    this.#volume = volume;
+  }
+
+  async #closeFiles(): Promise<void> {
+    const f = this.#files;
+    this.#files = null;
+    if (f === null) return;
+    if (f.header !== f.image) await f.header.close().catch(() => undefined);
+    await f.image.close().catch(() => undefined);
   }
 
   get front(): number {
@@ -532,21 +576,13 @@ export class Converter {
    * finalizing) after stop(). Safe to call again after a crash: everything is derived from the disk.
    */
   async run(): Promise<boolean> {
-    const io = this.o.io ?? nodeIo;
     const { plan } = this;
-    const image = await io.open(this.o.image);
-    const header = this.o.header === this.o.image ? image : await io.open(this.o.header);
     try {
-      const rec = await readRecord(header, plan);
-      this.#seq = rec.seq;
-      this.#front = rec.front;
-      if ((await image.size()) < plan.targetOffset + plan.size) {
-        await image.truncate(plan.targetOffset + plan.size);
-        await image.sync();
-        this.#kill('after-grow');
-      }
-      if (rec.hot !== null) await this.#recoverHot(image, header, rec.hot);
-      this.o.volume?.setConversionFront(this.#front);
+      if (this.#files === null) await this.prepare();
+      const files = this.#files;
+      if (files === null) throw new AtrestError('INTERNAL', 'conversion files not open');
+      const { image, header } = files;
+      this.#volume?.setConversionFront(this.#front);
       this.#note();
       let lastT = Date.now();
       let sinceT = 0;
@@ -580,13 +616,12 @@ export class Converter {
       this.#error = isAtrestError(err) ? err.oneLine() : String(err);
       throw err;
     } finally {
-      if (header !== image) await header.close().catch(() => undefined);
-      await image.close().catch(() => undefined);
+      await this.#closeFiles();
     }
     if (this.o.finalize === false) return true;
     this.#state = 'finishing';
     await finalizeConversion(this.o.image, this.o.header, plan, (n) => this.#kill(n));
-    this.o.volume?.setConversionFront(0);
+    this.#volume?.setConversionFront(0);
     this.#state = 'done';
     this.#note();
     return true;
@@ -608,7 +643,7 @@ export class Converter {
   async #batch(image: ConvFile, header: ConvFile, start: number, end: number): Promise<void> {
     const { plan } = this;
     const ss = plan.sectorSize;
-    const release = this.o.volume ? await this.o.volume.lockRange(start, end) : (): void => undefined;
+    const release = this.#volume ? await this.#volume.lockRange(start, end) : (): void => undefined;
     try {
       const raw = Buffer.alloc(end - start);
       await image.read(raw, plan.sourceOffset + start);
@@ -641,7 +676,7 @@ export class Converter {
       }
       plain.fill(0);
       this.#front = start;
-      this.o.volume?.setConversionFront(start);
+      this.#volume?.setConversionFront(start);
     } finally {
       release();
     }

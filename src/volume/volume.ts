@@ -123,8 +123,11 @@ export class Volume {
    * lockRange, and the data there is durable in the target layout); 0 ends the conversion.
    */
   setConversionFront(front: number): void {
-    if (this.#split === null) throw new AtrestError('INTERNAL', 'no conversion under way');
     assertUint(front, 'conversion front');
+    if (this.#split === null) {
+      if (front === 0) return;
+      throw new AtrestError('INTERNAL', 'no conversion under way');
+    }
     this.#split.front = front;
     if (front === 0) this.#split = null;
   }
