@@ -20,6 +20,7 @@ import { ensureDaemon, request, waitForDaemonExit } from '../daemon/client.js';
 import { runtimePaths } from '../daemon/paths.js';
 import { Daemon } from '../daemon/server.js';
 import type { EncryptionStatus, VolumeStatus } from '../daemon/protocol.js';
+import { encryptOffline } from './convert.js';
 import { keyCommands } from './keys.js';
 import { formatBytes, parseSize } from './size.js';
 
@@ -342,6 +343,64 @@ export async function main(argv: string[]): Promise<number> {
         }
         if (a.json) console.log(JSON.stringify({ volumes: list }, null, 2));
         else printStatus(list);
+      },
+    )
+    .command(
+      'encrypt [image]',
+      'encrypt a plaintext image in place (resumes an interrupted run); or pause/resume one in the daemon',
+      (y) =>
+        y
+          .positional('image', { type: 'string', describe: 'plaintext image (or one under conversion)' })
+          .option('key-file', {
+            type: 'string',
+            describe: 'passphrase file (- for stdin); default: the platform key',
+          })
+          .option('kek', {
+            type: 'string',
+            describe: 'bind to this customer KEK instead of the platform key',
+          })
+          .option('sector-size', { type: 'number', choices: [512, 1024, 2048, 4096], default: 4096 })
+          .option('header', {
+            type: 'string',
+            describe: 'detached header file: ciphertext replaces plaintext in place',
+          })
+          .option('max-rate', {
+            type: 'string',
+            describe: 'throttle, bytes per second (e.g. 100M); default unlimited',
+          })
+          .option('iter-time', {
+            type: 'number',
+            describe: 'PBKDF2 benchmark target in ms for a --key-file keyslot',
+          })
+          .option('pause', { type: 'string', describe: 'pause the conversion of open volume NAME' })
+          .option('resume', { type: 'string', describe: 'resume the conversion of open volume NAME' }),
+      async (a) => {
+        requireRoot();
+        const control = a.pause ?? a.resume;
+        if (control !== undefined) {
+          const action = a.pause !== undefined ? 'pause' : 'resume';
+          await request(paths, { op: 'convert', name: control, action });
+          console.log(`${action === 'pause' ? 'paused' : 'resumed'} the conversion of ${control}`);
+          return;
+        }
+        if (a.image === undefined) throw new AtrestError('USAGE', 'name the image to encrypt');
+        const maxRate = a['max-rate'] === undefined ? 0 : parseSize(a['max-rate']);
+        const passphrase = a['key-file'] === undefined ? undefined : await loadKey(a['key-file']);
+        const km = manager(a.kek);
+        try {
+          await encryptOffline(paths, km, {
+            image: a.image,
+            header: a.header,
+            sectorSize: a['sector-size'] as 512 | 1024 | 2048 | 4096,
+            ...(passphrase === undefined ? {} : { passphrase }),
+            kek: a.kek,
+            maxRate,
+            iterTimeMs: a['iter-time'],
+          });
+        } finally {
+          passphrase?.fill(0);
+          km.close();
+        }
       },
     )
     .command('key', 'manage keys: rotate, use a customer key, revoke, recovery, list, remove', (y) =>

@@ -1,5 +1,6 @@
 // The control-socket protocol: one JSON object per line each way, errors as {code, message, hint}.
 import { AtrestError, type AtrestErrorJSON } from '../errors/index.js';
+import type { ConvertProgress } from '../volume/index.js';
 
 export interface OpenRequest {
   op: 'open';
@@ -20,6 +21,8 @@ export interface OpenRequest {
   keyStore?: string;
   /** FIPS mode for this volume: only PBKDF2 keyslots. */
   fips?: boolean;
+  /** Throttle of an in-place conversion started or resumed by this open (bytes/s). */
+  maxRate?: number;
 }
 
 /** The `encryption` block of status: always on; who holds the key; locked after a revocation. */
@@ -41,6 +44,7 @@ export type Request =
   | OpenRequest
   | { op: 'close'; name: string }
   | { op: 'status'; name?: string }
+  | { op: 'convert'; name: string; action: 'pause' | 'resume' }
   | { op: 'shutdown' };
 
 export interface VolumeStatus {
@@ -59,6 +63,8 @@ export interface VolumeStatus {
   bytesWritten: number;
   openedAt: string;
   encryption: EncryptionStatus;
+  /** An in-place conversion of this volume (encrypt, reencrypt) and its progress. */
+  conversion?: ConvertProgress;
 }
 
 export interface PingResult {
@@ -102,6 +108,11 @@ export function parseEnvelope(value: unknown): Envelope {
       return { id, request: { op: q.op } };
     case 'close':
       return { id, request: { op: 'close', name: str(q.name, 'name') } };
+    case 'convert': {
+      const action = q.action === 'pause' || q.action === 'resume' ? q.action : null;
+      if (action === null) throw new AtrestError('USAGE', 'convert action must be pause or resume');
+      return { id, request: { op: 'convert', name: str(q.name, 'name'), action } };
+    }
     case 'status': {
       const name = optStr(q.name, 'name');
       return { id, request: name === undefined ? { op: 'status' } : { op: 'status', name } };
@@ -126,6 +137,8 @@ export function parseEnvelope(value: unknown): Envelope {
       if (kek !== undefined) req.kek = kek;
       if (keyStore !== undefined) req.keyStore = keyStore;
       if (q.fips === true) req.fips = true;
+      if (typeof q.maxRate === 'number' && Number.isSafeInteger(q.maxRate) && q.maxRate >= 0)
+        req.maxRate = q.maxRate;
       return { id, request: req };
     }
     default:

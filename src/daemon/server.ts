@@ -156,6 +156,9 @@ export class Daemon {
         return { closed: req.name };
       case 'status':
         return this.service.status(req.name);
+      case 'convert':
+        this.service.controlConversion(req.name, req.action);
+        return { [req.action === 'pause' ? 'paused' : 'resumed']: req.name };
       case 'shutdown':
         setImmediate(() => void this.stop('request'));
         return { stopping: true };

@@ -17,9 +17,19 @@ import {
   type KekBinding,
   type KekProvider,
   type KekRef,
+  type Unlocked,
 } from '../keys/index.js';
 import { readLuks2, resolvedDataSize, type Luks2Metadata } from '../luks2/index.js';
-import { acquireImageLock, PlainCipher, Volume, type ImageLock, type SectorCipher } from '../volume/index.js';
+import {
+  acquireImageLock,
+  Converter,
+  PlainCipher,
+  Volume,
+  type ConversionSplit,
+  type ImageLock,
+  type SectorCipher,
+} from '../volume/index.js';
+import { openConversion } from './conversion.js';
 import { mounts, serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
 import { VOLUME_NAME_RE, type RuntimePaths } from './paths.js';
 import type { EncryptionStatus, OpenRequest, VolumeStatus } from './protocol.js';
@@ -73,7 +83,13 @@ interface Layout {
   cipher: SectorCipher;
   key: { wipe(): Promise<void> };
   binding: LiveBinding | null;
+  /** The file holding the header (a sidecar while an attached-header encryption runs). */
+  header: string;
+  conversion: { converter: Converter; split: ConversionSplit } | null;
 }
+
+/** Default throttle of online conversions: leaves most of the disk and CPU to the volume's users. */
+export const DEFAULT_ONLINE_RATE = 64 * 1024 * 1024;
 
 const NO_KEY = { wipe: (): Promise<void> => Promise.resolve() };
 
@@ -96,6 +112,7 @@ interface OpenVolume {
   binding: LiveBinding | null;
   plain: boolean;
   locked: { reason: string; at: Date } | null;
+  conversion: { converter: Converter; done: Promise<void> | null } | null;
 }
 
 /** Runs `fn` for each of `undo` in reverse, ignoring failures: used to unwind a half-done open. */
@@ -251,6 +268,49 @@ export class VolumeService {
     this.log.error({ event: 'locked', volume: v.name, reason }, 'volume locked, keys wiped');
   }
 
+  /** Runs a volume's conversion in the background; at the end the header is in its final place. */
+  private runConversion(v: OpenVolume): void {
+    const c = v.conversion;
+    if (c === null) return;
+    c.done = c.converter.run().then(
+      (finished) => {
+        if (!finished) return;
+        if (c.converter.plan.sidecar) v.header = v.image;
+        this.log.info(
+          { event: 'convert-done', volume: v.name, mode: c.converter.plan.mode },
+          'conversion finished',
+        );
+      },
+      (err: unknown) => {
+        this.log.error(
+          {
+            event: 'convert-failed',
+            volume: v.name,
+            code: (err as { code?: unknown }).code,
+            err: String(err),
+          },
+          'conversion failed; the volume stays served, and the next open resumes it',
+        );
+      },
+    );
+  }
+
+  /** Pauses or resumes the conversion of an open volume. */
+  controlConversion(name: string, action: 'pause' | 'resume'): void {
+    const v = this.volumes.get(name);
+    if (!v)
+      throw new AtrestError('NOT_OPEN', `no open volume is named ${name}`, { hint: 'see `atrest status`' });
+    const c = v.conversion?.converter;
+    if (c === undefined || c.progress().state === 'done') {
+      throw new AtrestError('USAGE', `volume ${name} is not being converted`, {
+        hint: 'see `atrest status`',
+      });
+    }
+    if (action === 'pause') c.pause();
+    else c.resume();
+    this.log.info({ event: `convert-${action}`, volume: name }, `conversion ${action}d`);
+  }
+
   private getPkcs11(): Pkcs11Provider {
     this.pkcs11 ??= new Pkcs11Provider();
     return this.pkcs11;
@@ -281,6 +341,7 @@ export class VolumeService {
     try {
       const v = await this.doOpen(req);
       this.volumes.set(name, v);
+      if (v.conversion !== null) this.runConversion(v);
       this.log.info(
         {
           event: 'open',
@@ -335,7 +396,9 @@ export class VolumeService {
         readOnly: req.readOnly,
         writeBehindBytes: WRITE_BEHIND_BYTES,
         readAheadBytes: READ_AHEAD_BYTES,
+        ...(u.conversion === null ? {} : { conversion: u.conversion.split }),
       });
+      u.conversion?.converter.attach(volume);
       undo.push(() => volume.close());
       const diskPath = join(this.paths.runDir, req.name);
       const disk = await serveDisk({ mountPath: diskPath, disk: volume });
@@ -350,7 +413,7 @@ export class VolumeService {
         name: req.name,
         diskPath,
         image,
-        header,
+        header: u.header,
         uuid: u.uuid,
         sectorSize: u.sectorSize,
         size: u.size,
@@ -365,6 +428,7 @@ export class VolumeService {
         binding: u.binding,
         plain: req.benchPlain === true,
         locked: null,
+        conversion: u.conversion === null ? null : { converter: u.conversion.converter, done: null },
       };
     } catch (err) {
       await unwind(undo);
@@ -388,11 +452,55 @@ export class VolumeService {
       ...(req.kek === undefined ? {} : { kekOverride: req.kek }),
     });
     try {
+      if (req.keyData !== undefined) passphrase = Buffer.from(req.keyData, 'base64');
+      else if (req.keyFile !== undefined) passphrase = await readKeyFile(req.keyFile);
+      // an in-place conversion to resume, or a plaintext image to encrypt (encryption is never off)
+      const conv = await openConversion(image, {
+        ...(req.header === undefined ? {} : { header }),
+        start: true,
+        keys: {
+          km,
+          ...(passphrase === null ? {} : { passphrase }),
+          ...(req.kek === undefined ? {} : { kek: req.kek }),
+        },
+      });
+      if (conv !== null) {
+        volumeKey = conv.unlocked.volumeKey;
+        const key = await this.getPool().addKey(volumeKey);
+        const { plan } = conv;
+        const converter = new Converter({
+          image,
+          header: conv.header,
+          plan,
+          target: key,
+          source: new PlainCipher(),
+          maxRate: req.maxRate ?? DEFAULT_ONLINE_RATE,
+        });
+        const front = await converter.prepare();
+        this.log.info(
+          { event: conv.started ? 'convert-start' : 'convert-resume', image, mode: plan.mode, front },
+          conv.started ? 'encrypting a plaintext image in place' : 'resuming an in-place conversion',
+        );
+        return {
+          uuid: conv.meta.uuid,
+          keyslot: conv.unlocked.keyslot,
+          dataOffset: plan.targetOffset,
+          size: plan.size,
+          sectorSize: plan.sectorSize,
+          ivTweak: 0,
+          cipher: key,
+          key,
+          binding: liveBinding(conv.unlocked, km),
+          header: conv.header,
+          conversion: {
+            converter,
+            split: { front, sourceOffset: plan.sourceOffset, sourceCipher: new PlainCipher() },
+          },
+        };
+      }
       const meta = await readLuks2(header, { imagePath: image });
       for (const w of meta.warnings) this.log.warn({ event: 'header', image, header }, w);
       const size = resolvedDataSize(meta, imageSize);
-      if (req.keyData !== undefined) passphrase = Buffer.from(req.keyData, 'base64');
-      else if (req.keyFile !== undefined) passphrase = await readKeyFile(req.keyFile);
       const unlocked = await km
         .unlock(meta, passphrase === null ? {} : { passphrase })
         .catch((err: unknown) => {
@@ -404,21 +512,6 @@ export class VolumeService {
         });
       volumeKey = unlocked.volumeKey;
       const key = await this.getPool().addKey(volumeKey);
-      const b = unlocked.binding;
-      const binding: LiveBinding | null =
-        b === null || unlocked.ref === null || unlocked.provider === null
-          ? null
-          : {
-              type: b.type,
-              tokenId: b.tokenId,
-              keyslot: b.keyslot,
-              kek: b.kek,
-              keyId: b.keyId,
-              version: b.version,
-              ref: unlocked.ref,
-              provider: unlocked.provider,
-              km,
-            };
       return {
         uuid: meta.uuid,
         keyslot: unlocked.keyslot,
@@ -428,7 +521,9 @@ export class VolumeService {
         ivTweak: meta.ivTweak,
         cipher: key,
         key,
-        binding,
+        binding: liveBinding(unlocked, km),
+        header,
+        conversion: null,
       };
     } finally {
       passphrase?.fill(0);
@@ -459,6 +554,8 @@ export class VolumeService {
       cipher,
       key: NO_KEY,
       binding: null,
+      header: image,
+      conversion: null,
     };
   }
 
@@ -472,6 +569,10 @@ export class VolumeService {
     }
     this.busy.add(name);
     try {
+      if (v.conversion !== null) {
+        v.conversion.converter.stop();
+        await v.conversion.done;
+      }
       if (v.loopDevice) {
         const mountedAt = await loopMountPoint(v.loopDevice);
         if (mountedAt) {
@@ -528,6 +629,7 @@ export class VolumeService {
       bytesWritten: c.bytesWritten,
       openedAt: v.openedAt.toISOString(),
       encryption: this.encryptionOf(v),
+      ...(v.conversion === null ? {} : { conversion: v.conversion.converter.progress() }),
     };
   }
 
@@ -608,4 +710,21 @@ async function detachLoop(dev: string): Promise<void> {
 /** Where a block device is mounted (null when it is not). */
 async function loopMountPoint(dev: string): Promise<string | null> {
   return (await mounts()).find((m) => m.source === dev)?.mountPoint ?? null;
+}
+
+/** What the KEK checker keeps of the binding a volume was unlocked through (null: a passphrase). */
+function liveBinding(unlocked: Unlocked, km: KeyManager): LiveBinding | null {
+  const b = unlocked.binding;
+  if (b === null || unlocked.ref === null || unlocked.provider === null) return null;
+  return {
+    type: b.type,
+    tokenId: b.tokenId,
+    keyslot: b.keyslot,
+    kek: b.kek,
+    keyId: b.keyId,
+    version: b.version,
+    ref: unlocked.ref,
+    provider: unlocked.provider,
+    km,
+  };
 }

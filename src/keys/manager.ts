@@ -277,15 +277,16 @@ export class KeyManager {
         keyId: b.ref.keyId,
         kekVersion: b.ref.version,
       });
-      if (schemeOf(b.ref.uri) === 'platform') await this.remember(r.uuid, opts.headerPath ?? opts.imagePath);
+      if (schemeOf(b.ref.uri) === 'platform')
+        await this.remember(r.uuid, opts.headerPath ?? opts.imagePath, opts.imagePath);
       return { ...r, ref: b.ref };
     } finally {
       b.secret.fill(0);
     }
   }
 
-  private async remember(uuid: string, header: string): Promise<void> {
-    await recordKnownVolume(this.platform().dir, uuid, header);
+  private async remember(uuid: string, header: string, image: string = header): Promise<void> {
+    await recordKnownVolume(this.platform().dir, uuid, header, image);
   }
 
   private platform(): PlatformKekProvider {
@@ -364,7 +365,8 @@ export class KeyManager {
           keyId: b.keyId,
           kekVersion: b.version,
         });
-        if (b.type === TOKEN_PLATFORM) await this.remember(meta.uuid, meta.headerPath).catch(() => undefined);
+        if (b.type === TOKEN_PLATFORM)
+          await this.remember(meta.uuid, meta.headerPath, meta.imagePath).catch(() => undefined);
         return { volumeKey: unlocked, keyslot: b.keyslot, binding: b, ref: u.ref, provider: u.provider };
       } catch (err) {
         this.audit({
@@ -480,7 +482,7 @@ export class KeyManager {
         kekVersion: cur.version,
         fromVersion: b.version,
       });
-      if (b.type === TOKEN_PLATFORM) await this.remember(meta.uuid, meta.headerPath);
+      if (b.type === TOKEN_PLATFORM) await this.remember(meta.uuid, meta.headerPath, meta.imagePath);
       return { from: b.version, to: cur.version };
     } finally {
       secret.fill(0);
@@ -543,7 +545,7 @@ export class KeyManager {
       provider,
       kekVersion: b.ref.version,
     });
-    if (b.token.type === TOKEN_PLATFORM) await this.remember(meta.uuid, meta.headerPath);
+    if (b.token.type === TOKEN_PLATFORM) await this.remember(meta.uuid, meta.headerPath, meta.imagePath);
     Object.assign(meta, fresh);
     return { keyslot, ref: { ...b.ref, uri: storedUri(b.ref.uri) }, removed };
   }
@@ -622,17 +624,25 @@ export class KeyManager {
     if (newest === undefined) return [];
     const used = new Set<number>([newest]);
     for (const k of await knownVolumes(store.dir)) {
-      let meta: Luks2Metadata;
-      try {
-        meta = await readLuks2(k.header);
-      } catch (err) {
-        if (isAtrestError(err) && (err.code === 'FILE_NOT_FOUND' || err.code === 'NOT_LUKS2')) {
-          await k.forget();
-          continue;
+      // the header where it was recorded, else in the image (an in-place conversion moves it there)
+      let meta: Luks2Metadata | null = null;
+      for (const [header, image] of [
+        [k.header, k.image],
+        [k.image, k.image],
+      ] as const) {
+        try {
+          const m = await readLuks2(header, { imagePath: image });
+          if (m.uuid === k.uuid) {
+            meta = m;
+            break;
+          }
+        } catch (err) {
+          if (!(isAtrestError(err) && (err.code === 'FILE_NOT_FOUND' || err.code === 'NOT_LUKS2'))) {
+            return []; // cannot tell what it uses: keep everything
+          }
         }
-        return []; // cannot tell what it uses: keep everything
       }
-      if (meta.uuid !== k.uuid) {
+      if (meta === null) {
         await k.forget();
         continue;
       }

@@ -1,0 +1,140 @@
+// `atrest encrypt`: in-place encryption in the foreground (with a progress bar), or pause/resume in the daemon.
+import { resolve } from 'node:path';
+import { CryptoPool } from '../crypto/index.js';
+import { AtrestError } from '../errors/index.js';
+import type { KeyManager } from '../keys/index.js';
+import { openConversion } from '../daemon/conversion.js';
+import type { RuntimePaths } from '../daemon/paths.js';
+import { acquireImageLock, Converter, PlainCipher, type ConvertProgress } from '../volume/index.js';
+import { formatBytes } from './size.js';
+
+/** A test hook: ATREST_TEST_KILL_AT=point:n SIGKILLs this process the n-th time it reaches point. */
+export function killPointFromEnv(env: NodeJS.ProcessEnv = process.env): ((name: string) => void) | undefined {
+  const spec = env.ATREST_TEST_KILL_AT;
+  if (!spec) return undefined;
+  const [point, nth = '1'] = spec.split(':');
+  let count = 0;
+  return (name: string) => {
+    if (name === point && ++count === Number(nth)) process.kill(process.pid, 'SIGKILL');
+  };
+}
+
+function eta(s: number | null): string {
+  if (s === null) return '--';
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** One line of progress: percent, bytes, rate, ETA. */
+export function progressLine(p: ConvertProgress): string {
+  return (
+    `${p.percent.toFixed(1).padStart(5)}%  ${formatBytes(p.done)} of ${formatBytes(p.total)}  ` +
+    `${formatBytes(p.rate)}/s  ETA ${eta(p.etaSeconds)}`
+  );
+}
+
+/** A progress bar on a terminal, plain lines (every 10%) otherwise. */
+function progressPrinter(): { update(p: ConvertProgress): void; end(): void } {
+  const tty = process.stderr.isTTY;
+  let lastDecile = -1;
+  let lastDraw = 0;
+  return {
+    update(p: ConvertProgress): void {
+      if (tty) {
+        const now = Date.now();
+        if (now - lastDraw < 100 && p.done < p.total) return;
+        lastDraw = now;
+        const width = 30;
+        const filled = Math.round((p.percent / 100) * width);
+        process.stderr.write(
+          `\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${progressLine(p)}\x1b[K`,
+        );
+      } else {
+        const decile = Math.floor(p.percent / 10);
+        if (decile !== lastDecile) {
+          lastDecile = decile;
+          process.stderr.write(`encrypt: ${progressLine(p)}\n`);
+        }
+      }
+    },
+    end(): void {
+      if (tty) process.stderr.write('\n');
+    },
+  };
+}
+
+export interface EncryptArgs {
+  image: string;
+  header?: string | undefined;
+  sectorSize: 512 | 1024 | 2048 | 4096;
+  passphrase?: Buffer;
+  kek?: string | undefined;
+  maxRate: number;
+  iterTimeMs?: number | undefined;
+}
+
+/** Encrypts (or finishes encrypting) an image in place, in this process. */
+export async function encryptOffline(paths: RuntimePaths, km: KeyManager, a: EncryptArgs): Promise<void> {
+  const image = resolve(a.image);
+  const header = a.header === undefined ? undefined : resolve(a.header);
+  const lock = await acquireImageLock(image, paths.lockDir);
+  let pool: CryptoPool | null = null;
+  try {
+    const conv = await openConversion(image, {
+      ...(header === undefined ? {} : { header }),
+      sectorSize: a.sectorSize,
+      start: true,
+      keys: {
+        km,
+        ...(a.passphrase === undefined ? {} : { passphrase: a.passphrase }),
+        ...(a.kek === undefined ? {} : { kek: a.kek }),
+        ...(a.iterTimeMs === undefined ? {} : { iterTimeMs: a.iterTimeMs }),
+      },
+    });
+    if (conv === null) {
+      throw new AtrestError('USAGE', `${image} is already an encrypted LUKS2 volume`, {
+        path: image,
+        hint: 'to move it to a new volume key use `atrest reencrypt`',
+      });
+    }
+    if (conv.plan.mode !== 'encrypt') {
+      throw new AtrestError('USAGE', `${image} is being re-encrypted, not encrypted`, {
+        hint: 'resume it with `atrest reencrypt`',
+      });
+    }
+    pool = new CryptoPool();
+    const key = await pool.addKey(conv.unlocked.volumeKey);
+    conv.unlocked.volumeKey.fill(0);
+    const printer = progressPrinter();
+    const killPoint = killPointFromEnv();
+    const converter = new Converter({
+      image,
+      header: conv.header,
+      plan: conv.plan,
+      target: key,
+      source: new PlainCipher(),
+      maxRate: a.maxRate,
+      onProgress: (p) => printer.update(p),
+      ...(killPoint ? { killPoint } : {}),
+    });
+    console.error(
+      `${conv.started ? 'encrypting' : 'resuming the encryption of'} ${image} in place ` +
+        `(${conv.plan.resilience === 'datashift' ? 'header attached: the image grows by 16 MiB' : 'detached header'})`,
+    );
+    const t0 = Date.now();
+    try {
+      await converter.run();
+    } finally {
+      printer.end();
+      await key.wipe();
+    }
+    const secs = (Date.now() - t0) / 1000;
+    console.log(
+      `encrypted ${image}: ${formatBytes(conv.plan.size)} in ${secs.toFixed(1)} s; it is now a LUKS2 volume (aes-xts-plain64)`,
+    );
+  } finally {
+    await pool?.destroy();
+    await lock.release();
+  }
+}
