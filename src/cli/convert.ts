@@ -5,7 +5,13 @@ import { AtrestError } from '../errors/index.js';
 import type { KeyManager } from '../keys/index.js';
 import { openConversion } from '../daemon/conversion.js';
 import type { RuntimePaths } from '../daemon/paths.js';
-import { acquireImageLock, Converter, PlainCipher, type ConvertProgress } from '../volume/index.js';
+import {
+  acquireImageLock,
+  Converter,
+  finishedConversion,
+  PlainCipher,
+  type ConvertProgress,
+} from '../volume/index.js';
 import { formatBytes } from './size.js';
 
 /** A test hook: ATREST_TEST_KILL_AT=point:n SIGKILLs this process the n-th time it reaches point. */
@@ -93,6 +99,10 @@ export async function encryptOffline(paths: RuntimePaths, km: KeyManager, a: Enc
       },
     });
     if (conv === null) {
+      if (await finishedConversion(header ?? image)) {
+        console.log(`${image} is encrypted: the earlier run had finished`);
+        return;
+      }
       throw new AtrestError('USAGE', `${image} is already an encrypted LUKS2 volume`, {
         path: image,
         hint: 'to move it to a new volume key use `atrest reencrypt`',

@@ -747,6 +747,17 @@ export async function finalizeConversion(
   plan: ConvertPlan,
   kill: (name: string) => void = () => undefined,
 ): Promise<void> {
+  // the sums hash source sectors (plaintext, for encrypt): gone before the plan is; the records stay
+  // (numbers only) until the area is reused, so a crash from here on still finds front = 0
+  const wipe = await open(header, 'r+');
+  try {
+    const sums = plan.area.size - 2 * RECORD_BYTES;
+    await wipe.write(Buffer.alloc(sums), 0, sums, plan.area.offset + 2 * RECORD_BYTES);
+    await wipe.sync();
+  } finally {
+    await wipe.close();
+  }
+  kill('sums-wiped');
   let finalHeader = header;
   if (plan.sidecar) {
     const src = await open(header, 'r');
@@ -754,7 +765,7 @@ export async function finalizeConversion(
     try {
       const buf = Buffer.alloc(DEFAULT_DATA_OFFSET);
       await src.read(buf, 0, buf.length, 0);
-      buf.fill(0, plan.area.offset, plan.area.offset + plan.area.size);
+      buf.fill(0, plan.area.offset + 2 * RECORD_BYTES, plan.area.offset + plan.area.size);
       await dst.write(buf, 0, buf.length, 0);
       kill('header-copied');
       await dst.sync();
@@ -772,13 +783,6 @@ export async function finalizeConversion(
     await writeMetadata(meta, json);
     kill('unmarked');
   }
-  const fh = await open(finalHeader, 'r+');
-  try {
-    await fh.write(Buffer.alloc(plan.area.size), 0, plan.area.size, plan.area.offset);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
   if (plan.sidecar) {
     await unlink(header).catch((err: unknown) => {
       if ((err as { code?: unknown }).code !== 'ENOENT') throw fromSystemError(err, header, 'header');
@@ -786,6 +790,23 @@ export async function finalizeConversion(
     const d = await open(dirname(image), 'r');
     await d.sync().finally(() => d.close());
     kill('sidecar-removed');
+  }
+}
+
+/**
+ * Whether the header of a finished LUKS2 volume still holds the progress records of the in-place
+ * conversion that made it (the run was interrupted after its very last step that mattered).
+ */
+export async function finishedConversion(header: string): Promise<boolean> {
+  const fh = await open(header, 'r').catch(() => null);
+  if (fh === null) return false;
+  try {
+    const buf = Buffer.alloc(2 * RECORD_BYTES);
+    await fh.read(buf, 0, buf.length, AREA_OFFSET);
+    const recs = [decodeRecord(buf.subarray(0, RECORD_BYTES)), decodeRecord(buf.subarray(RECORD_BYTES))];
+    return recs.some((r) => r !== null && r.front === 0);
+  } finally {
+    await fh.close();
   }
 }
 
@@ -822,6 +843,8 @@ export async function findConversion(
     meta = await readLuks2(h, { imagePath: image });
   } catch (err) {
     if (isAtrestError(err) && err.code === 'NOT_LUKS2') return null;
+    // a detached header not written yet: nothing started
+    if (isAtrestError(err) && err.code === 'FILE_NOT_FOUND' && header !== undefined) return null;
     throw err;
   }
   if (!meta.converting) return null;

@@ -16,6 +16,7 @@ export {
   DEFAULT_BATCH_BYTES,
   findConversion,
   finalizeConversion,
+  finishedConversion,
   growForConversion,
   markConverting,
   nodeIo,

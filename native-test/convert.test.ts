@@ -1,0 +1,284 @@
+// In-place encryption end to end: SIGKILL at chosen instants then resume, online conversion under fio,
+// cryptsetup on the result, bad input (run as root).
+import { createHash, randomBytes } from 'node:crypto';
+import { open, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BIN, makeAtrestEnv, must, run, waitForExit, type AtrestEnv } from './helpers/cli.js';
+import { decryptSector, dumpVolumeKey } from './helpers/cryptsetup.js';
+
+const MiB = 1024 * 1024;
+let t: AtrestEnv;
+
+beforeEach(async () => {
+  t = await makeAtrestEnv('atrest-convert-');
+});
+afterEach(async () => {
+  await t.cleanup();
+});
+
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+async function plainImage(size: number, name = 'p.img'): Promise<{ path: string; data: Buffer }> {
+  const path = join(t.dir, name);
+  const data = randomBytes(size);
+  await writeFile(path, data);
+  return { path, data };
+}
+
+async function keyFile(): Promise<string> {
+  const p = join(t.dir, 'key');
+  await writeFile(p, randomBytes(32), { mode: 0o600 });
+  return p;
+}
+
+/** The decrypted view, read through atrest (open, read the disk file, close). */
+async function decryptedView(image: string, args: string[] = []): Promise<Buffer> {
+  const r = await t.atrest(['open', image, 'view', ...args]);
+  expect(r.code, r.stderr).toBe(0);
+  try {
+    return await readFile(r.stdout.trim());
+  } finally {
+    expect((await t.atrest(['close', 'view'])).code).toBe(0);
+  }
+}
+
+function expectOneLineError(r: { code: number; stderr: string }, exit: number, text: RegExp): void {
+  expect(r.code, r.stderr).toBe(exit);
+  const lines = r.stderr.trim().split('\n');
+  expect(lines, r.stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(/^atrest: /);
+  expect(lines[0]).toMatch(text);
+}
+
+describe('atrest encrypt: SIGKILL at chosen instants, then resume', () => {
+  // attached header (datashift) and detached header (checksum) each at their own points
+  const attached: Array<[string, number]> = [
+    ['after-grow', 1],
+    ['before-data-write', 1],
+    ['mid-data-write', 1],
+    ['after-data-write', 1],
+    ['after-data-sync', 1],
+    ['record-written', 1],
+    ['after-checkpoint', 1],
+    ['mid-data-write', 2],
+    ['after-data-sync', 3],
+    ['record-written', 3],
+    ['header-copied', 1],
+    ['header-synced', 1],
+    ['unmarked', 1],
+    ['sidecar-removed', 1],
+  ];
+  const detached: Array<[string, number]> = [
+    ['sums-written', 1],
+    ['record-written', 1],
+    ['after-arm', 2],
+    ['mid-data-write', 2],
+    ['after-data-write', 1],
+    ['after-data-sync', 2],
+    ['record-written', 4],
+    ['after-final-record', 1],
+    ['unmarked', 1],
+  ];
+  const cases = [
+    ...attached.map(([p, n]) => ({ header: false, point: p, nth: n })),
+    ...detached.map(([p, n]) => ({ header: true, point: p, nth: n })),
+  ];
+
+  it(`${cases.length} kill points: each resumes to the exact original; the result is standard LUKS2`, async () => {
+    const key = await keyFile();
+    const failures: string[] = [];
+    for (const [i, c] of cases.entries()) {
+      const { path, data } = await plainImage(3 * 8 * MiB + 3 * 4096, `k${i}.img`);
+      const hdrArgs = c.header ? ['--header', join(t.dir, `k${i}.hdr`)] : [];
+      const args = ['encrypt', path, '--key-file', key, '--iter-time', '10', ...hdrArgs];
+      const env = { ...t.env, ATREST_TEST_KILL_AT: `${c.point}:${c.nth}` };
+      const r1 = await run(process.execPath, [BIN, ...args], {
+        env,
+        timeoutMs: 60_000,
+      });
+      if (r1.code !== 137 && r1.code !== 128)
+        failures.push(`${c.point}#${c.nth}: not killed (exit ${r1.code})`);
+      // cryptsetup must refuse an image under conversion: no LUKS header in the image (attached), or
+      // one whose unmet requirement makes it refuse changes and activation (detached)
+      const marked = !['unmarked', 'sidecar-removed'].includes(c.point);
+      if (marked && !c.header && (await run('cryptsetup', ['isLuks', path])).code === 0) {
+        const dump = await run('cryptsetup', ['luksDump', path]);
+        if (!/Requirements:\s+atrest-convert-v1/.test(dump.stdout)) {
+          failures.push(`${c.point}#${c.nth}: the image looks like plain LUKS while being converted`);
+        }
+      }
+      if (marked && c.header) {
+        const dump = await run('cryptsetup', ['luksDump', '--header', hdrArgs[1] ?? '', path]);
+        const cfg = await run('cryptsetup', ['config', '--label', 'x', '--header', hdrArgs[1] ?? '', path]);
+        if (!/Requirements:\s+atrest-convert-v1/.test(dump.stdout) || cfg.code === 0) {
+          failures.push(`${c.point}#${c.nth}: cryptsetup does not see the conversion mark`);
+        }
+      }
+      const r2 = await t.atrest(args);
+      expect(r2.code, `${c.point}#${c.nth}: ${r2.stderr}`).toBe(0);
+      const got = await decryptedView(path, ['--key-file', key, ...hdrArgs]);
+      if (sha(got) !== sha(data)) failures.push(`${c.point}#${c.nth}: decrypted view differs`);
+    }
+    expect(failures).toEqual([]);
+    // the last result: cryptsetup reads it and its data decrypts with the dumped volume key
+    const last = cases.length - 1;
+    const img = join(t.dir, `k${last}.img`);
+    const hdr = join(t.dir, `k${last}.hdr`);
+    await must('cryptsetup', ['luksDump', '--header', hdr, img]);
+    await must('cryptsetup', ['open', '--test-passphrase', '--key-file', key, '--header', hdr, img]);
+    const a0 = join(t.dir, 'k0.img');
+    await must('cryptsetup', ['luksDump', a0]);
+    await must('cryptsetup', ['open', '--test-passphrase', '--key-file', key, a0]);
+    const vk = await dumpVolumeKey(t.dir, a0, key);
+    const fh = await open(a0, 'r');
+    const ct = Buffer.alloc(4096);
+    await fh.read(ct, 0, 4096, 16 * MiB + 8 * MiB);
+    await fh.close();
+    const view0 = await decryptedView(a0, ['--key-file', key]);
+    expect(decryptSector(vk, ct, (8 * MiB) / 512).equals(view0.subarray(8 * MiB, 8 * MiB + 4096))).toBe(true);
+  });
+});
+
+describe('online conversion', () => {
+  it('open encrypts a plaintext image while fio --verify writes through the disk file', async () => {
+    const size = 64 * MiB;
+    const { path, data } = await plainImage(size);
+    let r = await t.atrest(['open', path, 'on']);
+    expect(r.code, r.stderr).toBe(0);
+    const disk = r.stdout.trim();
+    // slow the conversion so fio runs while it is under way
+    expect((await t.atrest(['encrypt', '--pause', 'on'])).code).toBe(0);
+    r = await t.atrest(['status', 'on', '--json']);
+    const conv = (
+      JSON.parse(r.stdout) as { volumes: Array<{ conversion: { state: string; total: number } }> }
+    ).volumes[0]?.conversion;
+    expect(conv).toMatchObject({ state: 'paused', total: size });
+    expect((await t.atrest(['encrypt', '--resume', 'on'])).code).toBe(0);
+    const fio = await run(
+      'fio',
+      [
+        '--name=conv',
+        `--filename=${disk}`,
+        '--ioengine=libaio',
+        '--direct=1',
+        '--iodepth=8',
+        '--rw=randwrite',
+        '--bs=4k',
+        '--offset=24M',
+        '--size=16M',
+        '--verify=crc32c',
+        '--do_verify=1',
+        '--verify_fatal=1',
+        '--verify_state_save=0',
+      ],
+      { timeoutMs: 180_000 },
+    );
+    expect(fio.code, fio.stderr + fio.stdout).toBe(0);
+    // wait for the end of the conversion
+    for (let i = 0; i < 600; i++) {
+      r = await t.atrest(['status', 'on', '--json']);
+      const s = (JSON.parse(r.stdout) as { volumes: Array<{ conversion?: { state: string } }> }).volumes[0];
+      if (s?.conversion?.state === 'done') break;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    const after = await readFile(disk);
+    expect(sha(after.subarray(0, 24 * MiB))).toBe(sha(data.subarray(0, 24 * MiB)));
+    expect(sha(after.subarray(40 * MiB))).toBe(sha(data.subarray(40 * MiB)));
+    // fio's own region verifies after the conversion too
+    const verify = await run(
+      'fio',
+      [
+        '--name=conv',
+        `--filename=${disk}`,
+        '--ioengine=libaio',
+        '--direct=1',
+        '--iodepth=8',
+        '--rw=randwrite',
+        '--bs=4k',
+        '--offset=24M',
+        '--size=16M',
+        '--verify=crc32c',
+        '--verify_only',
+        '--verify_fatal=1',
+        '--verify_state_save=0',
+      ],
+      { timeoutMs: 120_000 },
+    );
+    expect(verify.code, verify.stderr + verify.stdout).toBe(0);
+    expect((await t.atrest(['close', 'on'])).code).toBe(0);
+    expect((await stat(path)).size).toBe(size + 16 * MiB);
+    const raw = await readFile(path);
+    expect(raw.includes(data.subarray(0, 4096))).toBe(false);
+    const again = await decryptedView(path);
+    expect(sha(again)).toBe(sha(after));
+  });
+
+  it('a daemon killed mid-conversion resumes on the next open', async () => {
+    const { path, data } = await plainImage(48 * MiB);
+    let r = await t.atrest(['open', path, 'dk']);
+    expect(r.code, r.stderr).toBe(0);
+    await new Promise((res) => setTimeout(res, 300));
+    const pid = Number((await readFile(join(t.dir, 'state', 'daemon.pid'), 'utf8')).trim());
+    process.kill(pid, 'SIGKILL');
+    await waitForExit(pid, 10_000);
+    r = await t.atrest(['open', path, 'dk']);
+    expect(r.code, r.stderr).toBe(0);
+    const disk = r.stdout.trim();
+    expect(sha(await readFile(disk))).toBe(sha(data));
+    expect((await t.atrest(['close', 'dk'])).code).toBe(0);
+    expect(sha(await decryptedView(path))).toBe(sha(data));
+  });
+});
+
+describe('atrest encrypt: bad input, image unchanged', () => {
+  it('already LUKS2, size not whole sectors, open elsewhere, read-only file, not enough space', async () => {
+    const key = await keyFile();
+    const luks = join(t.dir, 'l.img');
+    expect(
+      (
+        await t.atrest([
+          'format',
+          luks,
+          '--size',
+          '8M',
+          '--key-file',
+          key,
+          '--pbkdf-force-iterations',
+          '1000',
+        ])
+      ).code,
+    ).toBe(0);
+    expectOneLineError(await t.atrest(['encrypt', luks, '--key-file', key]), 2, /already .*LUKS.*reencrypt/);
+
+    const odd = await plainImage(4096 + 1024, 'odd.img');
+    expectOneLineError(
+      await t.atrest(['encrypt', odd.path]),
+      2,
+      /not a whole number of 4096-byte sectors.*--sector-size 1024/,
+    );
+    expect(sha(await readFile(odd.path))).toBe(sha(odd.data));
+
+    const busy = await plainImage(4 * MiB, 'busy.img');
+    expect((await t.atrest(['open', busy.path, 'busy', '--key-file', key])).code).toBe(0);
+    expectOneLineError(await t.atrest(['encrypt', busy.path, '--key-file', key]), 7, /busy|in use|open/i);
+    expect((await t.atrest(['close', 'busy'])).code).toBe(0);
+
+    // a small tmpfs: not enough space for the header; then read-only
+    const mnt = join(t.dir, 'small');
+    await must('mkdir', ['-p', mnt]);
+    await must('mount', ['-t', 'tmpfs', '-o', 'size=12M', 'tmpfs', mnt]);
+    try {
+      const img = join(mnt, 's.img');
+      const d = randomBytes(4 * MiB);
+      await writeFile(img, d);
+      expectOneLineError(await t.atrest(['encrypt', img, '--key-file', key]), 4, /not enough free space/);
+      expect(sha(await readFile(img))).toBe(sha(d));
+      await must('mount', ['-o', 'remount,ro', mnt]);
+      expectOneLineError(await t.atrest(['encrypt', img, '--key-file', key]), 4, /read-only/);
+      expect(sha(await readFile(img))).toBe(sha(d));
+    } finally {
+      await run('umount', ['-l', mnt]);
+    }
+  });
+});
