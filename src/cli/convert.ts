@@ -3,11 +3,12 @@ import { resolve } from 'node:path';
 import { CryptoPool } from '../crypto/index.js';
 import { AtrestError } from '../errors/index.js';
 import type { KeyManager } from '../keys/index.js';
-import { openConversion } from '../daemon/conversion.js';
+import { openConversion, startReencrypt } from '../daemon/conversion.js';
 import type { RuntimePaths } from '../daemon/paths.js';
 import {
   acquireImageLock,
   Converter,
+  findConversion,
   finishedConversion,
   PlainCipher,
   type ConvertProgress,
@@ -41,7 +42,7 @@ export function progressLine(p: ConvertProgress): string {
 }
 
 /** A progress bar on a terminal, plain lines (every 10%) otherwise. */
-function progressPrinter(): { update(p: ConvertProgress): void; end(): void } {
+function progressPrinter(label = 'encrypt'): { update(p: ConvertProgress): void; end(): void } {
   const tty = process.stderr.isTTY;
   let lastDecile = -1;
   let lastDraw = 0;
@@ -60,7 +61,7 @@ function progressPrinter(): { update(p: ConvertProgress): void; end(): void } {
         const decile = Math.floor(p.percent / 10);
         if (decile !== lastDecile) {
           lastDecile = decile;
-          process.stderr.write(`encrypt: ${progressLine(p)}\n`);
+          process.stderr.write(`${label}: ${progressLine(p)}\n`);
         }
       }
     },
@@ -142,6 +143,80 @@ export async function encryptOffline(paths: RuntimePaths, km: KeyManager, a: Enc
     const secs = (Date.now() - t0) / 1000;
     console.log(
       `encrypted ${image}: ${formatBytes(conv.plan.size)} in ${secs.toFixed(1)} s; it is now a LUKS2 volume (aes-xts-plain64)`,
+    );
+  } finally {
+    await pool?.destroy();
+    await lock.release();
+  }
+}
+
+export interface ReencryptArgs {
+  image: string;
+  header?: string | undefined;
+  keyFiles: Buffer[];
+  maxRate: number;
+  iterTimeMs?: number | undefined;
+}
+
+/** Re-encrypts (or resumes re-encrypting) a closed volume under a new volume key, in this process. */
+export async function reencryptOffline(paths: RuntimePaths, km: KeyManager, a: ReencryptArgs): Promise<void> {
+  const image = resolve(a.image);
+  const header = a.header === undefined ? undefined : resolve(a.header);
+  const hdr = header === undefined ? {} : { header };
+  const lock = await acquireImageLock(image, paths.lockDir);
+  let pool: CryptoPool | null = null;
+  try {
+    const found = await findConversion(image, header);
+    if (found !== null && found.plan.mode === 'encrypt') {
+      throw new AtrestError('USAGE', `${image} is being encrypted in place, not re-encrypted`, {
+        hint: 'finish that first with `atrest encrypt IMAGE`',
+      });
+    }
+    if (found === null) {
+      const keys = {
+        km,
+        keyFiles: a.keyFiles,
+        ...(a.iterTimeMs === undefined ? {} : { iterTimeMs: a.iterTimeMs }),
+      };
+      const { recovery } = await startReencrypt(image, { ...hdr, keys });
+      for (const r of recovery) {
+        console.error('new recovery key (the old one no longer works; shown once, store it somewhere safe):');
+        process.stdout.write(Buffer.concat([r.passphrase, Buffer.from('\n')]));
+        r.passphrase.fill(0);
+      }
+    }
+    const conv = await openConversion(image, { ...hdr, start: false, keys: { km, keyFiles: a.keyFiles } });
+    if (conv === null || conv.oldKey === null)
+      throw new AtrestError('INTERNAL', `no reencryption of ${image} found`);
+    pool = new CryptoPool();
+    const target = await pool.addKey(conv.unlocked.volumeKey);
+    conv.unlocked.volumeKey.fill(0);
+    const source = await pool.addKey(conv.oldKey);
+    conv.oldKey.fill(0);
+    const printer = progressPrinter('reencrypt');
+    const converter = new Converter({
+      image,
+      header: conv.header,
+      plan: conv.plan,
+      target,
+      source,
+      maxRate: a.maxRate,
+      onProgress: (p) => printer.update(p),
+      ...(killPoint ? { killPoint } : {}),
+    });
+    console.error(
+      `${found === null ? 're-encrypting' : 'resuming the re-encryption of'} ${image} under a new volume key`,
+    );
+    const t0 = Date.now();
+    try {
+      await converter.run();
+    } finally {
+      printer.end();
+      await source.wipe();
+      await target.wipe();
+    }
+    console.log(
+      `re-encrypted ${image}: ${formatBytes(conv.plan.size)} in ${((Date.now() - t0) / 1000).toFixed(1)} s; the old volume key is gone`,
     );
   } finally {
     await pool?.destroy();

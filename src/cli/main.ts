@@ -20,7 +20,7 @@ import { ensureDaemon, request, waitForDaemonExit } from '../daemon/client.js';
 import { runtimePaths } from '../daemon/paths.js';
 import { Daemon } from '../daemon/server.js';
 import type { EncryptionStatus, VolumeStatus } from '../daemon/protocol.js';
-import { encryptOffline } from './convert.js';
+import { encryptOffline, reencryptOffline } from './convert.js';
 import { keyCommands } from './keys.js';
 import { formatBytes, parseSize } from './size.js';
 
@@ -399,6 +399,72 @@ export async function main(argv: string[]): Promise<number> {
           });
         } finally {
           passphrase?.fill(0);
+          km.close();
+        }
+      },
+    )
+    .command(
+      'reencrypt <target>',
+      'move all data of a volume (IMAGE, or open volume NAME) to a new volume key, in place and crash-safe',
+      (y) =>
+        y
+          .positional('target', {
+            type: 'string',
+            demandOption: true,
+            describe: 'image path, or the NAME of an open volume',
+          })
+          .option('key-file', {
+            type: 'string',
+            array: true,
+            describe: 'passphrase of a passphrase/recovery key slot (repeatable); bound slots need none',
+          })
+          .option('header', { type: 'string', describe: 'detached header file' })
+          .option('max-rate', { type: 'string', describe: 'throttle, bytes per second (e.g. 100M)' })
+          .option('iter-time', {
+            type: 'number',
+            describe: 'PBKDF2 benchmark target in ms for passphrase slots',
+          }),
+      async (a) => {
+        requireRoot();
+        const maxRate = a['max-rate'] === undefined ? undefined : parseSize(a['max-rate']);
+        const keyFiles = a['key-file'] ?? [];
+        const isName = !a.target.includes('/') && a.header === undefined;
+        if (isName) {
+          const open = ((await request(paths, { op: 'status' }).catch(() => [])) as VolumeStatus[]).some(
+            (v) => v.name === a.target,
+          );
+          if (open) {
+            const r = (await request(paths, {
+              op: 'reencrypt',
+              name: a.target,
+              keyFiles: keyFiles.map((f) => resolve(f)),
+              ...(maxRate === undefined ? {} : { maxRate }),
+            })) as { recovery: string[] };
+            for (const rec of r.recovery) {
+              console.error(
+                'new recovery key (the old one no longer works; shown once, store it somewhere safe):',
+              );
+              console.log(rec);
+            }
+            console.log(
+              `re-encrypting ${a.target} under a new volume key in the daemon; see atrest status ${a.target}`,
+            );
+            return;
+          }
+        }
+        const files: Buffer[] = [];
+        const km = manager();
+        try {
+          for (const f of keyFiles) files.push(await loadKey(f));
+          await reencryptOffline(paths, km, {
+            image: a.target,
+            header: a.header,
+            keyFiles: files,
+            maxRate: maxRate ?? 0,
+            iterTimeMs: a['iter-time'],
+          });
+        } finally {
+          for (const f of files) f.fill(0);
           km.close();
         }
       },

@@ -45,6 +45,7 @@ export type Request =
   | { op: 'close'; name: string }
   | { op: 'status'; name?: string }
   | { op: 'convert'; name: string; action: 'pause' | 'resume' }
+  | { op: 'reencrypt'; name: string; keyFiles: string[]; maxRate?: number }
   | { op: 'shutdown' };
 
 export interface VolumeStatus {
@@ -112,6 +113,13 @@ export function parseEnvelope(value: unknown): Envelope {
       const action = q.action === 'pause' || q.action === 'resume' ? q.action : null;
       if (action === null) throw new AtrestError('USAGE', 'convert action must be pause or resume');
       return { id, request: { op: 'convert', name: str(q.name, 'name'), action } };
+    }
+    case 'reencrypt': {
+      const files = Array.isArray(q.keyFiles) ? q.keyFiles.map((f, i) => str(f, `keyFiles[${i}]`)) : [];
+      const req: Request = { op: 'reencrypt', name: str(q.name, 'name'), keyFiles: files };
+      if (typeof q.maxRate === 'number' && Number.isSafeInteger(q.maxRate) && q.maxRate >= 0)
+        req.maxRate = q.maxRate;
+      return { id, request: req };
     }
     case 'status': {
       const name = optStr(q.name, 'name');

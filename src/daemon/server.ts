@@ -156,6 +156,8 @@ export class Daemon {
         return { closed: req.name };
       case 'status':
         return this.service.status(req.name);
+      case 'reencrypt':
+        return this.service.reencrypt(req.name, req.keyFiles, req.maxRate);
       case 'convert':
         this.service.controlConversion(req.name, req.action);
         return { [req.action === 'pause' ? 'paused' : 'resumed']: req.name };

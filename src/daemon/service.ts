@@ -2,7 +2,7 @@
 import { realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { CryptoPool, requireFips } from '../crypto/index.js';
+import { CryptoPool, requireFips, type PoolKey } from '../crypto/index.js';
 import type { CryptoPoolOptions } from '../crypto/index.js';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import {
@@ -24,12 +24,13 @@ import {
   acquireImageLock,
   Converter,
   PlainCipher,
+  ShiftedCipher,
   Volume,
   type ConversionSplit,
   type ImageLock,
   type SectorCipher,
 } from '../volume/index.js';
-import { openConversion } from './conversion.js';
+import { openConversion, startReencrypt } from './conversion.js';
 import { mounts, serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
 import { VOLUME_NAME_RE, type RuntimePaths } from './paths.js';
 import type { EncryptionStatus, OpenRequest, VolumeStatus } from './protocol.js';
@@ -85,7 +86,7 @@ interface Layout {
   binding: LiveBinding | null;
   /** The file holding the header (a sidecar while an attached-header encryption runs). */
   header: string;
-  conversion: { converter: Converter; split: ConversionSplit } | null;
+  conversion: { converter: Converter; split: ConversionSplit; oldKey: PoolKey | null } | null;
 }
 
 /** Default throttle of online conversions: leaves most of the disk and CPU to the volume's users. */
@@ -112,7 +113,7 @@ interface OpenVolume {
   binding: LiveBinding | null;
   plain: boolean;
   locked: { reason: string; at: Date } | null;
-  conversion: { converter: Converter; done: Promise<void> | null } | null;
+  conversion: { converter: Converter; done: Promise<void> | null; oldKey: PoolKey | null } | null;
 }
 
 /** Runs `fn` for each of `undo` in reverse, ignoring failures: used to unwind a half-done open. */
@@ -273,9 +274,12 @@ export class VolumeService {
     const c = v.conversion;
     if (c === null) return;
     c.done = c.converter.run().then(
-      (finished) => {
+      async (finished) => {
         if (!finished) return;
         if (c.converter.plan.sidecar) v.header = v.image;
+        // a reencryption is over: the old key goes from the workers too
+        await c.oldKey?.wipe();
+        c.oldKey = null;
         this.log.info(
           { event: 'convert-done', volume: v.name, mode: c.converter.plan.mode },
           'conversion finished',
@@ -293,6 +297,74 @@ export class VolumeService {
         );
       },
     );
+  }
+
+  /**
+   * Re-encrypts an open volume under a new volume key, online: the header switches to the new key
+   * (keyslots by the same methods), then the volume serves converted data with the new key and the
+   * rest with the old one while the conversion runs. Returns new recovery passphrases to print once.
+   */
+  async reencrypt(name: string, keyFiles: string[], maxRate?: number): Promise<{ recovery: string[] }> {
+    const v = this.volumes.get(name);
+    if (!v)
+      throw new AtrestError('NOT_OPEN', `no open volume is named ${name}`, { hint: 'see `atrest status`' });
+    if (v.plain) throw new AtrestError('USAGE', `volume ${name} is a benchmark volume`);
+    if (v.locked !== null) throw new AtrestError('LOCKED', `volume ${name} is locked (${v.locked.reason})`);
+    if (v.readOnly) throw new AtrestError('READ_ONLY', `volume ${name} is open read-only`);
+    if (v.conversion !== null && v.conversion.converter.progress().state !== 'done') {
+      throw new AtrestError('REENCRYPT_IN_PROGRESS', `volume ${name} is already being converted`, {
+        hint: 'see `atrest status`',
+      });
+    }
+    if (this.busy.has(name))
+      throw new AtrestError('NAME_IN_USE', `volume ${name} is busy`, { hint: 'try again' });
+    this.busy.add(name);
+    const files: Buffer[] = [];
+    try {
+      for (const f of keyFiles) files.push(await readKeyFile(f));
+      const km =
+        v.binding?.km ??
+        new KeyManager({
+          keyStoreDir: this.opts.keyStore ?? this.paths.keyStore,
+          audit: (e) => this.audit({ ...e, name }),
+          fips: this.opts.fips === true,
+          pkcs11: this.getPkcs11(),
+        });
+      const header = v.header === v.image ? {} : { header: v.header };
+      const { recovery } = await startReencrypt(v.image, { ...header, keys: { km, keyFiles: files } });
+      const conv = await openConversion(v.image, { ...header, start: false, keys: { km, keyFiles: files } });
+      if (conv === null || conv.oldKey === null)
+        throw new AtrestError('INTERNAL', 'reencryption did not start');
+      const newKey = await this.getPool().addKey(conv.unlocked.volumeKey);
+      conv.unlocked.volumeKey.fill(0);
+      const oldKey = await this.getPool().addKey(conv.oldKey);
+      conv.oldKey.fill(0);
+      const { plan } = conv;
+      const converter = new Converter({
+        image: v.image,
+        header: conv.header,
+        plan,
+        target: newKey,
+        source: oldKey,
+        maxRate: maxRate ?? DEFAULT_ONLINE_RATE,
+      });
+      const front = await converter.prepare();
+      await v.volume.beginConversion(newKey, {
+        front,
+        sourceOffset: plan.sourceOffset,
+        sourceCipher: plan.sourceIvTweak === 0 ? oldKey : new ShiftedCipher(oldKey, plan.sourceIvTweak),
+      });
+      await v.key.wipe(); // the volume's own copy of the old key; the converter's goes at the end
+      v.key = newKey;
+      converter.attach(v.volume);
+      v.conversion = { converter, done: null, oldKey };
+      this.runConversion(v);
+      this.log.info({ event: 'reencrypt-start', volume: name }, 're-encrypting under a new volume key');
+      return { recovery: recovery.map((r) => r.passphrase.toString('latin1')) };
+    } finally {
+      for (const f of files) f.fill(0);
+      this.busy.delete(name);
+    }
   }
 
   /** Pauses or resumes the conversion of an open volume. */
@@ -428,7 +500,10 @@ export class VolumeService {
         binding: u.binding,
         plain: req.benchPlain === true,
         locked: null,
-        conversion: u.conversion === null ? null : { converter: u.conversion.converter, done: null },
+        conversion:
+          u.conversion === null
+            ? null
+            : { converter: u.conversion.converter, done: null, oldKey: u.conversion.oldKey },
       };
     } catch (err) {
       await unwind(undo);
@@ -467,13 +542,16 @@ export class VolumeService {
       if (conv !== null) {
         volumeKey = conv.unlocked.volumeKey;
         const key = await this.getPool().addKey(volumeKey);
+        const oldKey = conv.oldKey === null ? null : await this.getPool().addKey(conv.oldKey);
+        conv.oldKey?.fill(0);
         const { plan } = conv;
+        const source: SectorCipher = oldKey ?? new PlainCipher();
         const converter = new Converter({
           image,
           header: conv.header,
           plan,
           target: key,
-          source: new PlainCipher(),
+          source,
           maxRate: req.maxRate ?? DEFAULT_ONLINE_RATE,
         });
         const front = await converter.prepare();
@@ -489,12 +567,17 @@ export class VolumeService {
           sectorSize: plan.sectorSize,
           ivTweak: 0,
           cipher: key,
-          key,
+          key: { wipe: async () => Promise.all([key.wipe(), oldKey?.wipe()]).then(() => undefined) },
           binding: liveBinding(conv.unlocked, km),
           header: conv.header,
           conversion: {
             converter,
-            split: { front, sourceOffset: plan.sourceOffset, sourceCipher: new PlainCipher() },
+            oldKey,
+            split: {
+              front,
+              sourceOffset: plan.sourceOffset,
+              sourceCipher: plan.sourceIvTweak === 0 ? source : new ShiftedCipher(source, plan.sourceIvTweak),
+            },
           },
         };
       }

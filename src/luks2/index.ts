@@ -34,6 +34,16 @@ export {
   VOLUME_KEY_SIZE,
   type FormatOptions,
 } from './format.js';
-export { addKeyslot, removeKeyslot, setToken, type AddKeyslotOptions, type KdfChoice } from './keyslots.js';
+export {
+  addKeyslot,
+  findAreaGap,
+  removeKeyslot,
+  replaceVolumeKey,
+  setToken,
+  wipeAreas,
+  type AddKeyslotOptions,
+  type KdfChoice,
+  type NewKeyslot,
+} from './keyslots.js';
 export { verifyVolumeKey, keyslotUnusableReason } from './unlock.js';
 export type { KeyslotInfo, TokenInfo, SegmentInfo, DigestInfo, JsonObject, Json } from './metadata.js';

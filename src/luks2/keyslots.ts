@@ -2,6 +2,7 @@
 import { Buffer } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { benchmarkPbkdf2Iterations, PBKDF2_MIN_ITERATIONS } from '../crypto/kdf.js';
+import { digestHandler } from './digest-pbkdf2.js';
 import { AtrestError } from '../errors/index.js';
 import { openFile } from './disk.js';
 import { KDF_SALT_LEN } from './kdf-table.js';
@@ -251,4 +252,112 @@ export async function setToken(meta: Luks2Metadata, id: number, token: JsonObjec
   if (token === null) delete tokens[String(id)];
   else tokens[String(id)] = { ...structuredClone(token), keyslots: token.keyslots ?? old.keyslots ?? [] };
   await writeMetadata(meta, json);
+}
+
+/** One keyslot of the new volume key in replaceVolumeKey. */
+export interface NewKeyslot {
+  passphrase: Uint8Array;
+  kdf: KdfChoice;
+  /** A token linked to it (its `keyslots` is set here). */
+  token?: JsonObject;
+}
+
+/**
+ * Puts a new volume key in place of the old one, in one metadata update: the keyslots of the old key
+ * and the tokens linked only to them go, a new digest and the given keyslots (written first into free
+ * keyslot-area space that also avoids `reserved`) come. `mutateJson` adds the last changes (the
+ * conversion mark and plan). Returns the areas of the old keyslots: the caller wipes them once the
+ * data no longer needs the old key. The segment's iv_tweak becomes 0 (data is rewritten under the new
+ * key from tweak 0).
+ */
+export async function replaceVolumeKey(
+  meta: Luks2Metadata,
+  newKey: Buffer,
+  slots: readonly NewKeyslot[],
+  opts: { reserved?: Array<{ offset: number; size: number }>; mutateJson?: (json: JsonObject) => void } = {},
+): Promise<Array<{ offset: number; size: number }>> {
+  const path = meta.headerPath;
+  refuseWhileConverting(meta);
+  if (slots.length === 0) throw new AtrestError('USAGE', `${path}: the new key needs at least one key slot`);
+  if (slots.length > KEYSLOTS_MAX) throw new AtrestError('USAGE', `${path}: too many key slots`);
+  const oldIds = new Set(meta.digest.keyslots);
+  const oldAreas = meta.keyslots.filter((k) => oldIds.has(k.id)).map((k) => ({ ...k.area }));
+  const taken = [...meta.keyslots.map((k) => k.area), ...(opts.reserved ?? [])];
+  const start = 2 * meta.hdrSize;
+  const json = structuredClone(meta.json);
+  const keyslotsJson = json.keyslots as Record<string, JsonObject>;
+  const tokens = json.tokens as Record<string, JsonObject>;
+  const digests = json.digests as Record<string, JsonObject>;
+  // drop the old key's keyslots, their tokens, and its digest
+  for (const id of oldIds) delete keyslotsJson[String(id)];
+  for (const [tid, t] of Object.entries(tokens)) {
+    if (!Array.isArray(t.keyslots)) continue;
+    const rest = t.keyslots.filter((k) => !oldIds.has(Number(k)));
+    if (rest.length === 0 && t.keyslots.length > 0) delete tokens[tid];
+    else t.keyslots = rest;
+  }
+  delete digests[String(meta.digest.id)];
+  const dh = digestHandler('pbkdf2');
+  const kh = keyslotHandler('luks2');
+  if (!dh || !kh) throw new AtrestError('INTERNAL', 'LUKS2 handlers missing');
+  const digest = await dh.create(newKey, PBKDF2_MIN_ITERATIONS, 'sha256');
+  const digestId = meta.digest.id;
+  digest.segments = [String(meta.segment.id)];
+  digest.keyslots = [];
+  const fh = await openFile(path, 'r+', 'LUKS2 header');
+  try {
+    let nextId = 0;
+    for (const s of slots) {
+      while (String(nextId) in keyslotsJson || oldIds.has(nextId)) nextId++;
+      if (nextId >= KEYSLOTS_MAX)
+        throw new AtrestError('NO_SPACE', `${path}: no free key slot for the new key`, { path });
+      const size = keyslotAreaSize(newKey.length);
+      const offset = findAreaGap(taken, start, start + meta.keyslotsSize, size);
+      if (offset === null) {
+        throw new AtrestError(
+          'NO_SPACE',
+          `${path}: no space left in the keyslots area for the new key's slots`,
+          {
+            path,
+            hint: 'remove unused key slots first',
+          },
+        );
+      }
+      taken.push({ offset, size });
+      const ks = keyslotJson(newKey.length, offset, await kdfJson(s.kdf, newKey.length));
+      await kh.setKey(ks, s.passphrase, newKey, areaIo(fh, path));
+      keyslotsJson[String(nextId)] = ks;
+      (digest.keyslots as string[]).push(String(nextId));
+      if (s.token !== undefined) {
+        const tid = freeTokenId(json);
+        if (tid === null) throw new AtrestError('NO_SPACE', `${path}: no free token`, { path });
+        tokens[String(tid)] = { ...structuredClone(s.token), keyslots: [String(nextId)] };
+      }
+      nextId++;
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  digests[String(digestId)] = digest;
+  const segment = (json.segments as Record<string, JsonObject>)[String(meta.segment.id)];
+  if (segment) segment.iv_tweak = '0';
+  opts.mutateJson?.(json);
+  await writeMetadata(meta, json);
+  return oldAreas;
+}
+
+/** Overwrites keyslot areas with random bytes (old keys that must be gone). */
+export async function wipeAreas(
+  headerPath: string,
+  areas: ReadonlyArray<{ offset: number; size: number }>,
+): Promise<void> {
+  const fh = await openFile(headerPath, 'r+', 'LUKS2 header');
+  try {
+    const io = areaIo(fh, headerPath);
+    for (const a of areas) await io.write(a.offset, randomBytes(a.size));
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
 }

@@ -22,7 +22,7 @@
 // `atrest-convert` token with the plan. With an attached header, the header lives in a sidecar file
 // (IMAGE.atrest-convert.hdr) until the end, when it is copied to the first 16 MiB of the image (free
 // by then) and the mark, token and sidecar go.
-import { createHash } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -75,8 +75,10 @@ export interface ConvertPlan {
   area: { offset: number; size: number };
   /** The header is a sidecar file until the end (attached encrypt). */
   sidecar: boolean;
-  /** reencrypt: the old volume key, wrapped under the new one (see keys' wrapOldKey). */
+  /** reencrypt: the old volume key, wrapped under the new one (see wrapOldKey). */
   oldKey?: string;
+  /** reencrypt: keyslot areas of the old key, wiped again at the end. */
+  oldAreas?: Array<{ offset: number; size: number }>;
 }
 
 /** Progress as status shows it. */
@@ -274,6 +276,12 @@ export function planOf(meta: Luks2Metadata): ConvertPlan {
     sidecar: o.sidecar === true,
   };
   if (typeof o.oldKey === 'string') plan.oldKey = o.oldKey;
+  if (Array.isArray(o.oldAreas)) {
+    plan.oldAreas = o.oldAreas.map((a) => {
+      const x = a as JsonObject;
+      return { offset: num(x.offset, 'oldAreas.offset', path), size: num(x.size, 'oldAreas.size', path) };
+    });
+  }
   const ss = plan.sectorSize;
   const sane =
     [512, 1024, 2048, 4096].includes(ss) &&
@@ -304,6 +312,8 @@ export function planToken(plan: ConvertPlan): JsonObject {
     sidecar: plan.sidecar,
   };
   if (plan.oldKey !== undefined) p.oldKey = plan.oldKey;
+  if (plan.oldAreas !== undefined)
+    p.oldAreas = plan.oldAreas.map((a) => ({ offset: a.offset, size: a.size }));
   return { type: CONVERT_TOKEN, keyslots: [], atrest_plan: p };
 }
 
@@ -332,6 +342,56 @@ export function unmarkConverting(json: JsonObject): void {
   }
   const tokens = json.tokens as Record<string, JsonObject>;
   for (const [id, t] of Object.entries(tokens)) if (t.type === CONVERT_TOKEN) delete tokens[id];
+}
+
+// --- the old key of a reencryption -------------------------------------------------------------------
+
+function oldKeyKek(newKey: Uint8Array): Buffer {
+  return Buffer.from(hkdfSync('sha256', newKey, Buffer.alloc(0), 'atrest-reencrypt-old-key', 32));
+}
+
+/**
+ * The old volume key of a reencryption, wrapped (AES-256 KWP) under a key derived from the new one: it
+ * stays recoverable for resuming after a crash exactly as long as the plan exists, and never longer.
+ */
+export function wrapOldKey(newKey: Uint8Array, oldKey: Uint8Array): string {
+  const kek = oldKeyKek(newKey);
+  try {
+    const c = createCipheriv('id-aes256-wrap-pad', kek, Buffer.from('A65959A6', 'hex'));
+    return Buffer.concat([c.update(oldKey), c.final()]).toString('base64');
+  } finally {
+    kek.fill(0);
+  }
+}
+
+export function unwrapOldKey(newKey: Uint8Array, wrapped: string): Buffer {
+  const kek = oldKeyKek(newKey);
+  try {
+    const d = createDecipheriv('id-aes256-wrap-pad', kek, Buffer.from('A65959A6', 'hex'));
+    return Buffer.concat([d.update(Buffer.from(wrapped, 'base64')), d.final()]);
+  } catch (err) {
+    throw new AtrestError('CORRUPT_HEADER', 'the old key of the reencryption does not unwrap', {
+      cause: err,
+    });
+  } finally {
+    kek.fill(0);
+  }
+}
+
+/** A cipher whose tweaks are shifted (a source layout with another iv_tweak than the target). */
+export class ShiftedCipher implements SectorCipher {
+  constructor(
+    private readonly inner: SectorCipher,
+    private readonly delta: number,
+  ) {}
+
+  encrypt(data: Buffer, sectorSize: number, firstTweak: number): Promise<Buffer> {
+    return this.inner.encrypt(data, sectorSize, firstTweak + this.delta);
+  }
+
+  decrypt(data: Buffer, sectorSize: number, firstTweak: number): Promise<Buffer> {
+    return this.inner.decrypt(data, sectorSize, firstTweak + this.delta);
+  }
 }
 
 // --- validation before a conversion starts --------------------------------------------------------
@@ -758,6 +818,15 @@ export async function finalizeConversion(
     await wipe.close();
   }
   kill('sums-wiped');
+  if (plan.oldAreas !== undefined && plan.oldAreas.length > 0) {
+    const fh = await open(header, 'r+');
+    try {
+      for (const a of plan.oldAreas) await fh.write(randomBytes(a.size), 0, a.size, a.offset);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
   let finalHeader = header;
   if (plan.sidecar) {
     const src = await open(header, 'r');

@@ -78,7 +78,7 @@ export class Volume {
   readonly imagePath: string;
   readonly #dataOffset: number;
   readonly #ivTweak: number;
-  readonly #cipher: SectorCipher;
+  #cipher: SectorCipher;
   readonly #fh: FileHandle;
   readonly #locks = new RangeLock();
   readonly #counters: VolumeCounters = { bytesRead: 0, bytesWritten: 0, readOps: 0, writeOps: 0 };
@@ -130,6 +130,26 @@ export class Volume {
     }
     this.#split.front = front;
     if (front === 0) this.#split = null;
+  }
+
+  /**
+   * Starts an in-place conversion of an open volume (reencrypt): waits for every read and write in
+   * flight (the whole range taken exclusively), then serves [0, split.front) through the source layout
+   * and the rest through `target`. Returns the cipher it replaced.
+   */
+  async beginConversion(target: SectorCipher, split: ConversionSplit): Promise<SectorCipher> {
+    this.#checkUsable();
+    await this.#drainWrites();
+    const release = await this.#locks.acquire(0, this.size, true);
+    try {
+      const old = this.#cipher;
+      this.#dropReadAhead();
+      this.#cipher = target;
+      this.#split = { ...split };
+      return old;
+    } finally {
+      release();
+    }
   }
 
   /** Takes [first, last) (sector aligned) exclusively: reads and writes there wait until release. */
