@@ -172,13 +172,14 @@ export async function reencryptOffline(paths: RuntimePaths, km: KeyManager, a: R
         hint: 'finish that first with `atrest encrypt IMAGE`',
       });
     }
+    const killPoint = killPointFromEnv();
     if (found === null) {
       const keys = {
         km,
         keyFiles: a.keyFiles,
         ...(a.iterTimeMs === undefined ? {} : { iterTimeMs: a.iterTimeMs }),
       };
-      const { recovery } = await startReencrypt(image, { ...hdr, keys });
+      const { recovery } = await startReencrypt(image, { ...hdr, keys, ...(killPoint ? { killPoint } : {}) });
       for (const r of recovery) {
         console.error('new recovery key (the old one no longer works; shown once, store it somewhere safe):');
         process.stdout.write(Buffer.concat([r.passphrase, Buffer.from('\n')]));
