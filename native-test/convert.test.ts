@@ -282,3 +282,130 @@ describe('atrest encrypt: bad input, image unchanged', () => {
     }
   });
 });
+
+describe('atrest reencrypt', () => {
+  it('SIGKILL at chosen instants then resume: same data under a new key, key slots by the same methods', async () => {
+    const base = join(t.dir, 'base.img');
+    expect((await t.atrest(['format', base, '--size', '24M'])).code).toBe(0);
+    let r = await t.atrest(['key', 'add-recovery', base, '--iter-time', '10']);
+    expect(r.code, r.stderr).toBe(0);
+    const rec = join(t.dir, 'rec');
+    await writeFile(rec, r.stdout.trim(), { mode: 0o600 });
+    r = await t.atrest(['open', base, 'base']);
+    expect(r.code, r.stderr).toBe(0);
+    const data = randomBytes(24 * MiB);
+    const fh = await open(r.stdout.trim(), 'r+');
+    await fh.write(data, 0, data.length, 0);
+    await fh.sync();
+    await fh.close();
+    expect((await t.atrest(['close', 'base'])).code).toBe(0);
+    const oldKey = await dumpVolumeKey(t.dir, base, rec);
+    const points = [
+      'reencrypt-area-zeroed:1',
+      'reencrypt-switched:1',
+      'sums-written:1',
+      'after-arm:2',
+      'mid-data-write:2',
+      'after-data-sync:1',
+      'record-written:3',
+      'after-final-record:1',
+      'sums-wiped:1',
+      'unmarked:1',
+    ];
+    const failures: string[] = [];
+    for (const [i, point] of points.entries()) {
+      const img = join(t.dir, `r${i}.img`);
+      await must('cp', [base, img]);
+      const args = ['reencrypt', img, '--key-file', rec, '--iter-time', '10'];
+      const r1 = await run(process.execPath, [BIN, ...args], {
+        env: { ...t.env, ATREST_TEST_KILL_AT: point },
+        timeoutMs: 60_000,
+      });
+      if (r1.code !== 137 && r1.code !== 128)
+        failures.push(`${point}: not killed (exit ${r1.code}) ${r1.stderr}`);
+      const r2 = await t.atrest(args);
+      // after the last step that matters (unmark), a rerun would start a second reencryption: fine too
+      if (r2.code !== 0) failures.push(`${point}: resume failed: ${r2.stderr}`);
+      if (sha(await decryptedView(img)) !== sha(data)) failures.push(`${point}: data differs`);
+      await must('cryptsetup', ['open', '--test-passphrase', '--key-file', rec, img]);
+      const newKey = await dumpVolumeKey(t.dir, img, rec);
+      if (newKey.equals(oldKey)) failures.push(`${point}: still the old volume key`);
+      const kinds = JSON.parse((await t.atrest(['key', 'list', img, '--json'])).stdout) as {
+        keyslots: Array<{ kind: string }>;
+      };
+      if (kinds.keyslots.map((k) => k.kind).join(',') !== 'platform,recovery') {
+        failures.push(`${point}: key slots ${kinds.keyslots.map((k) => k.kind).join(',')}`);
+      }
+    }
+    expect(failures).toEqual([]);
+  });
+
+  it('online: reencrypt NAME while fio --verify writes; a passphrase slot without its key file is refused', async () => {
+    const key = await keyFile();
+    const img = join(t.dir, 'on.img');
+    expect(
+      (
+        await t.atrest([
+          'format',
+          img,
+          '--size',
+          '48M',
+          '--key-file',
+          key,
+          '--pbkdf-force-iterations',
+          '1000',
+        ])
+      ).code,
+    ).toBe(0);
+    // no key file for the passphrase slot: refused, image unchanged
+    const before = sha(await readFile(img));
+    expectOneLineError(await t.atrest(['reencrypt', img]), 6, /no key slot matches|not bound/);
+    expect(sha(await readFile(img))).toBe(before);
+    let r = await t.atrest(['open', img, 'on', '--key-file', key]);
+    expect(r.code, r.stderr).toBe(0);
+    const disk = r.stdout.trim();
+    const fioArgs = [
+      '--name=re',
+      `--filename=${disk}`,
+      '--ioengine=libaio',
+      '--direct=1',
+      '--iodepth=8',
+      '--rw=randwrite',
+      '--bs=4k',
+      '--size=48M',
+      '--verify=crc32c',
+      '--verify_fatal=1',
+      '--verify_state_save=0',
+    ];
+    const fio = run('fio', [...fioArgs, '--do_verify=1'], { timeoutMs: 180_000 });
+    await new Promise((res) => setTimeout(res, 500));
+    r = await t.atrest(['reencrypt', 'on', '--key-file', key, '--max-rate', '16M']);
+    expect(r.code, r.stderr).toBe(0);
+    const f = await fio;
+    expect(f.code, f.stderr + f.stdout).toBe(0);
+    for (let i = 0; i < 600; i++) {
+      r = await t.atrest(['status', 'on', '--json']);
+      const s = (JSON.parse(r.stdout) as { volumes: Array<{ conversion?: { state: string } }> }).volumes[0];
+      if (s?.conversion?.state === 'done') break;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    const v = await run('fio', [...fioArgs, '--verify_only'], { timeoutMs: 120_000 });
+    expect(v.code, v.stderr + v.stdout).toBe(0);
+    expect((await t.atrest(['close', 'on'])).code).toBe(0);
+    await must('cryptsetup', ['open', '--test-passphrase', '--key-file', key, img]);
+    r = await t.atrest(['open', img, 'on', '--key-file', key]);
+    expect(r.code, r.stderr).toBe(0);
+    const again = await run(
+      'fio',
+      [
+        ...fioArgs.map((x) => (x.startsWith('--filename') ? `--filename=${r.stdout.trim()}` : x)),
+        '--verify_only',
+      ],
+      {
+        timeoutMs: 120_000,
+      },
+    );
+    expect(again.code, again.stderr + again.stdout).toBe(0);
+    expect((await t.atrest(['close', 'on'])).code).toBe(0);
+  });
+});
