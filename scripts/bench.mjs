@@ -101,6 +101,100 @@ async function ioBench() {
   }
 }
 
+/** A file of `size` random bytes (written in 8 MiB chunks). */
+async function randomFile(path, size) {
+  const { open } = await import('node:fs/promises');
+  const fh = await open(path, 'w');
+  try {
+    for (let o = 0; o < size; o += 8 * 2 ** 20) await fh.write(randomBytes(Math.min(8 * 2 ** 20, size - o)));
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function timed(fn) {
+  const t0 = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+/**
+ * In-place conversion: offline `atrest encrypt` vs `cp` + `sync` of the same image (same run), and a
+ * 4 KiB random fio load's IOPS on an encrypted volume alone vs on a plaintext image being encrypted
+ * online at the daemon's default rate.
+ */
+async function convBench() {
+  const dir = await mkdtemp(join(tmpdir(), 'atrest-bench-conv-'));
+  const env = {
+    ...process.env,
+    ATREST_RUN_DIR: join(dir, 'run'),
+    ATREST_STATE_DIR: join(dir, 'state'),
+    ATREST_KEY_STORE: join(dir, 'keys'),
+    ATREST_AUDIT_LOG: join(dir, 'audit.log'),
+  };
+  const atrest = (args) => run(process.execPath, [BIN, ...args], { env });
+  const size = 1024 * 2 ** 20;
+  try {
+    const src = join(dir, 'src.img');
+    await randomFile(src, size);
+    const copy = join(dir, 'copy.img');
+    const conv = join(dir, 'conv.img');
+    await run('cp', ['--reflink=never', src, conv]);
+    await run('sync', []);
+    const cp = await timed(async () => {
+      await run('cp', ['--reflink=never', src, copy]);
+      await run('sync', []);
+    });
+    await rm(copy, { force: true });
+    await run('sync', []);
+    const enc = await timed(() => atrest(['encrypt', conv]));
+    // fio: baseline on the (now encrypted) volume, then on a fresh plaintext image under online encryption
+    const fioLoad = (file) => fio(file, 'load', 'randrw', '4k', 16, '512M', 8);
+    await atrest(['open', conv, 'base']);
+    const base = await fioLoad(join(env.ATREST_RUN_DIR, 'base'));
+    await atrest(['close', 'base']);
+    const online = join(dir, 'online.img');
+    await run('cp', ['--reflink=never', src, online]);
+    await run('sync', []);
+    await atrest(['open', online, 'online']);
+    const during = await fioLoad(join(env.ATREST_RUN_DIR, 'online'));
+    const st = JSON.parse(await atrest(['status', 'online', '--json'])).volumes[0].conversion;
+    await atrest(['close', 'online']);
+    return {
+      size,
+      cpMBps: size / cp / 1e6,
+      encMBps: size / enc / 1e6,
+      ratio: cp / enc,
+      baseIops: base.iops,
+      duringIops: during.iops,
+      drop: 1 - during.iops / base.iops,
+      convState: `${st.state}, ${st.percent}% done`,
+    };
+  } finally {
+    await run(process.execPath, [BIN, 'daemon', '--stop'], { env }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 500));
+    await run('bash', [join(ROOT, 'scripts', 'cleanup'), dir]).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv.includes('--conversion-only')) {
+  const c = await convBench();
+  printConv(c);
+  process.exit(0);
+}
+
+function printConv(c) {
+  console.log('== in-place conversion (1 GiB image), same run');
+  console.log(
+    `  offline encrypt ${c.encMBps.toFixed(0)} MB/s  cp+sync ${c.cpMBps.toFixed(0)} MB/s  ratio ${c.ratio.toFixed(3)} (bar 0.5)`,
+  );
+  console.log(
+    `  fio 4k randrw: ${c.baseIops.toFixed(0)} IOPS alone, ${c.duringIops.toFixed(0)} IOPS during online encryption at the default rate (${c.convState} at the end): drop ${(c.drop * 100).toFixed(1)}% (bar 30%)`,
+  );
+}
+
 const crypto = await benchCrypto({ print: false });
 console.log('\n== sector crypto (one worker) vs openssl speed -evp aes-256-xts, same run');
 for (const r of crypto.sectors) {
@@ -119,6 +213,7 @@ if (process.getuid?.() === 0) {
       `  ${r.label.padEnd(14)} encrypted ${r.enc.toFixed(0).padStart(7)} ${u}  unencrypted ${r.plain.toFixed(0).padStart(7)} ${u}  ratio ${r.ratio.toFixed(3)}`,
     );
   }
+  printConv(await convBench());
 } else {
   console.log('(not root: skipping the disk-file benchmark)');
 }
