@@ -90,7 +90,7 @@ interface Layout {
 }
 
 /** Default throttle of online conversions: leaves most of the disk and CPU to the volume's users. */
-export const DEFAULT_ONLINE_RATE = 64 * 1024 * 1024;
+export const DEFAULT_ONLINE_RATE = 48 * 1024 * 1024;
 
 const NO_KEY = { wipe: (): Promise<void> => Promise.resolve() };
 
