@@ -20,7 +20,7 @@ import { ensureDaemon, request, waitForDaemonExit } from '../daemon/client.js';
 import { runtimePaths } from '../daemon/paths.js';
 import { Daemon } from '../daemon/server.js';
 import type { EncryptionStatus, VolumeStatus } from '../daemon/protocol.js';
-import { encryptOffline, reencryptOffline } from './convert.js';
+import { encryptOffline, progressLine, reencryptOffline } from './convert.js';
 import { keyCommands } from './keys.js';
 import { formatBytes, parseSize } from './size.js';
 
@@ -103,6 +103,14 @@ function printStatus(list: VolumeStatus[]): void {
       ['read', formatBytes(v.bytesRead)],
       ['written', formatBytes(v.bytesWritten)],
       ...encryptionRows(v.encryption),
+      ...(v.conversion === undefined
+        ? []
+        : ([
+            [
+              v.conversion.mode === 'encrypt' ? 'encrypting' : 're-encrypting',
+              `${v.conversion.state}, ${progressLine(v.conversion)}${v.conversion.error ? ` (${v.conversion.error})` : ''}`,
+            ],
+          ] as Array<[string, string]>)),
     ];
     for (const [k, val] of rows) console.log(`  ${k.padEnd(12)} ${val}`);
   }

@@ -516,3 +516,14 @@ describe('tokens', () => {
     volumeKey.fill(0);
   });
 });
+
+describe('conversion requirement', () => {
+  it('reads atrest-convert-v1 headers as converting, and refuses a newer conversion format in one line', async () => {
+    const path = await fresh();
+    await craft(path, (j) => ((j.config as JsonObject).requirements = { mandatory: ['atrest-convert-v1'] }));
+    const meta = await readLuks2(path);
+    expect(meta.converting).toBe(true);
+    await craft(path, (j) => ((j.config as JsonObject).requirements = { mandatory: ['atrest-convert-v2'] }));
+    await rejects(readLuks2(path), 'UNSUPPORTED', /started by a newer atrest/);
+  });
+});

@@ -55,6 +55,8 @@ export const AREA_BYTES = 2 * RECORD_BYTES + 2 * SUMS_SLOT_BYTES;
 /** Where the area goes in a header made for a conversion: after keyslot 0 (32 KiB + 252 KiB). */
 export const AREA_OFFSET = 32768 + 258048;
 const TWEAK_UNIT = 512;
+/** Before each batch, wait up to this many 2 ms rounds for the volume's own I/O to pause. */
+const FOREGROUND_WAITS = 10;
 
 export type ConvertMode = 'encrypt' | 'reencrypt';
 export type Resilience = 'datashift' | 'checksum';
@@ -655,6 +657,10 @@ export class Converter {
           sinceT = 0;
         }
         if (this.#stopped) return false;
+        // foreground I/O first: give a busy volume a short quiet moment before taking a batch
+        for (let i = 0; i < FOREGROUND_WAITS && this.#volume?.busy === true; i++) {
+          await new Promise((r) => setTimeout(r, 2));
+        }
         const start = Math.max(0, this.#front - plan.batch);
         await this.#batch(image, header, start, this.#front);
         this.#note();

@@ -113,6 +113,11 @@ export class Volume {
     this.#split = opts.conversion === undefined ? null : { ...opts.conversion };
   }
 
+  /** Whether any read, write or flush is in flight (the converter lets those go first). */
+  get busy(): boolean {
+    return this.#inFlight > 0 || this.#pending.size > 0;
+  }
+
   /** The conversion front (bytes), or null when no conversion is under way. */
   get conversionFront(): number | null {
     return this.#split?.front ?? null;
