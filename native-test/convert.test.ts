@@ -19,9 +19,12 @@ afterEach(async () => {
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
+/** A plaintext image: random data after a structured first block, as real disk images have. */
 async function plainImage(size: number, name = 'p.img'): Promise<{ path: string; data: Buffer }> {
   const path = join(t.dir, name);
   const data = randomBytes(size);
+  data.fill(0, 0, Math.min(size, 4096));
+  data.write('ATREST TEST IMAGE: not random at the start, like an MBR, GPT or superblock', 0);
   await writeFile(path, data);
   return { path, data };
 }

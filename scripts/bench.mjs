@@ -101,12 +101,16 @@ async function ioBench() {
   }
 }
 
-/** A file of `size` random bytes (written in 8 MiB chunks). */
+/** A plaintext image of `size` bytes: random data after a zero first block (written in 8 MiB chunks). */
 async function randomFile(path, size) {
   const { open } = await import('node:fs/promises');
   const fh = await open(path, 'w');
   try {
-    for (let o = 0; o < size; o += 8 * 2 ** 20) await fh.write(randomBytes(Math.min(8 * 2 ** 20, size - o)));
+    for (let o = 0; o < size; o += 8 * 2 ** 20) {
+      const chunk = randomBytes(Math.min(8 * 2 ** 20, size - o));
+      if (o === 0) chunk.fill(0, 0, 4096); // a structured first block, as real disk images have
+      await fh.write(chunk);
+    }
     await fh.sync();
   } finally {
     await fh.close();

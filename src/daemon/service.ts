@@ -532,7 +532,9 @@ export class VolumeService {
       // an in-place conversion to resume, or a plaintext image to encrypt (encryption is never off)
       const conv = await openConversion(image, {
         ...(req.header === undefined ? {} : { header }),
-        start: true,
+        // plaintext images are encrypted when served; a detached header is only made by atrest encrypt
+        start: req.header === undefined,
+        refuseRandom: true,
         keys: {
           km,
           ...(passphrase === null ? {} : { passphrase }),

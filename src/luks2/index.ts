@@ -17,6 +17,7 @@
 // Messages name the file and never contain key material.
 export {
   CONVERT_REQUIREMENT,
+  luksRemnants,
   readLuks2,
   resolvedDataSize,
   writeMetadata,

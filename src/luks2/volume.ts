@@ -4,7 +4,12 @@ import { stat } from 'node:fs/promises';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { digestHandler } from './digest-pbkdf2.js';
 import { openFile, readAt, readHeaders, writeHeaders } from './disk.js';
-import { BIN_HEADER_SIZE, decodeBinaryHeader, type BinaryHeader } from './binary-header.js';
+import {
+  BIN_HEADER_SIZE,
+  decodeBinaryHeader,
+  SECONDARY_OFFSETS,
+  type BinaryHeader,
+} from './binary-header.js';
 import {
   InvalidMetadata,
   parseMetadata,
@@ -348,6 +353,35 @@ export async function writeMetadata(meta: Luks2Metadata, json: JsonObject): Prom
       parsed,
     });
     Object.assign(meta, fresh, { salts, usedCopy: 'primary', damaged: [], warnings: [] });
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Why `path` looks like a LUKS volume even though no valid LUKS2 header was found (a LUKS1 or other
+ * LUKS magic, a secondary-header magic, or LUKS2 JSON metadata where it would be), or null. Used to
+ * refuse treating a damaged volume as plaintext.
+ */
+export async function luksRemnants(path: string): Promise<string | null> {
+  const fh = await openFile(path, 'r', 'image');
+  try {
+    const read = async (pos: number, len: number): Promise<Buffer> => {
+      const b = Buffer.alloc(len);
+      const { bytesRead } = await fh.read(b, 0, len, pos);
+      return b.subarray(0, bytesRead);
+    };
+    const head = await read(0, 6);
+    if (head.equals(Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe]))) return 'starts with a LUKS header';
+    for (const off of [0, ...SECONDARY_OFFSETS]) {
+      const magic = await read(off, 6);
+      if (off > 0 && magic.equals(Buffer.from([0x53, 0x4b, 0x55, 0x4c, 0xba, 0xbe])))
+        return `has a LUKS2 secondary header at offset ${off}`;
+      const json = (await read(off + 4096, 4096)).toString('latin1');
+      if (json.startsWith('{') && json.includes('"keyslots"') && json.includes('"segments"'))
+        return `holds LUKS2 metadata at offset ${off + 4096}`;
+    }
+    return null;
   } finally {
     await fh.close();
   }
