@@ -256,6 +256,11 @@ export async function main(argv: string[]): Promise<number> {
             describe: 'KEK URI with credentials (e.g. pkcs11:...?pin-source=FILE) for a customer key',
           })
           .option('header', { type: 'string', describe: 'detached header file' })
+          .option('max-rate', {
+            type: 'string',
+            describe:
+              'throttle of an in-place conversion this open starts or resumes (default 48M per second)',
+          })
           .option('bench-plain', { type: 'boolean', default: false, hidden: true })
           .option('read-only', { type: 'boolean', default: false })
           .option('loop', { type: 'boolean', default: false, describe: 'also attach a loop device' }),
@@ -272,6 +277,7 @@ export async function main(argv: string[]): Promise<number> {
           fips?: boolean;
         } = { keyStore: globals.keyStore };
         if (a.kek !== undefined) keyArgs.kek = a.kek;
+        const maxRate = a['max-rate'] === undefined ? undefined : parseSize(a['max-rate']);
         if (globals.fips) keyArgs.fips = true;
         if (a['bench-plain']) {
           keyArgs.benchPlain = true;
@@ -290,6 +296,7 @@ export async function main(argv: string[]): Promise<number> {
           image: resolve(a.image),
           name: a.name,
           ...keyArgs,
+          ...(maxRate === undefined ? {} : { maxRate }),
           ...(a.header !== undefined ? { header: resolve(a.header) } : {}),
           readOnly: a['read-only'],
           loop: a.loop,
