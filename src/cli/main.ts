@@ -16,6 +16,7 @@ import {
 } from '../keys/index.js';
 import { formatLuks2, readLuks2 } from '../luks2/index.js';
 import { fileAuditSink } from '../daemon/audit.js';
+import { DEFAULT_CONFIG, loadConfig } from '../daemon/config.js';
 import { ensureDaemon, request, waitForDaemonExit } from '../daemon/client.js';
 import { runtimePaths } from '../daemon/paths.js';
 import { Daemon } from '../daemon/server.js';
@@ -112,6 +113,8 @@ function printStatus(list: VolumeStatus[]): void {
             ],
           ] as Array<[string, string]>)),
     ];
+    rows.unshift(['state', v.error === undefined ? v.state : `${v.state}: ${v.error}`]);
+    if (v.mountPoint) rows.push(['mounted on', v.mountPoint]);
     for (const [k, val] of rows) console.log(`  ${k.padEnd(12)} ${val}`);
   }
 }
@@ -484,6 +487,19 @@ export async function main(argv: string[]): Promise<number> {
         }
       },
     )
+    .command(
+      'config <action> [file]',
+      'check the configuration file (atrest config check [FILE])',
+      (y) =>
+        y
+          .positional('action', { type: 'string', choices: ['check'], demandOption: true })
+          .positional('file', { type: 'string', describe: `default ${DEFAULT_CONFIG}` }),
+      async (a) => {
+        const file = resolve(a.file ?? process.env.ATREST_CONFIG ?? DEFAULT_CONFIG);
+        const cfg = await loadConfig(file);
+        console.log(`${file}: ${cfg.volumes.length} volume(s), no problems`);
+      },
+    )
     .command('key', 'manage keys: rotate, use a customer key, revoke, recovery, list, remove', (y) =>
       keyCommands(y, { manager, loadKey }),
     )
@@ -501,6 +517,11 @@ export async function main(argv: string[]): Promise<number> {
             type: 'boolean',
             default: false,
             describe: 'ask the running daemon to close all and exit',
+          })
+          .option('config', {
+            type: 'string',
+            describe:
+              'volumes to open at start and on SIGHUP (JSON; env ATREST_CONFIG), e.g. /etc/atrest/volumes.json',
           })
           .option('key-check-interval', {
             type: 'number',
@@ -521,9 +542,11 @@ export async function main(argv: string[]): Promise<number> {
         }
         const fips = globals.fips || process.env.ATREST_FIPS === '1';
         if (fips && !fipsActive()) requireFips();
+        const config = a.config ?? process.env.ATREST_CONFIG;
         const d = new Daemon({
           paths,
           logLevel: a['log-level'],
+          ...(config === undefined || config === '' ? {} : { config: resolve(config) }),
           keyCheckIntervalMs: Math.round(interval * 1000),
           fips,
         });

@@ -23,6 +23,8 @@ export interface OpenRequest {
   fips?: boolean;
   /** Throttle of an in-place conversion started or resumed by this open (bytes/s). */
   maxRate?: number;
+  /** false: refuse a plaintext image instead of encrypting it in place (configuration "encrypt"). */
+  encrypt?: boolean;
 }
 
 /** The `encryption` block of status: always on; who holds the key; locked after a revocation. */
@@ -50,6 +52,13 @@ export type Request =
 
 export interface VolumeStatus {
   name: string;
+  /** served, locked, encrypting N%, re-encrypting N%, or failed (configured volumes; see error). */
+  state: string;
+  error?: string;
+  /** Where the daemon mounted its filesystem (configured volumes), or null. */
+  mountPoint: string | null;
+  /** From the configuration file (rather than an `atrest open`). */
+  configured: boolean;
   diskPath: string;
   image: string;
   header: string;

@@ -5,6 +5,8 @@ import { pino, type Logger } from 'pino';
 import { AtrestError, isAtrestError } from '../errors/index.js';
 import { requireFips } from '../crypto/index.js';
 import { fileAuditSink } from './audit.js';
+import { loadConfig } from './config.js';
+import { Notifier } from './notify.js';
 import { cleanupStaleMounts } from './stale.js';
 import { ping } from './client.js';
 import { parseEnvelope, type Request, type Response } from './protocol.js';
@@ -20,6 +22,8 @@ export interface DaemonOptions {
   keyCheckIntervalMs?: number;
   /** Refuse to start unless Node's OpenSSL is in FIPS mode; then PBKDF2 keyslots only. */
   fips?: boolean;
+  /** Configuration file of volumes to open at start (and on SIGHUP). */
+  config?: string;
 }
 
 /** Makes a pino logger: JSON lines (journald, log file). Never give it key material. */
@@ -33,6 +37,7 @@ export class Daemon {
   private readonly log: Logger;
   private stopping: Promise<void> | null = null;
   private readonly sockets = new Set<Socket>();
+  private readonly notifier = new Notifier();
 
   constructor(private readonly opts: DaemonOptions) {
     this.log = makeLogger(opts.logLevel);
@@ -50,6 +55,8 @@ export class Daemon {
       throw new AtrestError('NOT_ROOT', 'the atrest daemon must run as root', { hint: 'run it with sudo' });
     }
     if (this.opts.fips === true) requireFips();
+    // a bad configuration stops the start before anything (image, mount, socket) is touched
+    const config = this.opts.config === undefined ? null : await loadConfig(this.opts.config);
     await mkdir(paths.stateDir, { recursive: true, mode: 0o700 });
     await chmod(paths.stateDir, 0o700);
     await mkdir(paths.lockDir, { recursive: true, mode: 0o700 });
@@ -77,7 +84,16 @@ export class Daemon {
     this.server = server;
     this.service.startKeyChecks();
     process.on('SIGTERM', () => void this.stop('SIGTERM'));
+    process.on('SIGHUP', () => void this.reload());
     process.on('SIGINT', () => void this.stop('SIGINT'));
+    if (config !== null) {
+      await this.notifier.status(`opening ${config.volumes.length} configured volume(s)`);
+      const r = await this.service.applyConfig(config);
+      this.log.info({ event: 'config-applied', config: config.path, ...r }, 'configured volumes opened');
+    }
+    const n = this.service.size;
+    await this.notifier.ready(`serving ${n} volume(s)`);
+    this.notifier.startWatchdog();
     this.log.info(
       {
         event: 'start',
@@ -167,10 +183,28 @@ export class Daemon {
     }
   }
 
+  /** SIGHUP: re-reads the configuration; opens new volumes, closes removed ones, leaves the rest. */
+  private async reload(): Promise<void> {
+    if (this.opts.config === undefined || this.stopping) return;
+    try {
+      await this.notifier.send('RELOADING=1', 'STATUS=reloading the configuration');
+      const config = await loadConfig(this.opts.config);
+      const r = await this.service.applyConfig(config);
+      this.log.info({ event: 'reload', config: config.path, ...r }, 'configuration reloaded');
+    } catch (err) {
+      this.log.error(
+        { event: 'reload-failed', reason: isAtrestError(err) ? err.oneLine() : String(err) },
+        'configuration not reloaded; the volumes stay as they are',
+      );
+    }
+    await this.notifier.ready(`serving ${this.service.size} volume(s)`);
+  }
+
   /** Closes every volume, removes the socket and exits the process. Idempotent. */
   stop(reason: string): Promise<void> {
     this.stopping ??= (async () => {
       this.log.info({ event: 'stop', reason }, 'daemon stopping');
+      await this.notifier.stopping(`closing ${this.service.size} volume(s)`);
       await this.service.closeAll();
       this.server?.close();
       for (const s of this.sockets) s.end();

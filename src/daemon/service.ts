@@ -1,10 +1,10 @@
 // The set of open volumes: open (unlock, lock image, serve, loop), close (flush, detach, unmount, wipe), status.
-import { realpath, stat } from 'node:fs/promises';
+import { mkdir, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { CryptoPool, requireFips, type PoolKey } from '../crypto/index.js';
 import type { CryptoPoolOptions } from '../crypto/index.js';
-import { AtrestError, fromSystemError } from '../errors/index.js';
+import { AtrestError, fromSystemError, isAtrestError } from '../errors/index.js';
 import {
   bindings,
   KeyManager,
@@ -30,6 +30,7 @@ import {
   type ImageLock,
   type SectorCipher,
 } from '../volume/index.js';
+import type { Config, VolumeConfig } from './config.js';
 import { openConversion, startReencrypt } from './conversion.js';
 import { mounts, serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
 import { VOLUME_NAME_RE, type RuntimePaths } from './paths.js';
@@ -114,6 +115,8 @@ interface OpenVolume {
   plain: boolean;
   locked: { reason: string; at: Date } | null;
   conversion: { converter: Converter; done: Promise<void> | null; oldKey: PoolKey | null } | null;
+  /** Where the daemon mounted the loop device's filesystem (configured volumes), or null. */
+  mountPoint: string | null;
 }
 
 /** Runs `fn` for each of `undo` in reverse, ignoring failures: used to unwind a half-done open. */
@@ -267,6 +270,131 @@ export class VolumeService {
       reason,
     });
     this.log.error({ event: 'locked', volume: v.name, reason }, 'volume locked, keys wiped');
+  }
+
+  /** Volumes from the configuration file, with why the last open failed (null: served). */
+  private readonly configured = new Map<string, { spec: VolumeConfig; error: string | null }>();
+
+  /**
+   * Makes the open volumes match the configuration: closes configured volumes that were removed or
+   * changed, opens new ones, leaves the others untouched. A volume that fails does not stop the rest.
+   */
+  async applyConfig(cfg: Config): Promise<{ opened: string[]; failed: string[]; closed: string[] }> {
+    const wanted = new Map(cfg.volumes.map((v) => [v.name, v]));
+    const r = { opened: [] as string[], failed: [] as string[], closed: [] as string[] };
+    for (const [name, c] of [...this.configured]) {
+      const w = wanted.get(name);
+      if (w && JSON.stringify(w) === JSON.stringify(c.spec) && c.error === null) continue;
+      this.configured.delete(name);
+      if (this.volumes.has(name)) {
+        try {
+          await this.close(name);
+          r.closed.push(name);
+        } catch (err) {
+          this.log.error(
+            { event: 'close-failed', volume: name, err: String(err) },
+            'could not close a removed volume',
+          );
+        }
+      }
+    }
+    for (const spec of cfg.volumes) {
+      if (this.configured.has(spec.name)) continue;
+      try {
+        await this.openConfigured(spec);
+        this.configured.set(spec.name, { spec, error: null });
+        r.opened.push(spec.name);
+      } catch (err) {
+        const why = isAtrestError(err) ? err.oneLine() : String(err);
+        this.configured.set(spec.name, { spec, error: why });
+        r.failed.push(spec.name);
+        this.log.error(
+          { event: 'open-failed', volume: spec.name, image: spec.image, reason: why },
+          'configured volume failed',
+        );
+      }
+    }
+    return r;
+  }
+
+  private async openConfigured(spec: VolumeConfig): Promise<void> {
+    const req: OpenRequest = {
+      op: 'open',
+      image: spec.image,
+      name: spec.name,
+      readOnly: spec.readOnly,
+      loop: spec.loop,
+      encrypt: spec.encrypt,
+      ...(spec.header === undefined ? {} : { header: spec.header }),
+      ...(spec.key.type === 'kek' ? { kek: spec.key.uri } : {}),
+      ...(spec.key.type === 'keyFile' ? { keyFile: spec.key.path } : {}),
+    };
+    await this.open(req);
+    const v = this.volumes.get(spec.name);
+    if (!spec.mount || !v || v.loopDevice === null) return;
+    try {
+      await mkdir(spec.mount.path, { recursive: true });
+      const args = ['-t', spec.mount.fstype];
+      const opts = [spec.readOnly ? 'ro' : '', spec.mount.options ?? ''].filter(Boolean).join(',');
+      if (opts) args.push('-o', opts);
+      const r = await spawnHelper('mount', [...args, v.loopDevice, spec.mount.path], { timeoutMs: 60_000 });
+      if (r.code !== 0) {
+        throw new AtrestError(
+          'IO',
+          `could not mount ${v.loopDevice} on ${spec.mount.path}: ${r.stderr.trim()}`,
+          {
+            hint: 'check the filesystem type, or make one first (mkfs) on the loop device',
+          },
+        );
+      }
+      v.mountPoint = spec.mount.path;
+    } catch (err) {
+      await this.close(spec.name).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Configured volumes that are not open (their open failed), for status. */
+  private failedConfigured(): VolumeStatus[] {
+    const out: VolumeStatus[] = [];
+    for (const [name, c] of this.configured) {
+      if (this.volumes.has(name) || c.error === null) continue;
+      out.push({
+        name,
+        state: 'failed',
+        error: c.error,
+        diskPath: '',
+        image: c.spec.image,
+        header: c.spec.header ?? c.spec.image,
+        uuid: '',
+        cipher: 'aes-xts-plain64',
+        sectorSize: 0,
+        size: 0,
+        keyslot: -1,
+        readOnly: c.spec.readOnly,
+        loopDevice: null,
+        mountPoint: null,
+        configured: true,
+        bytesRead: 0,
+        bytesWritten: 0,
+        openedAt: '',
+        encryption: {
+          enabled: true,
+          cipher: 'aes-xts-plain64',
+          keySource:
+            c.spec.key.type === 'platform'
+              ? 'platform'
+              : c.spec.key.type === 'kek'
+                ? 'customer'
+                : 'passphrase',
+          kek: null,
+          kekVersion: null,
+          keyslot: -1,
+          locked: false,
+        },
+      });
+    }
+    return out;
   }
 
   /** Runs a volume's conversion in the background; at the end the header is in its final place. */
@@ -500,6 +628,7 @@ export class VolumeService {
         binding: u.binding,
         plain: req.benchPlain === true,
         locked: null,
+        mountPoint: null,
         conversion:
           u.conversion === null
             ? null
@@ -533,7 +662,7 @@ export class VolumeService {
       const conv = await openConversion(image, {
         ...(req.header === undefined ? {} : { header }),
         // plaintext images are encrypted when served; a detached header is only made by atrest encrypt
-        start: req.header === undefined,
+        start: req.header === undefined && req.encrypt !== false,
         refuseRandom: true,
         keys: {
           km,
@@ -658,6 +787,11 @@ export class VolumeService {
         v.conversion.converter.stop();
         await v.conversion.done;
       }
+      if (v.mountPoint !== null) {
+        await unmount(v.mountPoint);
+        this.log.info({ event: 'unmount', volume: name, path: v.mountPoint }, 'filesystem unmounted');
+        v.mountPoint = null;
+      }
       if (v.loopDevice) {
         const mountedAt = await loopMountPoint(v.loopDevice);
         if (mountedAt) {
@@ -687,19 +821,31 @@ export class VolumeService {
   status(name?: string): VolumeStatus[] {
     if (name !== undefined) {
       const v = this.volumes.get(name);
+      const failed = this.failedConfigured().find((f) => f.name === name);
+      if (!v && failed) return [failed];
       if (!v)
         throw new AtrestError('NOT_OPEN', `no open volume is named ${name}`, { hint: 'see `atrest status`' });
       return [this.statusOf(v)];
     }
-    return [...this.volumes.values()]
-      .sort((a, b) => a.name.localeCompare(b.name))
-      .map((v) => this.statusOf(v));
+    return [...[...this.volumes.values()].map((v) => this.statusOf(v)), ...this.failedConfigured()].sort(
+      (a, b) => a.name.localeCompare(b.name),
+    );
   }
 
   private statusOf(v: OpenVolume): VolumeStatus {
     const c = v.volume.counters;
+    const conv = v.conversion?.converter.progress();
+    const state =
+      v.locked !== null
+        ? 'locked'
+        : conv !== undefined && conv.state !== 'done'
+          ? `${conv.mode === 'encrypt' ? 'encrypting' : 're-encrypting'} ${conv.percent}%${conv.state === 'paused' ? ' (paused)' : conv.state === 'failed' ? ' (failed)' : ''}`
+          : 'served';
     return {
       name: v.name,
+      state,
+      mountPoint: v.mountPoint,
+      configured: this.configured.has(v.name),
       diskPath: v.diskPath,
       image: v.image,
       header: v.header,
@@ -812,4 +958,16 @@ function liveBinding(unlocked: Unlocked, km: KeyManager): LiveBinding | null {
     provider: unlocked.provider,
     km,
   };
+}
+
+/** Unmounts a filesystem the daemon mounted (lazy as a last resort, so stop never hangs). */
+async function unmount(path: string): Promise<void> {
+  const r = await spawnHelper('umount', [path], { timeoutMs: 60_000 });
+  if (r.code === 0) return;
+  const lazy = await spawnHelper('umount', ['-l', path], { timeoutMs: 30_000 });
+  if (lazy.code !== 0) {
+    throw new AtrestError('IMAGE_BUSY', `could not unmount ${path}: ${r.stderr.trim()}`, {
+      hint: 'stop what uses it and try again',
+    });
+  }
 }
