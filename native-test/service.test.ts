@@ -1,0 +1,254 @@
+// atrest as systemd runs it: the unit verifies, the daemon speaks sd_notify to a real NOTIFY_SOCKET,
+// opens configured volumes, reloads on SIGHUP, stops cleanly on SIGTERM; VM disk tools on the disk file.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { open, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BIN, makeAtrestEnv, must, ROOT, run, waitForExit, type AtrestEnv } from './helpers/cli.js';
+
+const MiB = 1024 * 1024;
+let t: AtrestEnv;
+const children: ChildProcess[] = [];
+
+beforeEach(async () => {
+  t = await makeAtrestEnv('atrest-service-');
+});
+afterEach(async () => {
+  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+  await t.cleanup();
+});
+
+/** A NOTIFY_SOCKET listener (a unix datagram socket, via python3): every message, in order. */
+function notifyListener(path: string): { messages: string[]; wait(re: RegExp, ms: number): Promise<string> } {
+  const py = spawn(
+    'python3',
+    [
+      '-u',
+      '-c',
+      'import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint("LISTENING",flush=True)\nwhile True:\n  print(s.recv(65536).decode().replace("\\n","|"),flush=True)',
+      path,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  children.push(py);
+  const messages: string[] = [];
+  let buf = '';
+  py.stdout.setEncoding('utf8').on('data', (d: string) => {
+    buf += d;
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      messages.push(buf.slice(0, nl));
+      buf = buf.slice(nl + 1);
+    }
+  });
+  return {
+    messages,
+    async wait(re: RegExp, ms: number): Promise<string> {
+      const end = Date.now() + ms;
+      for (;;) {
+        const m = messages.find((x) => re.test(x));
+        if (m !== undefined) return m;
+        if (Date.now() > end)
+          throw new Error(`no notify message matching ${re} in ${ms} ms: ${messages.join(' / ')}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+  };
+}
+
+interface Status {
+  name: string;
+  state: string;
+  error?: string;
+  diskPath: string;
+  loopDevice: string | null;
+  mountPoint: string | null;
+}
+
+async function status(): Promise<Status[]> {
+  const r = await t.atrest(['status', '--json']);
+  expect(r.code, r.stderr).toBe(0);
+  return (JSON.parse(r.stdout) as { volumes: Status[] }).volumes;
+}
+
+function startDaemon(config: string, env: NodeJS.ProcessEnv): ChildProcess {
+  const d = spawn(process.execPath, [BIN, 'daemon', '--config', config], {
+    env,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  children.push(d);
+  return d;
+}
+
+describe('systemd service', () => {
+  it('the installed unit passes systemd-analyze verify', async () => {
+    const root = join(t.dir, 'root');
+    await must('bash', [join(ROOT, 'scripts', 'install'), '--root', root]);
+    const unit = join(root, 'etc', 'systemd', 'system', 'atrest.service');
+    await must('systemd-analyze', ['verify', unit]);
+    expect(await readFile(unit, 'utf8')).toMatch(/^Type=notify$/m);
+    expect((await stat(join(root, 'etc', 'atrest', 'volumes.json'))).mode & 0o777).toBe(0o600);
+  });
+
+  it('READY=1 once configured volumes are served; SIGHUP reloads; SIGTERM flushes and stops with STOPPING=1', async () => {
+    const key = join(t.dir, 'key');
+    await writeFile(key, randomBytes(32), { mode: 0o600 });
+    const a = join(t.dir, 'a.img');
+    const b = join(t.dir, 'b.img');
+    expect((await t.atrest(['format', a, '--size', '16M'])).code).toBe(0);
+    expect(
+      (await t.atrest(['format', b, '--size', '16M', '--key-file', key, '--pbkdf-force-iterations', '1000']))
+        .code,
+    ).toBe(0);
+    const config = join(t.dir, 'volumes.json');
+    const vol = (name: string, image: string, extra: object = {}): object => ({ name, image, ...extra });
+    await writeFile(
+      config,
+      JSON.stringify({ volumes: [vol('a', a, { loop: true }), vol('gone', join(t.dir, 'missing.img'))] }),
+    );
+    const sock = join(t.dir, 'notify.sock');
+    const listener = notifyListener(sock);
+    await listener.wait(/LISTENING/, 10_000);
+    const env = { ...t.env, NOTIFY_SOCKET: sock, WATCHDOG_USEC: '2000000', ATREST_KEY_CHECK_INTERVAL: '1' };
+    const d = startDaemon(config, env);
+    await listener.wait(/READY=1/, 30_000);
+    // at READY, every configured volume is served or has failed with its reason
+    let st = await status();
+    expect(st.map((v) => [v.name, v.state])).toEqual([
+      ['a', 'served'],
+      ['gone', 'failed'],
+    ]);
+    expect(st[1]?.error).toMatch(/does not exist/);
+    expect(st[0]?.loopDevice).toMatch(/^\/dev\/loop/);
+    expect(listener.messages.some((m) => /STATUS=opening 2 configured volume/.test(m))).toBe(true);
+    await listener.wait(/WATCHDOG=1/, 5_000);
+
+    // SIGHUP: b added, gone removed, a untouched
+    const diskA = st[0]?.diskPath ?? '';
+    const data = randomBytes(MiB);
+    const fh = await open(diskA, 'r+');
+    await fh.write(data, 0, data.length, 0);
+    await fh.sync();
+    await fh.close();
+    await writeFile(
+      config,
+      JSON.stringify({ volumes: [vol('a', a, { loop: true }), vol('b', b, { key: { keyFile: key } })] }),
+    );
+    d.kill('SIGHUP');
+    const reloaded = async (): Promise<boolean> =>
+      (await status()).map((v) => `${v.name}:${v.state}`).join() === 'a:served,b:served';
+    for (let i = 0; i < 100 && !(await reloaded()); i++) await new Promise((r) => setTimeout(r, 100));
+    st = await status();
+    expect(st.map((v) => `${v.name}:${v.state}`)).toEqual(['a:served', 'b:served']);
+
+    // SIGTERM while a writer fsyncs: every fsynced write survives, the daemon exits 0
+    const written: Array<{ pos: number; data: Buffer }> = [];
+    let stop = false;
+    const writer = (async (): Promise<void> => {
+      const w = await open(diskA, 'r+');
+      try {
+        for (let i = 0; !stop && i < 2000; i++) {
+          const pos = MiB + (i % 256) * 4096;
+          const chunk = randomBytes(4096);
+          await w.write(chunk, 0, 4096, pos);
+          await w.sync();
+          written.push({ pos, data: chunk });
+        }
+      } catch {
+        // the disk file goes away under us: expected
+      } finally {
+        await w.close().catch(() => undefined);
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 700));
+    d.kill('SIGTERM');
+    const code = await new Promise<number | null>((r) => d.on('exit', (c) => r(c)));
+    stop = true;
+    await writer;
+    expect(code).toBe(0);
+    await listener.wait(/STOPPING=1/, 5_000);
+    expect(written.length).toBeGreaterThan(0);
+    expect((await run('sh', ['-c', `grep -c ' ${t.dir}/' /proc/mounts || true`])).stdout.trim()).toBe('0');
+    expect((await run('losetup', ['-j', diskA])).stdout.trim()).toBe('');
+
+    // restart: the fsynced writes are there
+    const d2 = startDaemon(config, { ...env, NOTIFY_SOCKET: '' });
+    for (let i = 0; i < 100 && !(await status().catch(() => [])).some((v) => v.name === 'a'); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    const back = await readFile(diskA);
+    expect(back.subarray(0, MiB).equals(data)).toBe(true);
+    const last = new Map(written.map((w) => [w.pos, w.data]));
+    for (const [pos, chunk] of last)
+      expect(back.subarray(pos, pos + 4096).equals(chunk), `write at ${pos}`).toBe(true);
+    d2.kill('SIGTERM');
+    await waitForExit(d2.pid ?? 0, 30_000);
+  });
+
+  it('a bad configuration: one line per problem, non-zero exit, no image touched', async () => {
+    const img = join(t.dir, 'c.img');
+    expect((await t.atrest(['format', img, '--size', '8M'])).code).toBe(0);
+    const before = await readFile(img);
+    const config = join(t.dir, 'bad.json');
+    await writeFile(
+      config,
+      JSON.stringify({
+        volumes: [
+          { name: 'ok', image: img },
+          { name: 'ok', image: 'relative.img' },
+          { name: 'x', image: '/abs/x.img', key: { vault: 'y' }, mount: { path: '/mnt/x' } },
+        ],
+      }),
+    );
+    const r = await run(process.execPath, [BIN, 'daemon', '--config', config], {
+      env: t.env,
+      timeoutMs: 30_000,
+    });
+    expect(r.code).toBe(2);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines[0]).toMatch(/^atrest: configuration .* has 4 problem/);
+    expect(lines.slice(1).map((l) => l.replace(/^.*?\.json: /, '').replace(/; fix them.*$/, ''))).toEqual([
+      'volumes[1].name: "ok" is also volumes[0].name',
+      'volumes[1].image: must be an absolute path',
+      'volumes[2].key: must be "platform", { "kek": "URI" } or { "keyFile": "/path" }',
+      'volumes[2].mount: needs "loop": true',
+    ]);
+    expect((await readFile(img)).equals(before)).toBe(true);
+    expect((await t.atrest(['config', 'check', config])).code).toBe(2);
+  });
+});
+
+describe('VM disk backing', () => {
+  it('qemu-img info, qemu-io O_DIRECT patterns, and qemu-img convert of a qcow2 into the disk file', async () => {
+    const img = join(t.dir, 'vm.img');
+    expect((await t.atrest(['format', img, '--size', '64M'])).code).toBe(0);
+    const r = await t.atrest(['open', img, 'vm']);
+    expect(r.code, r.stderr).toBe(0);
+    const disk = r.stdout.trim();
+    const info = await must('qemu-img', ['info', '--output=json', '-f', 'raw', disk]);
+    expect((JSON.parse(info.stdout) as { 'virtual-size': number })['virtual-size']).toBe(64 * MiB);
+    await must('qemu-io', ['-f', 'raw', '-t', 'none', '-c', 'write -P 0x5c 0 8M', disk]);
+    const rd = await must('qemu-io', ['-f', 'raw', '-t', 'none', '-c', 'read -P 0x5c 0 8M', disk]);
+    expect(rd.stdout).not.toMatch(/Pattern verification failed/);
+    // a qcow2 with data, converted into the encrypted disk
+    const q = join(t.dir, 'src.qcow2');
+    await must('qemu-img', ['create', '-f', 'qcow2', q, '64M']);
+    await must('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xa7 16M 4M', '-c', 'write -P 0x3d 60M 1M', q]);
+    await must('qemu-img', ['convert', '-n', '-f', 'qcow2', '-O', 'raw', '-t', 'none', q, disk]);
+    await must('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', q, disk]);
+    const c = await must('qemu-io', [
+      '-f',
+      'raw',
+      '-t',
+      'none',
+      '-c',
+      'read -P 0xa7 16M 4M',
+      '-c',
+      'read -P 0x3d 60M 1M',
+      disk,
+    ]);
+    expect(c.stdout).not.toMatch(/Pattern verification failed/);
+    expect((await t.atrest(['close', 'vm'])).code).toBe(0);
+    expect((await readFile(img)).includes(Buffer.alloc(4096, 0xa7))).toBe(false);
+  });
+});
