@@ -1,6 +1,7 @@
 // The long-lived daemon process: owns the FUSE mounts and keys, answers the control socket, stops cleanly.
 import { chmod, mkdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
+import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import { AtrestError, isAtrestError } from '../errors/index.js';
 import { requireFips } from '../crypto/index.js';
@@ -26,9 +27,47 @@ export interface DaemonOptions {
   config?: string;
 }
 
-/** Makes a pino logger: JSON lines (journald, log file). Never give it key material. */
+const LEVELS: Record<number, string> = {
+  10: 'TRACE',
+  20: 'DEBUG',
+  30: 'INFO',
+  40: 'WARN',
+  50: 'ERROR',
+  60: 'FATAL',
+};
+
+/** One pino JSON line as a human line: `12:34:56.789 INFO  message key=value ...`. */
+export function humanLogLine(json: string): string {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return json;
+  }
+  const { level, time, msg, pid: _pid, ...rest } = o;
+  const t = typeof time === 'string' ? time.slice(11, 23) : '';
+  const lv = (LEVELS[Number(level)] ?? String(level)).padEnd(5);
+  const kv = Object.entries(rest)
+    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .join(' ');
+  return `${t} ${lv} ${typeof msg === 'string' ? msg : ''}${kv ? `  ${kv}` : ''}`;
+}
+
+/**
+ * Makes a pino logger: JSON lines on stdout (journald, the log file), or human lines when stdout is a
+ * terminal. Never give it key material.
+ */
 export function makeLogger(level = 'info'): Logger {
-  return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime });
+  const opts = { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime };
+  if (!process.stdout.isTTY) return pino(opts);
+  const human = new Writable({
+    write(chunk: Buffer, _enc, done): void {
+      for (const line of chunk.toString('utf8').split('\n'))
+        if (line) process.stdout.write(`${humanLogLine(line)}\n`);
+      done();
+    },
+  });
+  return pino(opts, human);
 }
 
 export class Daemon {
