@@ -218,6 +218,47 @@ describe('systemd service', () => {
   });
 });
 
+describe('configured mount points', () => {
+  it('the daemon mounts the filesystem on the loop device at start and unmounts it on SIGTERM', async () => {
+    const img = join(t.dir, 'm.img');
+    expect((await t.atrest(['format', img, '--size', '64M'])).code).toBe(0);
+    const r = await t.atrest(['open', img, 'm', '--loop']);
+    expect(r.code, r.stderr).toBe(0);
+    await must('mkfs.ext4', ['-q', r.stdout.trim().split('\n')[1] ?? '']);
+    expect((await t.atrest(['close', 'm'])).code).toBe(0);
+    await t.atrest(['daemon', '--stop']);
+    const mnt = join(t.dir, 'mnt');
+    const config = join(t.dir, 'volumes.json');
+    await writeFile(
+      config,
+      JSON.stringify({
+        volumes: [{ name: 'm', image: img, loop: true, mount: { path: mnt, options: 'noatime' } }],
+      }),
+    );
+    const start = async (): Promise<ChildProcess> => {
+      const d = startDaemon(config, t.env);
+      for (let i = 0; i < 200; i++) {
+        const st = await status().catch(() => []);
+        if (st.some((v) => v.name === 'm' && v.mountPoint === mnt)) return d;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      throw new Error('the configured filesystem was not mounted');
+    };
+    let d = await start();
+    const human = await t.atrest(['status', 'm']);
+    expect(human.stdout).toMatch(/mounted on\s+\S*mnt/);
+    await writeFile(join(mnt, 'hello.txt'), 'written through the mounted volume\n');
+    await must('sync', []);
+    d.kill('SIGTERM');
+    expect(await new Promise<number | null>((res) => d.on('exit', (c) => res(c)))).toBe(0);
+    expect((await readFile('/proc/mounts', 'utf8')).includes(` ${mnt} `)).toBe(false);
+    d = await start();
+    expect(await readFile(join(mnt, 'hello.txt'), 'utf8')).toBe('written through the mounted volume\n');
+    d.kill('SIGTERM');
+    expect(await new Promise<number | null>((res) => d.on('exit', (c) => res(c)))).toBe(0);
+  });
+});
+
 describe('VM disk backing', () => {
   it('qemu-img info, qemu-io O_DIRECT patterns, and qemu-img convert of a qcow2 into the disk file', async () => {
     const img = join(t.dir, 'vm.img');
