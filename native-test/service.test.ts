@@ -142,7 +142,48 @@ describe('systemd service', () => {
     st = await status();
     expect(st.map((v) => `${v.name}:${v.state}`)).toEqual(['a:served', 'b:served']);
 
-    // SIGTERM while a writer fsyncs: every fsynced write survives, the daemon exits 0
+    // SIGTERM during a fio --verify write load and a writer that fsyncs each write: everything fsynced
+    // survives (a complete fio write+verify of [4M, 8M) before; fio's load on [8M, 16M) when it arrives)
+    const fioCommon = [
+      `--filename=${diskA}`,
+      '--ioengine=libaio',
+      '--direct=1',
+      '--bs=4k',
+      '--iodepth=8',
+      '--verify=crc32c',
+      '--verify_state_save=0',
+    ];
+    await must(
+      'fio',
+      [
+        '--name=r1',
+        ...fioCommon,
+        '--rw=randwrite',
+        '--offset=4M',
+        '--size=4M',
+        '--fsync_on_close=1',
+        '--do_verify=1',
+      ],
+      {
+        timeoutMs: 120_000,
+      },
+    );
+    const load = run(
+      'fio',
+      [
+        '--name=r2',
+        ...fioCommon,
+        '--rw=randwrite',
+        '--offset=8M',
+        '--size=8M',
+        '--time_based',
+        '--runtime=60',
+        '--fsync=16',
+      ],
+      {
+        timeoutMs: 120_000,
+      },
+    );
     const written: Array<{ pos: number; data: Buffer }> = [];
     let stop = false;
     const writer = (async (): Promise<void> => {
@@ -166,6 +207,7 @@ describe('systemd service', () => {
     const code = await new Promise<number | null>((r) => d.on('exit', (c) => r(c)));
     stop = true;
     await writer;
+    await load; // fails once the disk file is gone, as it must
     expect(code).toBe(0);
     await listener.wait(/STOPPING=1/, 5_000);
     expect(written.length).toBeGreaterThan(0);
@@ -181,6 +223,14 @@ describe('systemd service', () => {
     const last = new Map(written.map((w) => [w.pos, w.data]));
     for (const [pos, chunk] of last)
       expect(back.subarray(pos, pos + 4096).equals(chunk), `write at ${pos}`).toBe(true);
+    const verify = await run(
+      'fio',
+      ['--name=r1', ...fioCommon, '--rw=randwrite', '--offset=4M', '--size=4M', '--verify_only'],
+      {
+        timeoutMs: 120_000,
+      },
+    );
+    expect(verify.code, verify.stderr + verify.stdout).toBe(0);
     d2.kill('SIGTERM');
     await waitForExit(d2.pid ?? 0, 30_000);
   });
