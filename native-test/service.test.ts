@@ -309,6 +309,84 @@ describe('configured mount points', () => {
   });
 });
 
+describe("the unit's sandbox", () => {
+  it('FUSE, loop and mounts work under its capability bounding set, no_new_privs and device allow-list', async () => {
+    const unit = await readFile(join(ROOT, 'systemd', 'atrest.service'), 'utf8');
+    const setting = (k: string): string[] =>
+      [...unit.matchAll(new RegExp(`^${k}=(.*)$`, 'gm'))].map((m) => (m[1] ?? '').trim());
+    expect(setting('NoNewPrivileges')).toEqual(['yes']);
+    expect(setting('DevicePolicy')).toEqual(['closed']);
+    const caps = (setting('CapabilityBoundingSet')[0] ?? '')
+      .split(/\s+/)
+      .map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`);
+    // DevicePolicy=closed: the standard pseudo devices, plus the unit's DeviceAllow= (emulated with a
+    // cgroup v1 devices controller, as systemd does on such hosts)
+    const majors: Record<string, string> = {
+      '/dev/fuse': 'c 10:229',
+      '/dev/loop-control': 'c 10:237',
+      'block-loop': 'b 7:*',
+      'block-blkext': 'b 259:*',
+    };
+    const allow = ['c 1:3 rwm', 'c 1:5 rwm', 'c 1:7 rwm', 'c 1:8 rwm', 'c 1:9 rwm'];
+    for (const d of setting('DeviceAllow')) {
+      const [dev = '', mode = 'rw'] = d.split(/\s+/);
+      const m = majors[dev];
+      if (m === undefined) throw new Error(`test does not know DeviceAllow=${d}`);
+      allow.push(`${m} ${mode}`);
+    }
+    const cg = `/sys/fs/cgroup/devices/atrest-sandbox-${process.pid}`;
+    await must('mkdir', ['-p', cg]);
+    try {
+      await writeFile(join(cg, 'devices.deny'), 'a');
+      for (const a of allow) await writeFile(join(cg, 'devices.allow'), a);
+      // a formatted volume with ext4, configured with a loop device and a mount point
+      const img = join(t.dir, 's.img');
+      expect((await t.atrest(['format', img, '--size', '64M'])).code).toBe(0);
+      const r = await t.atrest(['open', img, 's', '--loop']);
+      await must('mkfs.ext4', ['-q', r.stdout.trim().split('\n')[1] ?? '']);
+      expect((await t.atrest(['close', 's'])).code).toBe(0);
+      await t.atrest(['daemon', '--stop']);
+      const mnt = join(t.dir, 'smnt');
+      const config = join(t.dir, 'volumes.json');
+      await writeFile(
+        config,
+        JSON.stringify({ volumes: [{ name: 's', image: img, loop: true, mount: { path: mnt } }] }),
+      );
+      const d = spawn(
+        'sh',
+        [
+          '-c',
+          `echo $$ > ${cg}/cgroup.procs && umask 077 && exec setpriv --no-new-privs --inh-caps=-all --bounding-set=-all,${caps.join(',')} "$0" "$@"`,
+          process.execPath,
+          BIN,
+          'daemon',
+          '--config',
+          config,
+        ],
+        { env: t.env, stdio: ['ignore', 'ignore', 'inherit'] },
+      );
+      children.push(d);
+      let st: Status[] = [];
+      for (let i = 0; i < 200; i++) {
+        st = await status().catch(() => []);
+        if (st.some((v) => v.name === 's' && (v.mountPoint === mnt || v.state === 'failed'))) break;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      expect(st.map((v) => [v.name, v.state, v.error ?? '', v.mountPoint])).toEqual([
+        ['s', 'served', '', mnt],
+      ]);
+      await writeFile(join(mnt, 'f.txt'), 'inside the sandbox\n');
+      await must('sync', []);
+      d.kill('SIGTERM');
+      expect(await new Promise<number | null>((res) => d.on('exit', (c) => res(c)))).toBe(0);
+      expect((await readFile('/proc/mounts', 'utf8')).includes(` ${mnt} `)).toBe(false);
+    } finally {
+      await writeFile('/sys/fs/cgroup/devices/cgroup.procs', '').catch(() => undefined);
+      await run('rmdir', [cg]);
+    }
+  });
+});
+
 describe('VM disk backing', () => {
   it('qemu-img info, qemu-io O_DIRECT patterns, and qemu-img convert of a qcow2 into the disk file', async () => {
     const img = join(t.dir, 'vm.img');
