@@ -1,11 +1,12 @@
 // In-place encryption end to end: SIGKILL at chosen instants then resume, online conversion under fio,
 // cryptsetup on the result, bad input (run as root).
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { open, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BIN, makeAtrestEnv, must, run, waitForExit, type AtrestEnv } from './helpers/cli.js';
 import { decryptSector, dumpVolumeKey } from './helpers/cryptsetup.js';
+import { expectOneLineError, sha256 as sha } from './helpers/disk.js';
 
 const MiB = 1024 * 1024;
 let t: AtrestEnv;
@@ -16,8 +17,6 @@ beforeEach(async () => {
 afterEach(async () => {
   await t.cleanup();
 });
-
-const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 /** A plaintext image: random data after a structured first block, as real disk images have. */
 async function plainImage(size: number, name = 'p.img'): Promise<{ path: string; data: Buffer }> {
@@ -44,14 +43,6 @@ async function decryptedView(image: string, args: string[] = []): Promise<Buffer
   } finally {
     expect((await t.atrest(['close', 'view'])).code).toBe(0);
   }
-}
-
-function expectOneLineError(r: { code: number; stderr: string }, exit: number, text: RegExp): void {
-  expect(r.code, r.stderr).toBe(exit);
-  const lines = r.stderr.trim().split('\n');
-  expect(lines, r.stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(/^atrest: /);
-  expect(lines[0]).toMatch(text);
 }
 
 describe('atrest encrypt: SIGKILL at chosen instants, then resume', () => {
@@ -158,25 +149,21 @@ describe('online conversion', () => {
     ).volumes[0]?.conversion;
     expect(conv).toMatchObject({ state: 'paused', total: size });
     expect((await t.atrest(['encrypt', '--resume', 'on'])).code).toBe(0);
-    const fio = await run(
-      'fio',
-      [
-        '--name=conv',
-        `--filename=${disk}`,
-        '--ioengine=libaio',
-        '--direct=1',
-        '--iodepth=8',
-        '--rw=randwrite',
-        '--bs=4k',
-        '--offset=24M',
-        '--size=16M',
-        '--verify=crc32c',
-        '--do_verify=1',
-        '--verify_fatal=1',
-        '--verify_state_save=0',
-      ],
-      { timeoutMs: 180_000 },
-    );
+    const fioJob = [
+      '--name=conv',
+      `--filename=${disk}`,
+      '--ioengine=libaio',
+      '--direct=1',
+      '--iodepth=8',
+      '--rw=randwrite',
+      '--bs=4k',
+      '--offset=24M',
+      '--size=16M',
+      '--verify=crc32c',
+      '--verify_fatal=1',
+      '--verify_state_save=0',
+    ];
+    const fio = await run('fio', [...fioJob, '--do_verify=1'], { timeoutMs: 180_000 });
     expect(fio.code, fio.stderr + fio.stdout).toBe(0);
     // wait for the end of the conversion
     for (let i = 0; i < 600; i++) {
@@ -189,25 +176,7 @@ describe('online conversion', () => {
     expect(sha(after.subarray(0, 24 * MiB))).toBe(sha(data.subarray(0, 24 * MiB)));
     expect(sha(after.subarray(40 * MiB))).toBe(sha(data.subarray(40 * MiB)));
     // fio's own region verifies after the conversion too
-    const verify = await run(
-      'fio',
-      [
-        '--name=conv',
-        `--filename=${disk}`,
-        '--ioengine=libaio',
-        '--direct=1',
-        '--iodepth=8',
-        '--rw=randwrite',
-        '--bs=4k',
-        '--offset=24M',
-        '--size=16M',
-        '--verify=crc32c',
-        '--verify_only',
-        '--verify_fatal=1',
-        '--verify_state_save=0',
-      ],
-      { timeoutMs: 120_000 },
-    );
+    const verify = await run('fio', [...fioJob, '--verify_only'], { timeoutMs: 120_000 });
     expect(verify.code, verify.stderr + verify.stdout).toBe(0);
     expect((await t.atrest(['close', 'on'])).code).toBe(0);
     expect((await stat(path)).size).toBe(size + 16 * MiB);

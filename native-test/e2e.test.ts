@@ -1,10 +1,11 @@
 // End to end through the real CLI, daemon, FUSE, loop devices, ext4 and cryptsetup (run as root).
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BIN, makeAtrestEnv, must, run, waitForExit, type AtrestEnv } from './helpers/cli.js';
 import { decryptSector, dumpVolumeKey } from './helpers/cryptsetup.js';
+import { readDisk, sha256File, writeDisk } from './helpers/disk.js';
 
 const FAST = ['--pbkdf-force-iterations', '1000'];
 let t: AtrestEnv;
@@ -20,12 +21,6 @@ async function keyFile(name = 'key'): Promise<string> {
   const p = join(t.dir, name);
   await writeFile(p, randomBytes(48), { mode: 0o600 });
   return p;
-}
-
-async function sha256File(p: string): Promise<string> {
-  return createHash('sha256')
-    .update(await readFile(p))
-    .digest('hex');
 }
 
 /** Decrypts `length` bytes of the data segment at `pos` with a volume key, sector by sector (plain64). */
@@ -46,28 +41,6 @@ async function decryptWithKey(
       decryptSector(volumeKey, ct, (pos + o) / 512).copy(out, o);
     }
     return out;
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Writes `data` at `pos` into the disk file and fsyncs it (the test process is not the FUSE server). */
-async function writeDisk(path: string, pos: number, data: Buffer): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    await fh.write(data, 0, data.length, pos);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-async function readDisk(path: string, pos: number, length: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(length);
-    await fh.read(b, 0, length, pos);
-    return b;
   } finally {
     await fh.close();
   }

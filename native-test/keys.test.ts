@@ -1,11 +1,12 @@
 // Key manager end to end: platform keys by default, customer keys (key file, SoftHSM2), rotation,
 // revocation that locks open volumes, recovery keys with cryptsetup, bad input (run as root).
-import { createHash, getFips, randomBytes } from 'node:crypto';
+import { getFips, randomBytes } from 'node:crypto';
 import { chmod, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { makeAtrestEnv, must, run, type AtrestEnv } from './helpers/cli.js';
 import { decryptSector, dumpVolumeKey } from './helpers/cryptsetup.js';
+import { expectOneLineError, readDisk, sha256File, writeDisk } from './helpers/disk.js';
 import { createSoftHsm, USER_PIN, type SoftHsm } from './helpers/softhsm.js';
 
 const CHECK_INTERVAL_S = 1;
@@ -27,33 +28,6 @@ beforeEach(async () => {
 afterEach(async () => {
   await t.cleanup();
 });
-
-async function sha256File(p: string): Promise<string> {
-  return createHash('sha256')
-    .update(await readFile(p))
-    .digest('hex');
-}
-
-async function writeDisk(path: string, pos: number, data: Buffer): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    await fh.write(data, 0, data.length, pos);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-async function readDisk(path: string, pos: number, length: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(length);
-    await fh.read(b, 0, length, pos);
-    return b;
-  } finally {
-    await fh.close();
-  }
-}
 
 interface Encryption {
   enabled: boolean;
@@ -82,16 +56,6 @@ async function waitFor(fn: () => Promise<boolean>, timeoutMs: number, what: stri
     await new Promise((r) => setTimeout(r, 100));
   }
   return Date.now() - start;
-}
-
-/** A one-line `atrest: ...` error and the expected exit code. */
-function expectOneLineError(r: { code: number; stderr: string }, exit: number, text: RegExp): void {
-  expect(r.code, r.stderr).toBe(exit);
-  const lines = r.stderr.trim().split('\n');
-  expect(lines, r.stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(/^atrest: /);
-  expect(lines[0]).toMatch(text);
-  expect(r.stderr).not.toMatch(/\n\s+at /);
 }
 
 /** Decrypts [pos, pos+length) of the data segment with a volume key (4 KiB sectors, plain64). */

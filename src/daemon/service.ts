@@ -808,6 +808,8 @@ export class VolumeService {
       }
       if (v.locked === null) await v.volume.fsync(false);
       await v.disk.close();
+      // writes acknowledged while the disk file was being unmounted reach the image too
+      if (v.locked === null) await v.volume.fsync(false).catch(() => undefined);
       await v.volume.close();
       await v.key.wipe();
       await v.lock.release();

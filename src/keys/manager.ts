@@ -352,33 +352,24 @@ export class KeyManager {
     for (const b of list) {
       const provider = redactUri(b.kek);
       let secret: Buffer | null = null;
+      const what = {
+        volume,
+        uuid: meta.uuid,
+        slot: b.keyslot,
+        provider,
+        keyId: b.keyId,
+        kekVersion: b.version,
+      };
       try {
         const u = await this.unwrapBinding(b);
         secret = u.secret;
         const unlocked = await this.unlockSlot(meta, b, secret);
-        this.audit({
-          event: 'unlock',
-          volume,
-          uuid: meta.uuid,
-          slot: b.keyslot,
-          provider,
-          keyId: b.keyId,
-          kekVersion: b.version,
-        });
+        this.audit({ event: 'unlock', ...what });
         if (b.type === TOKEN_PLATFORM)
           await this.remember(meta.uuid, meta.headerPath, meta.imagePath).catch(() => undefined);
         return { volumeKey: unlocked, keyslot: b.keyslot, binding: b, ref: u.ref, provider: u.provider };
       } catch (err) {
-        this.audit({
-          event: 'unlock-failed',
-          volume,
-          uuid: meta.uuid,
-          slot: b.keyslot,
-          provider,
-          keyId: b.keyId,
-          kekVersion: b.version,
-          code: codeOf(err),
-        });
+        this.audit({ event: 'unlock-failed', ...what, code: codeOf(err) });
         // KEY_UNAVAILABLE says the most (a revoked key); keep the first of those, else the first error
         if (
           firstError === null ||
