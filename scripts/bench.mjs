@@ -55,6 +55,8 @@ async function ioBench() {
     ...process.env,
     ATREST_RUN_DIR: join(dir, 'run'),
     ATREST_STATE_DIR: join(dir, 'state'),
+    ATREST_KEY_STORE: join(dir, 'keys'),
+    ATREST_AUDIT_LOG: join(dir, 'audit.log'),
     ATREST_BENCH_PLAIN: '1',
   };
   const atrest = (args) => run(process.execPath, [BIN, ...args], { env });
