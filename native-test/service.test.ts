@@ -15,7 +15,13 @@ beforeEach(async () => {
   t = await makeAtrestEnv('atrest-service-');
 });
 afterEach(async () => {
-  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+  // a daemon left running by a failed test stops cleanly first: a SIGKILLed one leaves loop devices on
+  // a dead FUSE file, which make every later `sync` hang
+  for (const c of children.splice(0)) {
+    if (c.exitCode !== null || c.signalCode !== null) continue;
+    c.kill('SIGTERM');
+    if (!(await waitForExit(c.pid ?? 0, 20_000))) c.kill('SIGKILL');
+  }
   await t.cleanup();
 });
 
@@ -320,7 +326,7 @@ describe('configured mount points', () => {
 });
 
 describe("the unit's sandbox", () => {
-  it('FUSE, loop and mounts work under its capability bounding set, no_new_privs and device allow-list', async () => {
+  it('FUSE, loop and mounts work, seen by the host, in its mount namespace, capabilities and devices', async () => {
     const unit = await readFile(join(ROOT, 'systemd', 'atrest.service'), 'utf8');
     const setting = (k: string): string[] =>
       [...unit.matchAll(new RegExp(`^${k}=(.*)$`, 'gm'))].map((m) => (m[1] ?? '').trim());
@@ -362,18 +368,29 @@ describe("the unit's sandbox", () => {
         config,
         JSON.stringify({ volumes: [{ name: 's', image: img, loop: true, mount: { path: mnt } }] }),
       );
+      // systemd's root is a shared mount (emulated for the test directory); the unit's ProtectSystem=
+      // and PrivateTmp= put the daemon in a slave mount namespace with a read-only /usr, and
+      // BindReadOnlyPaths= puts libexec/fusermount-host over /usr/bin/fusermount
+      await must('mount', ['--bind', t.dir, t.dir]);
+      sharedDir = t.dir;
+      await must('mount', ['--make-shared', t.dir]);
+      expect(setting('BindReadOnlyPaths')[0]).toMatch(/libexec\/fusermount-host:\/usr\/bin\/fusermount$/);
+      const wrapper = join(ROOT, 'libexec', 'fusermount-host');
+      const inner =
+        `mount --bind /usr /usr && mount -o remount,ro,bind /usr && ` +
+        `mount --bind ${wrapper} /usr/bin/fusermount && exec setpriv --no-new-privs --inh-caps=-all ` +
+        `--bounding-set=-all,${caps.join(',')} ${process.execPath} ${BIN} daemon --config ${config}`;
       const d = spawn(
         'sh',
         [
           '-c',
-          `echo $$ > ${cg}/cgroup.procs && umask 077 && exec setpriv --no-new-privs --inh-caps=-all --bounding-set=-all,${caps.join(',')} "$0" "$@"`,
-          process.execPath,
-          BIN,
-          'daemon',
-          '--config',
-          config,
+          `echo $$ > ${cg}/cgroup.procs && umask 077 && exec unshare --mount --propagation slave sh -c "$0"`,
+          inner,
         ],
-        { env: t.env, stdio: ['ignore', 'ignore', 'inherit'] },
+        {
+          env: { ...t.env, ATREST_HOST_MNT_NS: `/proc/${process.pid}/ns/mnt` },
+          stdio: ['ignore', 'ignore', 'inherit'],
+        },
       );
       children.push(d);
       let st: Status[] = [];
@@ -385,6 +402,10 @@ describe("the unit's sandbox", () => {
       expect(st.map((v) => [v.name, v.state, v.error ?? '', v.mountPoint])).toEqual([
         ['s', 'served', '', mnt],
       ]);
+      // the host (this process) sees the disk file and the filesystem, not just the daemon
+      const hostMounts = await readFile('/proc/self/mounts', 'utf8');
+      expect(hostMounts).toContain(` ${join(t.env.ATREST_RUN_DIR ?? '', 's')} fuse.atrest `);
+      expect(hostMounts).toContain(` ${mnt} ext4 `);
       await writeFile(join(mnt, 'f.txt'), 'inside the sandbox\n');
       await must('sync', []);
       d.kill('SIGTERM');
@@ -394,6 +415,11 @@ describe("the unit's sandbox", () => {
       await writeFile('/sys/fs/cgroup/devices/cgroup.procs', '').catch(() => undefined);
       await run('rmdir', [cg]);
     }
+  });
+  let sharedDir: string | null = null;
+  afterEach(async () => {
+    if (sharedDir !== null) await run('umount', ['-l', sharedDir]);
+    sharedDir = null;
   });
 });
 

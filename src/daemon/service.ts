@@ -337,7 +337,10 @@ export class VolumeService {
       const args = ['-t', spec.mount.fstype];
       const opts = [spec.readOnly ? 'ro' : '', spec.mount.options ?? ''].filter(Boolean).join(',');
       if (opts) args.push('-o', opts);
-      const r = await spawnHelper('mount', [...args, v.loopDevice, spec.mount.path], { timeoutMs: 60_000 });
+      const r = await spawnHelper('mount', [...args, v.loopDevice, spec.mount.path], {
+        timeoutMs: 60_000,
+        hostMounts: true,
+      });
       if (r.code !== 0) {
         throw new AtrestError(
           'IO',
@@ -964,9 +967,9 @@ function liveBinding(unlocked: Unlocked, km: KeyManager): LiveBinding | null {
 
 /** Unmounts a filesystem the daemon mounted (lazy as a last resort, so stop never hangs). */
 async function unmount(path: string): Promise<void> {
-  const r = await spawnHelper('umount', [path], { timeoutMs: 60_000 });
+  const r = await spawnHelper('umount', [path], { timeoutMs: 60_000, hostMounts: true });
   if (r.code === 0) return;
-  const lazy = await spawnHelper('umount', ['-l', path], { timeoutMs: 30_000 });
+  const lazy = await spawnHelper('umount', ['-l', path], { timeoutMs: 30_000, hostMounts: true });
   if (lazy.code !== 0) {
     throw new AtrestError('IMAGE_BUSY', `could not unmount ${path}: ${r.stderr.trim()}`, {
       hint: 'stop what uses it and try again',

@@ -105,14 +105,14 @@ export async function unmountFuse(
     if (minor !== undefined && (await connectionAlive(minor))) await abortConnection(minor);
     return 'none';
   }
-  const r = await spawnHelper('fusermount', ['-u', path], { timeoutMs }).catch(() => null);
+  const r = await spawnHelper('fusermount', ['-u', path], { timeoutMs, hostMounts: true }).catch(() => null);
   if (r?.code === 0 && (await fuseMountAt(path)) === null) return 'fusermount';
   if ((await fuseMountAt(path)) !== null) {
-    await spawnHelper('umount', ['-l', path], { timeoutMs }).catch(() => null);
+    await spawnHelper('umount', ['-l', path], { timeoutMs, hostMounts: true }).catch(() => null);
   }
   if ((await fuseMountAt(path)) === null) return 'lazy';
   if (minor !== undefined) await abortConnection(minor);
-  await spawnHelper('umount', ['-l', path], { timeoutMs }).catch(() => null);
+  await spawnHelper('umount', ['-l', path], { timeoutMs, hostMounts: true }).catch(() => null);
   return 'abort';
 }
 

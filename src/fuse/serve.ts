@@ -7,7 +7,7 @@ import { dirname, resolve } from 'node:path';
 import { AtrestError, errnoOf } from '../errors/index.js';
 import { abortConnection, fuseMountAt, unmountFuse } from './mounts.js';
 import { NativeSession, type NativeOps, type NativeStat } from './native.js';
-import { fuseDeviceFds } from './spawn.js';
+import { fuseDeviceFds, inPrivateMountNamespace } from './spawn.js';
 
 /** What serveDisk needs from a volume (Volume satisfies it). */
 export interface DiskBackend {
@@ -98,7 +98,11 @@ export async function serveDisk(opts: ServeDiskOptions): Promise<FuseDisk> {
 async function mountDisk(opts: ServeDiskOptions): Promise<FuseDisk> {
   const mountPath = resolve(opts.mountPath);
   const disk = opts.disk;
-  const options = fuseOptions(opts.directIo ?? true);
+  // In a private mount namespace, libfuse's own mount would stay inside it: `auto_unmount` makes
+  // libfuse2 mount through /usr/bin/fusermount, which the systemd unit binds to a wrapper that runs
+  // the real one in the host's namespace (libexec/fusermount-host); the FUSE fd comes back as usual.
+  const options =
+    fuseOptions(opts.directIo ?? true) + ((await inPrivateMountNamespace()) ? ',auto_unmount' : '');
   if ((await fuseMountAt(mountPath)) !== null) {
     throw new AtrestError('NAME_IN_USE', `something is already mounted on ${mountPath}`, {
       path: mountPath,

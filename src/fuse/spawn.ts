@@ -9,6 +9,34 @@ export interface SpawnHelperOptions {
   /** Written to the child's stdin, which is then closed (stdin is empty otherwise). */
   input?: string | Buffer;
   env?: NodeJS.ProcessEnv;
+  /**
+   * Run it in the host's mount namespace (mount, umount, fusermount): when this process lives in a
+   * private one (a hardened systemd unit), mounts made there would never reach the host.
+   */
+  hostMounts?: boolean;
+}
+
+let privateNs: Promise<boolean> | null = null;
+
+/** The host's mount namespace: PID 1's, or ATREST_HOST_MNT_NS (tests, machines whose PID 1 is not init). */
+export function hostMountNamespace(env: NodeJS.ProcessEnv = process.env): string {
+  return env.ATREST_HOST_MNT_NS || '/proc/1/ns/mnt';
+}
+
+/**
+ * Whether this process runs in another mount namespace than the host's (systemd's ProtectSystem=,
+ * PrivateTmp=, ... give a service its own, whose mounts do not propagate to the host).
+ */
+export function inPrivateMountNamespace(): Promise<boolean> {
+  privateNs ??= (async () => {
+    try {
+      const [mine, init] = await Promise.all([readlink('/proc/self/ns/mnt'), readlink(hostMountNamespace())]);
+      return mine !== init;
+    } catch {
+      return false;
+    }
+  })();
+  return privateNs;
 }
 
 export interface SpawnHelperResult {
@@ -54,14 +82,18 @@ export async function spawnHelper(
   const fds = await fuseDeviceFds();
   let file = cmd;
   let argv = [...args];
+  if (opts.hostMounts === true && (await inPrivateMountNamespace())) {
+    argv = [`--mount=${hostMountNamespace(opts.env)}`, '--', cmd, ...argv];
+    file = 'nsenter';
+  }
   const env: NodeJS.ProcessEnv = { ...(opts.env ?? process.env) };
   if (fds.length > 0) {
     // bash (not dash: it cannot name descriptors above 9); BASH_ENV unset so no startup file runs
     delete env.BASH_ENV;
     delete env.ENV;
-    file = '/bin/bash';
     const closes = fds.map((fd) => `exec ${fd}<&-;`).join(' ');
-    argv = ['--noprofile', '--norc', '-c', `${closes} exec "$0" "$@"`, cmd, ...args];
+    argv = ['--noprofile', '--norc', '-c', `${closes} exec "$0" "$@"`, file, ...argv];
+    file = '/bin/bash';
   }
   return new Promise<SpawnHelperResult>((resolve, reject) => {
     const child = spawn(file, argv, { env, stdio: ['pipe', 'pipe', 'pipe'] });
