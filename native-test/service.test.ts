@@ -412,8 +412,10 @@ describe("the unit's sandbox", () => {
       expect(await new Promise<number | null>((res) => d.on('exit', (c) => res(c)))).toBe(0);
       expect((await readFile('/proc/mounts', 'utf8')).includes(` ${mnt} `)).toBe(false);
     } finally {
-      await writeFile('/sys/fs/cgroup/devices/cgroup.procs', '').catch(() => undefined);
-      await run('rmdir', [cg]);
+      // the fusermount auto_unmount watcher may still be leaving the cgroup: retry for a while
+      for (let i = 0; i < 50 && (await run('rmdir', [cg])).code !== 0; i++) {
+        await new Promise((res) => setTimeout(res, 200));
+      }
     }
   });
   let sharedDir: string | null = null;
