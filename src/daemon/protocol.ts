@@ -98,6 +98,11 @@ function str(v: unknown, what: string): string {
   return v;
 }
 
+/** An optional throttle in bytes per second (a non-negative integer); anything else is ignored. */
+function optRate(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : undefined;
+}
+
 function optStr(v: unknown, what: string): string | undefined {
   return v === undefined || v === null ? undefined : str(v, what);
 }
@@ -126,8 +131,8 @@ export function parseEnvelope(value: unknown): Envelope {
     case 'reencrypt': {
       const files = Array.isArray(q.keyFiles) ? q.keyFiles.map((f, i) => str(f, `keyFiles[${i}]`)) : [];
       const req: Request = { op: 'reencrypt', name: str(q.name, 'name'), keyFiles: files };
-      if (typeof q.maxRate === 'number' && Number.isSafeInteger(q.maxRate) && q.maxRate >= 0)
-        req.maxRate = q.maxRate;
+      const maxRate = optRate(q.maxRate);
+      if (maxRate !== undefined) req.maxRate = maxRate;
       return { id, request: req };
     }
     case 'status': {
@@ -154,8 +159,8 @@ export function parseEnvelope(value: unknown): Envelope {
       if (kek !== undefined) req.kek = kek;
       if (keyStore !== undefined) req.keyStore = keyStore;
       if (q.fips === true) req.fips = true;
-      if (typeof q.maxRate === 'number' && Number.isSafeInteger(q.maxRate) && q.maxRate >= 0)
-        req.maxRate = q.maxRate;
+      const maxRate = optRate(q.maxRate);
+      if (maxRate !== undefined) req.maxRate = maxRate;
       return { id, request: req };
     }
     default:

@@ -24,7 +24,7 @@ import {
   acquireImageLock,
   Converter,
   PlainCipher,
-  ShiftedCipher,
+  sourceLayoutCipher,
   Volume,
   type ConversionSplit,
   type ImageLock,
@@ -483,7 +483,7 @@ export class VolumeService {
       await v.volume.beginConversion(newKey, {
         front,
         sourceOffset: plan.sourceOffset,
-        sourceCipher: plan.sourceIvTweak === 0 ? oldKey : new ShiftedCipher(oldKey, plan.sourceIvTweak),
+        sourceCipher: sourceLayoutCipher(plan, oldKey),
       });
       await v.key.wipe(); // the volume's own copy of the old key; the converter's goes at the end
       v.key = newKey;
@@ -710,7 +710,7 @@ export class VolumeService {
             split: {
               front,
               sourceOffset: plan.sourceOffset,
-              sourceCipher: plan.sourceIvTweak === 0 ? source : new ShiftedCipher(source, plan.sourceIvTweak),
+              sourceCipher: sourceLayoutCipher(plan, source),
             },
           },
         };

@@ -48,3 +48,4 @@ export {
 } from './keyslots.js';
 export { verifyVolumeKey, keyslotUnusableReason } from './unlock.js';
 export type { KeyslotInfo, TokenInfo, SegmentInfo, DigestInfo, JsonObject, Json } from './metadata.js';
+export { LUKS2_MAGIC_PRIMARY } from './binary-header.js';

@@ -7,6 +7,8 @@ import { openFile, readAt, readHeaders, writeHeaders } from './disk.js';
 import {
   BIN_HEADER_SIZE,
   decodeBinaryHeader,
+  LUKS2_MAGIC_PRIMARY,
+  LUKS2_MAGIC_SECONDARY,
   SECONDARY_OFFSETS,
   type BinaryHeader,
 } from './binary-header.js';
@@ -372,10 +374,10 @@ export async function luksRemnants(path: string): Promise<string | null> {
       return b.subarray(0, bytesRead);
     };
     const head = await read(0, 6);
-    if (head.equals(Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe]))) return 'starts with a LUKS header';
+    if (head.equals(LUKS2_MAGIC_PRIMARY)) return 'starts with a LUKS header';
     for (const off of [0, ...SECONDARY_OFFSETS]) {
       const magic = await read(off, 6);
-      if (off > 0 && magic.equals(Buffer.from([0x53, 0x4b, 0x55, 0x4c, 0xba, 0xbe])))
+      if (off > 0 && magic.equals(LUKS2_MAGIC_SECONDARY))
         return `has a LUKS2 secondary header at offset ${off}`;
       const json = (await read(off + 4096, 4096)).toString('latin1');
       if (json.startsWith('{') && json.includes('"keyslots"') && json.includes('"segments"'))

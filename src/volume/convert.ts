@@ -30,6 +30,7 @@ import { AtrestError, fromSystemError, isAtrestError } from '../errors/index.js'
 import {
   CONVERT_REQUIREMENT,
   DEFAULT_DATA_OFFSET,
+  LUKS2_MAGIC_PRIMARY,
   readLuks2,
   writeMetadata,
   type JsonObject,
@@ -380,6 +381,14 @@ export function unwrapOldKey(newKey: Uint8Array, wrapped: string): Buffer {
   }
 }
 
+/**
+ * The cipher a Volume uses for the source layout of `plan`: the Volume tweaks from the target's
+ * iv_tweak (0), so a source with another iv_tweak needs its tweaks shifted.
+ */
+export function sourceLayoutCipher(plan: ConvertPlan, source: SectorCipher): SectorCipher {
+  return plan.sourceIvTweak === 0 ? source : new ShiftedCipher(source, plan.sourceIvTweak);
+}
+
 /** A cipher whose tweaks are shifted (a source layout with another iv_tweak than the target). */
 export class ShiftedCipher implements SectorCipher {
   constructor(
@@ -438,7 +447,7 @@ export async function planEncrypt(
   } finally {
     await fh.close();
   }
-  if (head.equals(Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe]))) {
+  if (head.equals(LUKS2_MAGIC_PRIMARY)) {
     throw new AtrestError('USAGE', `${image} is already a LUKS volume`, {
       path: image,
       hint: 'to move it to a new volume key use `atrest reencrypt`; to open it use `atrest open`',

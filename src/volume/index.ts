@@ -22,6 +22,7 @@ export {
   nodeIo,
   planOf,
   ShiftedCipher,
+  sourceLayoutCipher,
   sidecarPath,
   unwrapOldKey,
   wrapOldKey,
