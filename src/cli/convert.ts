@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { CryptoPool } from '../crypto/index.js';
 import { AtrestError } from '../errors/index.js';
 import type { KeyManager } from '../keys/index.js';
-import { openConversion, startReencrypt } from '../daemon/conversion.js';
+import { openConversion, startReencrypt, type OpenedConversion } from '../daemon/conversion.js';
 import type { RuntimePaths } from '../daemon/paths.js';
 import {
   acquireImageLock,
@@ -71,6 +71,49 @@ function progressPrinter(label = 'encrypt'): { update(p: ConvertProgress): void;
   };
 }
 
+/**
+ * Runs an opened conversion in this process with its own crypto pool and a progress printer; the keys
+ * go to the pool once and are wiped from it (and from conv) at the end, whatever happens. Returns the
+ * seconds it took.
+ */
+async function runForeground(
+  image: string,
+  conv: OpenedConversion,
+  label: 'encrypt' | 'reencrypt',
+  maxRate: number,
+): Promise<number> {
+  const pool = new CryptoPool();
+  try {
+    const target = await pool.addKey(conv.unlocked.volumeKey);
+    conv.unlocked.volumeKey.fill(0);
+    const source = conv.oldKey === null ? null : await pool.addKey(conv.oldKey);
+    conv.oldKey?.fill(0);
+    const printer = progressPrinter(label);
+    const killPoint = killPointFromEnv();
+    const converter = new Converter({
+      image,
+      header: conv.header,
+      plan: conv.plan,
+      target,
+      source: source ?? new PlainCipher(),
+      maxRate,
+      onProgress: (p) => printer.update(p),
+      ...(killPoint ? { killPoint } : {}),
+    });
+    const t0 = Date.now();
+    try {
+      await converter.run();
+    } finally {
+      printer.end();
+      await source?.wipe();
+      await target.wipe();
+    }
+    return (Date.now() - t0) / 1000;
+  } finally {
+    await pool.destroy();
+  }
+}
+
 export interface EncryptArgs {
   image: string;
   header?: string | undefined;
@@ -86,7 +129,6 @@ export async function encryptOffline(paths: RuntimePaths, km: KeyManager, a: Enc
   const image = resolve(a.image);
   const header = a.header === undefined ? undefined : resolve(a.header);
   const lock = await acquireImageLock(image, paths.lockDir);
-  let pool: CryptoPool | null = null;
   try {
     const conv = await openConversion(image, {
       ...(header === undefined ? {} : { header }),
@@ -114,38 +156,15 @@ export async function encryptOffline(paths: RuntimePaths, km: KeyManager, a: Enc
         hint: 'resume it with `atrest reencrypt`',
       });
     }
-    pool = new CryptoPool();
-    const key = await pool.addKey(conv.unlocked.volumeKey);
-    conv.unlocked.volumeKey.fill(0);
-    const printer = progressPrinter();
-    const killPoint = killPointFromEnv();
-    const converter = new Converter({
-      image,
-      header: conv.header,
-      plan: conv.plan,
-      target: key,
-      source: new PlainCipher(),
-      maxRate: a.maxRate,
-      onProgress: (p) => printer.update(p),
-      ...(killPoint ? { killPoint } : {}),
-    });
     console.error(
       `${conv.started ? 'encrypting' : 'resuming the encryption of'} ${image} in place ` +
         `(${conv.plan.resilience === 'datashift' ? 'header attached: the image grows by 16 MiB' : 'detached header'})`,
     );
-    const t0 = Date.now();
-    try {
-      await converter.run();
-    } finally {
-      printer.end();
-      await key.wipe();
-    }
-    const secs = (Date.now() - t0) / 1000;
+    const secs = await runForeground(image, conv, 'encrypt', a.maxRate);
     console.log(
       `encrypted ${image}: ${formatBytes(conv.plan.size)} in ${secs.toFixed(1)} s; it is now a LUKS2 volume (aes-xts-plain64)`,
     );
   } finally {
-    await pool?.destroy();
     await lock.release();
   }
 }
@@ -164,7 +183,6 @@ export async function reencryptOffline(paths: RuntimePaths, km: KeyManager, a: R
   const header = a.header === undefined ? undefined : resolve(a.header);
   const hdr = header === undefined ? {} : { header };
   const lock = await acquireImageLock(image, paths.lockDir);
-  let pool: CryptoPool | null = null;
   try {
     const found = await findConversion(image, header);
     if (found !== null && found.plan.mode === 'encrypt') {
@@ -189,38 +207,14 @@ export async function reencryptOffline(paths: RuntimePaths, km: KeyManager, a: R
     const conv = await openConversion(image, { ...hdr, start: false, keys: { km, keyFiles: a.keyFiles } });
     if (conv === null || conv.oldKey === null)
       throw new AtrestError('INTERNAL', `no reencryption of ${image} found`);
-    pool = new CryptoPool();
-    const target = await pool.addKey(conv.unlocked.volumeKey);
-    conv.unlocked.volumeKey.fill(0);
-    const source = await pool.addKey(conv.oldKey);
-    conv.oldKey.fill(0);
-    const printer = progressPrinter('reencrypt');
-    const converter = new Converter({
-      image,
-      header: conv.header,
-      plan: conv.plan,
-      target,
-      source,
-      maxRate: a.maxRate,
-      onProgress: (p) => printer.update(p),
-      ...(killPoint ? { killPoint } : {}),
-    });
     console.error(
       `${found === null ? 're-encrypting' : 'resuming the re-encryption of'} ${image} under a new volume key`,
     );
-    const t0 = Date.now();
-    try {
-      await converter.run();
-    } finally {
-      printer.end();
-      await source.wipe();
-      await target.wipe();
-    }
+    const secs = await runForeground(image, conv, 'reencrypt', a.maxRate);
     console.log(
-      `re-encrypted ${image}: ${formatBytes(conv.plan.size)} in ${((Date.now() - t0) / 1000).toFixed(1)} s; the old volume key is gone`,
+      `re-encrypted ${image}: ${formatBytes(conv.plan.size)} in ${secs.toFixed(1)} s; the old volume key is gone`,
     );
   } finally {
-    await pool?.destroy();
     await lock.release();
   }
 }

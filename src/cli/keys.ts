@@ -60,6 +60,24 @@ function kekUri(uri: string): string {
   return uri;
 }
 
+/** Writes or removes a file: KEK's revocation marker (all versions, or one) and audits it. */
+async function fileRevocation(
+  ctx: KeyCommandContext,
+  action: 'revoke' | 'restore',
+  uri: string,
+  version: number | undefined,
+): Promise<void> {
+  const opts = version === undefined ? {} : { version };
+  const fp = new FileKekProvider();
+  if (action === 'revoke') await fp.revoke(uri, opts);
+  else await fp.restore(uri, opts);
+  ctx.manager().auditEvent({
+    event: action,
+    provider: redactUri(uri),
+    ...(version === undefined ? {} : { kekVersion: version }),
+  });
+}
+
 /** Registers `atrest key <command>`. */
 export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
   const image = (a: Argv): Argv<ImageArgs> =>
@@ -161,13 +179,7 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
                 : 'platform keys are rotated, not revoked',
           });
         }
-        const fp = new FileKekProvider();
-        await fp.revoke(uri, a.version === undefined ? {} : { version: a.version });
-        ctx.manager().auditEvent({
-          event: 'revoke',
-          provider: redactUri(uri),
-          ...(a.version === undefined ? {} : { kekVersion: a.version }),
-        });
+        await fileRevocation(ctx, 'revoke', uri, a.version);
         console.log(`revoked ${redactUri(uri)}${a.version === undefined ? '' : ` version ${a.version}`}`);
       },
     )
@@ -181,12 +193,7 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
       async (a) => {
         const uri = kekUri(a.kek);
         if (schemeOf(uri) !== 'file') throw new AtrestError('USAGE', 'key restore works on file: KEKs');
-        await new FileKekProvider().restore(uri, a.version === undefined ? {} : { version: a.version });
-        ctx.manager().auditEvent({
-          event: 'restore',
-          provider: redactUri(uri),
-          ...(a.version === undefined ? {} : { kekVersion: a.version }),
-        });
+        await fileRevocation(ctx, 'restore', uri, a.version);
         console.log(`restored ${redactUri(uri)}`);
       },
     )
