@@ -6,18 +6,13 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { privateEnv } from './bench-env.mjs';
 
 const run = promisify(execFile);
 const BIN = resolve(import.meta.dirname, '..', 'bin', 'atrest.js');
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
 const dir = await mkdtemp(join(tmpdir(), 'atrest-bench-revoke-'));
-const env = {
-  ...process.env,
-  ATREST_RUN_DIR: join(dir, 'run'),
-  ATREST_STATE_DIR: join(dir, 'state'),
-  ATREST_KEY_STORE: join(dir, 'keys'),
-  ATREST_AUDIT_LOG: join(dir, 'audit.log'),
-};
+const env = privateEnv(dir);
 delete env.ATREST_KEY_CHECK_INTERVAL; // the default interval is what users get
 const atrest = async (...args) =>
   (await run(process.execPath, [BIN, ...args], { env, timeout: 60_000 })).stdout;

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { benchCrypto } from './bench-crypto.mjs';
+import { privateEnv } from './bench-env.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BIN = join(ROOT, 'bin', 'atrest.js');
@@ -49,19 +50,27 @@ async function fio(file, name, rw, bs, iodepth, size, seconds) {
   return { mbps: side.bw_bytes / 1e6, iops: side.iops };
 }
 
-async function ioBench() {
-  const dir = await mkdtemp(join(tmpdir(), 'atrest-bench-'));
-  const env = {
-    ...process.env,
-    ATREST_RUN_DIR: join(dir, 'run'),
-    ATREST_STATE_DIR: join(dir, 'state'),
-    ATREST_KEY_STORE: join(dir, 'keys'),
-    ATREST_AUDIT_LOG: join(dir, 'audit.log'),
-    ATREST_BENCH_PLAIN: '1',
-  };
+/**
+ * Runs `fn(dir, env, atrest)` in a private atrest environment (temp dir), then stops its daemon and
+ * removes every mount, loop device and file it left.
+ */
+async function withPrivateAtrest(prefix, extraEnv, fn) {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  const env = privateEnv(dir, extraEnv);
   const atrest = (args) => run(process.execPath, [BIN, ...args], { env });
-  const size = 512 * 2 ** 20;
   try {
+    return await fn(dir, env, atrest);
+  } finally {
+    await atrest(['daemon', '--stop']).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 500));
+    await run('bash', [join(ROOT, 'scripts', 'cleanup'), dir]).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function ioBench() {
+  return withPrivateAtrest('atrest-bench-', { ATREST_BENCH_PLAIN: '1' }, async (dir, env, atrest) => {
+    const size = 512 * 2 ** 20;
     const key = join(dir, 'key');
     await writeFile(key, randomBytes(32));
     const enc = join(dir, 'enc.img');
@@ -95,12 +104,7 @@ async function ioBench() {
     await atrest(['close', 'enc']);
     await atrest(['close', 'plain']);
     return rows;
-  } finally {
-    await run(process.execPath, [BIN, 'daemon', '--stop'], { env }).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 500));
-    await run('bash', [join(ROOT, 'scripts', 'cleanup'), dir]).catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 /** A plaintext image of `size` bytes: random data after a zero first block (written in 8 MiB chunks). */
@@ -131,17 +135,8 @@ async function timed(fn) {
  * online at the daemon's default rate.
  */
 async function convBench() {
-  const dir = await mkdtemp(join(tmpdir(), 'atrest-bench-conv-'));
-  const env = {
-    ...process.env,
-    ATREST_RUN_DIR: join(dir, 'run'),
-    ATREST_STATE_DIR: join(dir, 'state'),
-    ATREST_KEY_STORE: join(dir, 'keys'),
-    ATREST_AUDIT_LOG: join(dir, 'audit.log'),
-  };
-  const atrest = (args) => run(process.execPath, [BIN, ...args], { env });
-  const size = 1024 * 2 ** 20;
-  try {
+  return withPrivateAtrest('atrest-bench-conv-', {}, async (dir, env, atrest) => {
+    const size = 1024 * 2 ** 20;
     const src = join(dir, 'src.img');
     await randomFile(src, size);
     const copy = join(dir, 'copy.img');
@@ -177,12 +172,7 @@ async function convBench() {
       drop: 1 - during.iops / base.iops,
       convState: `${st.state}, ${st.percent}% done`,
     };
-  } finally {
-    await run(process.execPath, [BIN, 'daemon', '--stop'], { env }).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 500));
-    await run('bash', [join(ROOT, 'scripts', 'cleanup'), dir]).catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 if (process.argv.includes('--conversion-only')) {
