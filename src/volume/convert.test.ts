@@ -10,6 +10,8 @@ import {
   findConversion,
   sidecarPath,
   startEncrypt,
+  type ConverterOptions,
+  type ConvertPlan,
   type ConvFile,
   type ConvIo,
   type HeaderRequest,
@@ -52,18 +54,32 @@ function makeHeader(req: HeaderRequest): Promise<void> {
   }).then(() => undefined);
 }
 
-/** Resumes whatever conversion the image has, to the end (fresh Converter, as after a crash). */
-async function resume(image: string, header?: string, io?: ConvIo): Promise<void> {
-  const c = await findConversion(image, header);
-  if (c === null) return;
-  await new Converter({
+/** Starts encrypting `path` in batches of BATCH, with a detached header when `hdr` is given. */
+function start(path: string, sectorSize: 512 | 4096, hdr?: string): ReturnType<typeof startEncrypt> {
+  return startEncrypt(path, { sectorSize, batch: BATCH, makeHeader, ...(hdr ? { header: hdr } : {}) });
+}
+
+/** A converter of a plaintext image under this test's key. */
+function converter(
+  image: string,
+  c: { header: string; plan: ConvertPlan },
+  extra: Partial<ConverterOptions> = {},
+): Converter {
+  return new Converter({
     image,
     header: c.header,
     plan: c.plan,
     target: new InProcessXtsCipher(key),
     source: new PlainCipher(),
-    ...(io ? { io } : {}),
-  }).run();
+    ...extra,
+  });
+}
+
+/** Resumes whatever conversion the image has, to the end (fresh Converter, as after a crash). */
+async function resume(image: string, header?: string, io?: ConvIo): Promise<void> {
+  const c = await findConversion(image, header);
+  if (c === null) return;
+  await converter(image, c, io ? { io } : {}).run();
 }
 
 /** The decrypted view of a finished volume. */
@@ -96,14 +112,7 @@ describe('in-place encryption', () => {
     expect(header).toBe(sidecarPath(path));
     expect(plan.resilience).toBe('datashift');
     const seen: number[] = [];
-    const c = new Converter({
-      image: path,
-      header,
-      plan,
-      target: new InProcessXtsCipher(key),
-      source: new PlainCipher(),
-      onProgress: (p) => seen.push(p.percent),
-    });
+    const c = converter(path, { header, plan }, { onProgress: (p) => seen.push(p.percent) });
     expect(await c.run()).toBe(true);
     expect(seen.at(-1)).toBe(100);
     expect((await stat(path)).size).toBe(16 * 1024 * 1024 + data.length);
@@ -170,19 +179,9 @@ describe('in-place encryption', () => {
         it(`${header}: a crash at ${point} #${nth} resumes to the exact original`, async () => {
           const { path, data } = await plainImage(4 * BATCH + 4096);
           const hdr = header === 'detached' ? join(dir, 'p.hdr') : undefined;
-          const s = await startEncrypt(path, {
-            sectorSize: 4096,
-            batch: BATCH,
-            makeHeader,
-            ...(hdr ? { header: hdr } : {}),
-          });
+          const s = await start(path, 4096, hdr);
           let count = 0;
-          const c = new Converter({
-            image: path,
-            header: s.header,
-            plan: s.plan,
-            target: new InProcessXtsCipher(key),
-            source: new PlainCipher(),
+          const c = converter(path, s, {
             killPoint: (name) => {
               if (name === point && ++count === nth) throw new Killed(name);
             },
@@ -297,24 +296,11 @@ describe('power loss during the batches (unsynced writes dropped or torn)', () =
         dir = await mkdtemp(join(tmpdir(), 'atrest-convert-'));
         const { path, data } = await plainImage(3 * BATCH + 512 * 3);
         const hdr = header === 'detached' ? join(dir, 'p.hdr') : undefined;
-        const s = await startEncrypt(path, {
-          sectorSize: 512,
-          batch: BATCH,
-          makeHeader,
-          ...(hdr ? { header: hdr } : {}),
-        });
+        const s = await start(path, 512, hdr);
         const io = new PowerLossIo(failAt, lcg(failAt * 7919));
         await io.load(path);
         await io.load(s.header);
-        const c = new Converter({
-          image: path,
-          header: s.header,
-          plan: s.plan,
-          target: new InProcessXtsCipher(key),
-          source: new PlainCipher(),
-          io,
-          finalize: false,
-        });
+        const c = converter(path, s, { io, finalize: false });
         // the batches run on the simulated disk; finalizing (by resume) uses the real files
         const stopped = await c.run().then(
           () => false,
@@ -340,19 +326,8 @@ describe('online: reads and writes during the conversion', () => {
       const { path, data } = await plainImage(size);
       const expected = Buffer.from(data);
       const hdr = header === 'detached' ? join(dir, 'p.hdr') : undefined;
-      const s = await startEncrypt(path, {
-        sectorSize: 512,
-        batch: BATCH,
-        makeHeader,
-        ...(hdr ? { header: hdr } : {}),
-      });
-      const c = new Converter({
-        image: path,
-        header: s.header,
-        plan: s.plan,
-        target: new InProcessXtsCipher(key),
-        source: new PlainCipher(),
-      });
+      const s = await start(path, 512, hdr);
+      const c = converter(path, s);
       const front = await c.prepare();
       const volume = await Volume.open({
         imagePath: path,
