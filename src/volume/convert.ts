@@ -822,26 +822,19 @@ export async function finalizeConversion(
   plan: ConvertPlan,
   kill: (name: string) => void = () => undefined,
 ): Promise<void> {
-  // the sums hash source sectors (plaintext, for encrypt): gone before the plan is; the records stay
-  // (numbers only) until the area is reused, so a crash from here on still finds front = 0
+  // One write pass, one sync: the sums hash source sectors (plaintext, for encrypt) and go before the
+  // plan does; a reencryption's old keyslot areas are overwritten once more (idempotent after a crash).
+  // The records stay (numbers only) until the area is reused, so a crash from here on finds front = 0.
   const wipe = await open(header, 'r+');
   try {
     const sums = plan.area.size - 2 * RECORD_BYTES;
     await wipe.write(Buffer.alloc(sums), 0, sums, plan.area.offset + 2 * RECORD_BYTES);
+    for (const a of plan.oldAreas ?? []) await wipe.write(randomBytes(a.size), 0, a.size, a.offset);
     await wipe.sync();
   } finally {
     await wipe.close();
   }
   kill('sums-wiped');
-  if (plan.oldAreas !== undefined && plan.oldAreas.length > 0) {
-    const fh = await open(header, 'r+');
-    try {
-      for (const a of plan.oldAreas) await fh.write(randomBytes(a.size), 0, a.size, a.offset);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  }
   let finalHeader = header;
   if (plan.sidecar) {
     const src = await open(header, 'r');
