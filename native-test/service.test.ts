@@ -92,7 +92,10 @@ describe('systemd service', () => {
     const root = join(t.dir, 'root');
     await must('bash', [join(ROOT, 'scripts', 'install'), '--root', root]);
     const unit = join(root, 'etc', 'systemd', 'system', 'atrest.service');
-    await must('systemd-analyze', ['verify', unit]);
+    // verify also runs `man atrest(8)` for the unit's Documentation=: the page installed under root
+    await must('systemd-analyze', ['verify', unit], {
+      env: { ...process.env, MANPATH: join(root, 'usr', 'local', 'share', 'man') },
+    });
     expect(await readFile(unit, 'utf8')).toMatch(/^Type=notify$/m);
     expect((await stat(join(root, 'etc', 'atrest', 'volumes.json'))).mode & 0o777).toBe(0o600);
   });

@@ -1,8 +1,9 @@
 // The `atrest` command line: parses arguments, runs format locally, drives the daemon for the rest.
+import { readFileSync } from 'node:fs';
 import { access, constants as fsConstants, realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import yargs from 'yargs';
+import yargs, { type FallbackCompletionFunction } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { AtrestError, ERROR_CODES, exitCodeOf, isAtrestError } from '../errors/index.js';
 import { fipsActive, requireFips } from '../crypto/index.js';
@@ -22,10 +23,16 @@ import { runtimePaths } from '../daemon/paths.js';
 import { Daemon } from '../daemon/server.js';
 import type { EncryptionStatus, VolumeStatus } from '../daemon/protocol.js';
 import { encryptOffline, progressLine, reencryptOffline } from './convert.js';
+import { completions, openVolumeNames } from './completion.js';
 import { keyCommands } from './keys.js';
+import { manPage } from './man-command.js';
 import { formatBytes, parseSize } from './size.js';
 
 const ENTRY = fileURLToPath(new URL('../../bin/atrest.js', import.meta.url));
+/** The version in package.json (read once; the package file is never on a FUSE mount). */
+const VERSION = (
+  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
 
 function requireRoot(): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
@@ -140,7 +147,8 @@ export async function main(argv: string[]): Promise<number> {
   const cli = yargs(argv)
     .scriptName('atrest')
     .usage(
-      '$0 <command> [options]\n\nEncryption at rest for disk images: LUKS2 volumes served as plaintext files.',
+      '$0 <command> [options]\n\nEncryption at rest for disk images: LUKS2 volumes served as plaintext files.\n' +
+        '`atrest --version` prints the version; `man 8 atrest` has the manual.',
     )
     .option('key-store', {
       type: 'string',
@@ -554,6 +562,32 @@ export async function main(argv: string[]): Promise<number> {
         exitCode = -1; // keep running
       },
     )
+    .command(
+      'man',
+      false, // hidden: scripts/install renders atrest(8) with it
+      (y) => y,
+      async () => {
+        const epoch = Number(process.env.SOURCE_DATE_EPOCH);
+        const date = (Number.isFinite(epoch) && epoch > 0 ? new Date(epoch * 1000) : new Date())
+          .toISOString()
+          .slice(0, 10);
+        process.stdout.write(await manPage(ENTRY, VERSION, date));
+      },
+    )
+    .completion('completion', 'print the bash completion script (scripts/install installs it)', ((
+      _current: string,
+      _argv: unknown,
+      defaultCompletions,
+      done,
+    ) => {
+      // the words after the program name; the last one is being completed
+      const words = argv.slice(argv.indexOf('--get-yargs-completions') + 2);
+      void openVolumeNames(paths.runDir).then((names) => {
+        defaultCompletions((_err, defaults) => {
+          done(completions(words, names, defaults ?? []));
+        });
+      });
+    }) satisfies FallbackCompletionFunction)
     .demandCommand(1, 'name a command')
     .strict()
     .epilog(`Exit codes:\n  ${String(0).padStart(3)}  success\n${EXIT_CODE_TABLE}`)
@@ -562,8 +596,22 @@ export async function main(argv: string[]): Promise<number> {
       throw new AtrestError('USAGE', msg);
     })
     .help()
-    .version(false)
-    .wrap(Math.min(110, process.stdout.columns || 100));
+    .version(false) // `key revoke/restore --version N` is theirs; `atrest --version` is handled before parsing
+    .wrap(Math.min(110, process.stdout.columns || Number(process.env.COLUMNS) || 100));
+  if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-V')) {
+    console.log(VERSION);
+    return 0;
+  }
+  const completing = argv.indexOf('--get-yargs-completions');
+  if (completing >= 0) {
+    // bash asks for completions: print them, and never an error (it would land on the user's screen)
+    try {
+      for (const c of await cli.getCompletion(argv.slice(completing + 1))) console.log(c);
+    } catch {
+      // nothing to offer: bash falls back to file names
+    }
+    return 0;
+  }
   try {
     await cli.parseAsync();
   } catch (err) {
