@@ -1,4 +1,4 @@
-// `atrest key ...`: rotate, rotate-platform, use, revoke, restore, add-recovery, list, remove.
+// `atrest key ...`: rotate, rotate-platform, use, revoke, restore, add-recovery, list, remove, delete-platform-version.
 import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { AtrestError } from '../errors/index.js';
@@ -14,6 +14,7 @@ import {
   type UnlockOptions,
 } from '../keys/index.js';
 import { readLuks2, type Luks2Metadata } from '../luks2/index.js';
+import { deletePlatformVersionCommand } from './platform-delete.js';
 
 /** What key commands need from the CLI around them. */
 export interface KeyCommandContext {
@@ -108,8 +109,6 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
                 : `${what}: already on the newest version ${b.version}`,
             );
           }
-          const pruned = await km.prunePlatform();
-          if (pruned.length > 0) console.log(`removed unused platform KEK versions ${pruned.join(', ')}`);
         } finally {
           km.close();
         }
@@ -123,9 +122,7 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
         const km = ctx.manager();
         try {
           const ref = await km.rotatePlatform();
-          console.log(`platform KEK version ${ref.version} created`);
-          const pruned = await km.prunePlatform();
-          if (pruned.length > 0) console.log(`removed unused platform KEK versions ${pruned.join(', ')}`);
+          console.log(`platform KEK version ${ref.version} created (older versions are kept)`);
         } finally {
           km.close();
         }
@@ -260,5 +257,6 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
         console.log(`removed key slot ${slot}`);
       },
     )
+    .command(deletePlatformVersionCommand(ctx))
     .demandCommand(1, 'name a key command');
 }

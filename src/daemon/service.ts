@@ -240,7 +240,6 @@ export class VolumeService {
           { event: 'rewrap', volume: v.name, provider: redactUri(b.kek), from: r.from, to: r.to },
           'picked up a new KEK version',
         );
-        if (b.type === TOKEN_PLATFORM) await live.km.prunePlatform().catch(() => []);
       } catch (err) {
         this.log.warn(
           { event: 'rewrap-failed', volume: v.name, code: (err as { code?: unknown }).code },

@@ -30,6 +30,8 @@ export const ERROR_CODES = {
   // busy / state
   IMAGE_BUSY: { exit: 7, errno: 'EBUSY' },
   NAME_IN_USE: { exit: 7, errno: 'EBUSY' },
+  /** A key version some volume still needs (e.g. deleting a platform KEK version). */
+  KEY_IN_USE: { exit: 7, errno: 'EBUSY' },
   NOT_OPEN: { exit: 8, errno: 'ENOENT' },
   LOCKED: { exit: 8, errno: 'EIO' },
   // daemon

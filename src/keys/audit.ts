@@ -7,7 +7,7 @@ export type KeyEventName =
   | 'wrap'
   | 'rotate'
   | 'rotate-platform'
-  | 'prune-platform'
+  | 'delete-platform-version'
   | 'use-kek'
   | 'add-recovery'
   | 'remove-keyslot'

@@ -31,7 +31,7 @@ import { NO_AUDIT, type AuditSink, type KeyEvent } from './audit.js';
 import { Pkcs11Provider } from './pkcs11.js';
 import { PlatformKekProvider } from './platform.js';
 import { providerFor, redactUri, schemeOf, storedUri, type KekProvider, type KekRef } from './provider.js';
-import { knownVolumes, recordKnownVolume } from './registry.js';
+import { recordKnownVolume } from './registry.js';
 
 export const TOKEN_PLATFORM = 'atrest-platform';
 export const TOKEN_CMK = 'atrest-cmk';
@@ -602,48 +602,6 @@ export class KeyManager {
       kekVersion: ref.version,
     });
     return ref;
-  }
-
-  /**
-   * Removes platform KEK versions that no volume atrest knows uses any more (the newest always stays).
-   * Known volumes whose header is gone are forgotten; an unreadable header keeps every version.
-   */
-  async prunePlatform(): Promise<number[]> {
-    const store = this.platform();
-    const versions = await store.versions();
-    const newest = versions[versions.length - 1];
-    if (newest === undefined) return [];
-    const used = new Set<number>([newest]);
-    for (const k of await knownVolumes(store.dir)) {
-      // the header where it was recorded, else in the image (an in-place conversion moves it there)
-      let meta: Luks2Metadata | null = null;
-      for (const [header, image] of [
-        [k.header, k.image],
-        [k.image, k.image],
-      ] as const) {
-        try {
-          const m = await readLuks2(header, { imagePath: image });
-          if (m.uuid === k.uuid) {
-            meta = m;
-            break;
-          }
-        } catch (err) {
-          if (!(isAtrestError(err) && (err.code === 'FILE_NOT_FOUND' || err.code === 'NOT_LUKS2'))) {
-            return []; // cannot tell what it uses: keep everything
-          }
-        }
-      }
-      if (meta === null) {
-        await k.forget();
-        continue;
-      }
-      for (const b of bindings(meta)) if (b.type === TOKEN_PLATFORM) used.add(b.version);
-    }
-    const unused = versions.filter((v) => !used.has(v));
-    if (unused.length === 0) return [];
-    const removed = await store.removeVersions(unused);
-    for (const v of removed) this.audit({ event: 'prune-platform', provider: 'platform:', kekVersion: v });
-    return removed;
   }
 }
 

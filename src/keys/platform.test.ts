@@ -34,7 +34,7 @@ describe('PlatformKekProvider', () => {
     await expect(p.current('platform:other')).rejects.toMatchObject({ code: 'USAGE' });
   });
 
-  it('rotates to new versions, keeps old ones until prune, and old wraps still unwrap', async () => {
+  it('rotates to new versions, keeps old ones until deleteVersion, never deletes the newest', async () => {
     const dir = fresh();
     const p = new PlatformKekProvider({ keyStoreDir: dir });
     const v1 = await p.current('platform:');
@@ -46,9 +46,11 @@ describe('PlatformKekProvider', () => {
     await expect(p.unwrap(v2, w1)).rejects.toMatchObject({ code: 'WRONG_KEY' });
     expect((await p.rotatePlatform()).version).toBe(3);
     expect(await p.versions()).toEqual([1, 2, 3]);
-    expect(await p.prune(2)).toEqual([1]);
+    await expect(p.deleteVersion(3)).rejects.toMatchObject({ code: 'USAGE', message: /newest/ });
+    await expect(p.deleteVersion(4)).rejects.toMatchObject({ code: 'FILE_NOT_FOUND' });
+    await p.deleteVersion(1);
     expect(await p.versions()).toEqual([2, 3]);
-    await expect(p.prune(0)).rejects.toMatchObject({ code: 'USAGE' });
+    expect((await readdir(dir)).sort()).toEqual(['platform-kek.v2', 'platform-kek.v3', 'store-id']);
     expect(await p.available(v1)).toBe(false);
     await expect(p.unwrap(v1, w1)).rejects.toMatchObject({
       code: 'KEY_UNAVAILABLE',

@@ -1,9 +1,10 @@
 // The platform key store: host-held KEK versions as 32-byte files in a root-only directory.
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, lstat, mkdir, open, readdir, readFile, unlink } from 'node:fs/promises';
+import { link, lstat, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AtrestError, fromSystemError } from '../errors/index.js';
+import { fsyncDir, mkdirDurable, STALE_TEMP_MS, type KillPoint } from './durable-file.js';
 import type { KekRef } from './provider.js';
 import { keyUnavailable } from './provider.js';
 import { KEK_BYTES, LocalKekProvider } from './wrap.js';
@@ -99,15 +100,6 @@ export async function readKekFile(path: string, uri: string, strict: boolean): P
   }
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const dh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await dh.sync();
-  } finally {
-    await dh.close();
-  }
-}
-
 /**
  * Writes `key` to `path` durably without ever replacing an existing file: temp file (0600, O_EXCL),
  * fsync, link into place (EEXIST if taken), unlink temp, fsync the directory.
@@ -158,7 +150,7 @@ export class PlatformKekProvider extends LocalKekProvider {
   private async ensureStore(): Promise<void> {
     if (this.ready) return;
     try {
-      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      await mkdirDurable(this.dir, 0o700);
       const st = await lstat(this.dir);
       if (!st.isDirectory())
         throw new AtrestError('USAGE', `key store ${this.dir} is not a directory`, { path: this.dir });
@@ -250,32 +242,72 @@ export class PlatformKekProvider extends LocalKekProvider {
     }
   }
 
-  /** Makes a new KEK version (newest + 1) and returns it. Old versions stay until prune(). */
+  /** Makes a new KEK version (newest + 1) and returns it. Old versions stay (see deleteVersion). */
   async rotatePlatform(): Promise<KekRef> {
     const vs = await this.versions();
     const next = (vs[vs.length - 1] ?? 0) + 1;
     return this.createVersion(next, false);
   }
 
-  /** Removes all but the newest `keepVersions` versions (at least 1); returns the removed versions. */
-  async prune(keepVersions: number): Promise<number[]> {
-    if (!Number.isInteger(keepVersions) || keepVersions < 1) {
-      throw new AtrestError('USAGE', 'prune must keep at least one KEK version');
-    }
+  /**
+   * Deletes version `version` for good (never the newest; callers check that no volume needs it, see
+   * platform-delete.ts). Crash-safe: the file is renamed to a tombstone (directory fsynced: from then
+   * on the version is gone), its bytes overwritten with zeros and synced, then unlinked. A crash leaves
+   * the version intact or a tombstone, which the next deletion removes.
+   */
+  async deleteVersion(version: number, opts: { killPoint?: KillPoint } = {}): Promise<void> {
     const vs = await this.versions();
-    return this.removeVersions(vs.slice(0, Math.max(0, vs.length - keepVersions)));
+    if (!vs.includes(version)) {
+      throw new AtrestError('FILE_NOT_FOUND', `no platform KEK version ${version} in key store ${this.dir}`, {
+        path: this.path(version),
+        hint: `versions present: ${vs.join(', ') || 'none'}`,
+      });
+    }
+    if (version === vs[vs.length - 1]) {
+      throw new AtrestError(
+        'USAGE',
+        `version ${version} is the newest platform KEK version and is never deleted`,
+        {
+          path: this.path(version),
+          hint: 'rotate first (atrest key rotate-platform), re-wrap its volumes, then delete it',
+        },
+      );
+    }
+    const tomb = join(this.dir, `.${PREFIX}${version}.deleted-${randomBytes(6).toString('hex')}`);
+    try {
+      await rename(this.path(version), tomb);
+      await fsyncDir(this.dir);
+      await opts.killPoint?.('tombstoned');
+    } catch (err) {
+      throw fromSystemError(err, this.path(version), 'platform KEK');
+    }
+    await this.removeLeftovers();
   }
 
-  /** Removes these versions (never the newest); returns those removed. */
-  async removeVersions(versions: readonly number[]): Promise<number[]> {
-    const vs = await this.versions();
-    const newest = vs[vs.length - 1];
-    const removed = vs.filter((v) => v !== newest && versions.includes(v));
-    for (const v of removed) {
+  /**
+   * Removes leftovers of crashed deletions and writes, zeroing their bytes first: deletion tombstones,
+   * and temp files of versions no longer present that are older than STALE_TEMP_MS (a crash between
+   * link and unlink in writeKeyFileExclusive leaves a hard link of the key). Returns the names removed.
+   */
+  async removeLeftovers(): Promise<string[]> {
+    const present = await this.versions();
+    const removed: string[] = [];
+    for (const n of await readdir(this.dir)) {
+      const m = /^\.platform-kek\.v([0-9]+)\.(deleted|tmp)-[0-9a-f]+$/.exec(n);
+      if (m === null) continue;
+      const p = join(this.dir, n);
       try {
-        await unlink(this.path(v));
+        if (m[2] === 'tmp') {
+          if (present.includes(Number(m[1]))) continue;
+          const st = await lstat(p);
+          if (Date.now() - st.mtimeMs < STALE_TEMP_MS) continue;
+        }
+        await zeroFile(p);
+        await unlink(p);
+        removed.push(n);
       } catch (err) {
-        throw fromSystemError(err, this.path(v), 'platform KEK');
+        if ((err as { code?: unknown } | null)?.code === 'ENOENT') continue;
+        throw fromSystemError(err, p, 'platform KEK');
       }
     }
     if (removed.length > 0) await fsyncDir(this.dir);
@@ -298,6 +330,19 @@ export class PlatformKekProvider extends LocalKekProvider {
       );
     }
     return readKekFile(this.path(ref.version), `platform: v${ref.version}`, true);
+  }
+}
+
+/** Overwrites a small regular file (not a symlink) with zeros and syncs it. */
+async function zeroFile(path: string): Promise<void> {
+  const fh = await open(path, constants.O_WRONLY | constants.O_NOFOLLOW);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) return;
+    await fh.write(Buffer.alloc(Math.min(st.size, 4096)), 0, Math.min(st.size, 4096), 0);
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
 }
 
