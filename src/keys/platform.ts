@@ -99,7 +99,8 @@ export async function readKekFile(path: string, uri: string, strict: boolean): P
   }
 }
 
-async function fsyncDir(dir: string): Promise<void> {
+/** fsyncs a directory, so that a create, link or unlink in it is durable. */
+export async function fsyncDir(dir: string): Promise<void> {
   const dh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
   try {
     await dh.sync();
