@@ -279,7 +279,7 @@ export class Pkcs11Provider implements KekProvider {
     } catch (err) {
       throw new AtrestError('KEY_UNAVAILABLE', `cannot load PKCS#11 module ${modulePath}`, {
         path: modulePath,
-        hint: 'check module-path in the KEK URI',
+        hint: 'check the "module" of this provider in providers.json',
         cause: err,
       });
     }

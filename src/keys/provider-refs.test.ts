@@ -25,15 +25,14 @@ const table = parseProviders(
 /** Providers that only count how often they were asked for: resolving never calls into them. */
 function resolver(override?: string): { r: ProviderResolver; used: string[] } {
   const used: string[] = [];
-  const fake = (name: string): KekProvider =>
-    ({
-      scheme: name,
-      wrapAlg: name,
-      current: () => Promise.reject(new Error(`${name} used`)),
-      wrap: () => Promise.reject(new Error(`${name} used`)),
-      unwrap: () => Promise.reject(new Error(`${name} used`)),
-      available: () => Promise.reject(new Error(`${name} used`)),
-    });
+  const fake = (name: string): KekProvider => ({
+    scheme: name,
+    wrapAlg: name,
+    current: () => Promise.reject(new Error(`${name} used`)),
+    wrap: () => Promise.reject(new Error(`${name} used`)),
+    unwrap: () => Promise.reject(new Error(`${name} used`)),
+    available: () => Promise.reject(new Error(`${name} used`)),
+  });
   const r = new ProviderResolver({
     table,
     ...(override === undefined ? {} : { override }),
