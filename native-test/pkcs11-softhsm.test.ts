@@ -1,5 +1,5 @@
 // Pkcs11Provider against a real SoftHSM2 token initialised by the test itself.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -131,6 +131,24 @@ describe('Pkcs11Provider with SoftHSM2', () => {
       expect(await codeOf(p.current(URI.replace('object=kek-1', 'object=missing')))).toBe('KEY_UNAVAILABLE');
     } finally {
       p.close();
+    }
+  });
+
+  it('refuses a module that group or others may change, before loading it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'atrest-p11mod-'));
+    const p = new Pkcs11Provider();
+    try {
+      const copy = join(dir, 'libsofthsm2.so');
+      await copyFile(SOFTHSM_MODULE, copy);
+      await chmod(copy, 0o666);
+      const err = await p.current(URI.replace(SOFTHSM_MODULE, copy)).catch((e: unknown) => e);
+      expect(err).toMatchObject({
+        code: 'USAGE',
+        message: `refusing PKCS#11 module ${copy}: mode 666 lets group or others change it`,
+      });
+    } finally {
+      p.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 
