@@ -47,6 +47,11 @@ async function encryption(name: string): Promise<Encryption> {
     ?.encryption as Encryption;
 }
 
+/** Writes the private providers.json (ATREST_PROVIDERS of the test environment). */
+async function providers(entries: Record<string, Record<string, string>>): Promise<void> {
+  await writeFile(join(t.dir, 'providers.json'), JSON.stringify({ providers: entries }), { mode: 0o644 });
+}
+
 /** Polls `fn` every 100 ms until it returns true; returns the elapsed ms, or throws after timeoutMs. */
 async function waitFor(fn: () => Promise<boolean>, timeoutMs: number, what: string): Promise<number> {
   const start = Date.now();
@@ -194,6 +199,7 @@ describe('customer-managed key in a key file', () => {
     const img = join(t.dir, 'c.img');
     const kek = join(t.dir, 'kek');
     await writeFile(kek, randomBytes(32), { mode: 0o600 });
+    await providers({ 'kek-a': { type: 'file', path: kek } });
     expect((await t.atrest(['format', img, '--size', '16M'])).code).toBe(0);
     let r = await t.atrest(['open', img, 'c']);
     expect(r.code, r.stderr).toBe(0);
@@ -201,7 +207,7 @@ describe('customer-managed key in a key file', () => {
     const data = randomBytes(256 * 1024);
     await writeDisk(disk, 4096, data);
 
-    r = await t.atrest(['key', 'use', img, '--kek', `file:${kek}`]);
+    r = await t.atrest(['key', 'use', img, '--kek', 'kek-a']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/removed key slot 0/);
     r = await t.atrest(['key', 'list', img, '--json']);
@@ -210,10 +216,10 @@ describe('customer-managed key in a key file', () => {
     await waitFor(async () => (await encryption('c')).keySource === 'customer', 10_000, 'customer key');
 
     const revokedAt = Date.now();
-    expect((await t.atrest(['key', 'revoke', '--kek', `file:${kek}`])).code).toBe(0);
+    expect((await t.atrest(['key', 'revoke', '--kek', 'kek-a'])).code).toBe(0);
     await waitFor(async () => (await encryption('c')).locked, 10_000, 'lock');
     const enc = await encryption('c');
-    expect(enc.lockedReason).toMatch(/key revoked or unavailable: file:/);
+    expect(enc.lockedReason).toMatch(/key revoked or unavailable: ref:kek-a/);
     expect(Date.parse(enc.lockedAt ?? '') - revokedAt).toBeLessThan(10_000);
     const locked = await sha256File(img);
     await expect(readDisk(disk, 4096, 4096)).rejects.toMatchObject({ code: 'EIO' });
@@ -223,7 +229,7 @@ describe('customer-managed key in a key file', () => {
     expect(await sha256File(img)).toBe(locked);
 
     expectOneLineError(await t.atrest(['open', img, 'c']), 6, /key revoked or unavailable/);
-    expect((await t.atrest(['key', 'restore', '--kek', `file:${kek}`])).code).toBe(0);
+    expect((await t.atrest(['key', 'restore', '--kek', 'kek-a'])).code).toBe(0);
     r = await t.atrest(['open', img, 'c']);
     expect(r.code, r.stderr).toBe(0);
     expect((await readDisk(disk, 4096, data.length)).equals(data)).toBe(true);
@@ -235,13 +241,17 @@ describe('customer-managed key in a PKCS#11 HSM (SoftHSM2)', () => {
   it('revoking the key while fio writes fails the writes within the interval; ciphertext unchanged; restore reads back', async () => {
     const pinFile = join(t.dir, 'pin');
     await writeFile(pinFile, USER_PIN, { mode: 0o600 });
-    const uri = `pkcs11:token=atrest;object=kek-1?module-path=${hsm.modulePath}&pin-source=${pinFile}`;
+    await providers({
+      hsm1: { type: 'pkcs11', module: hsm.modulePath, token: 'atrest', object: 'kek-1', pinSource: pinFile },
+    });
     const img = join(t.dir, 'h.img');
-    let r = await t.atrest(['format', img, '--size', '32M', '--kek', uri]);
+    let r = await t.atrest(['format', img, '--size', '32M', '--kek', 'hsm1']);
     expect(r.code, r.stderr).toBe(0);
     r = await t.atrest(['key', 'list', img, '--json']);
     expect(r.stdout).toContain('"kind": "customer"');
+    expect(r.stdout).toContain('"kek": "ref:hsm1"');
     expect(r.stdout).not.toContain(USER_PIN);
+    expect(r.stdout).not.toContain(hsm.modulePath);
     r = await t.atrest(['open', img, 'h']);
     expect(r.code, r.stderr).toBe(0);
     const disk = r.stdout.trim();
@@ -277,7 +287,7 @@ describe('customer-managed key in a PKCS#11 HSM (SoftHSM2)', () => {
     expect(failedAfter).toBeLessThan(10_000);
     const enc = await encryption('h');
     expect(enc.locked).toBe(true);
-    expect(enc.lockedReason).toMatch(/key revoked or unavailable: pkcs11:token=atrest;object=kek-1/);
+    expect(enc.lockedReason).toMatch(/key revoked or unavailable: ref:hsm1 version 1/);
     expect(enc.lockedReason).not.toContain(USER_PIN);
     const locked = await sha256File(img);
     await new Promise((res) => setTimeout(res, 1500));
@@ -296,28 +306,39 @@ describe('customer-managed key in a PKCS#11 HSM (SoftHSM2)', () => {
     expect(audit).not.toContain(`pin-value`);
   });
 
-  it('bad input: unknown scheme, unreachable module, wrong PIN, short KEK, mismatched token', async () => {
+  it('bad input: unknown scheme or provider, unreachable module, wrong PIN, short KEK, mismatched token', async () => {
     const img = join(t.dir, 'b.img');
     expect((await t.atrest(['format', img, '--size', '8M'])).code).toBe(0);
     const orig = await sha256File(img);
-    const use = (kek: string): ReturnType<AtrestEnv['atrest']> => t.atrest(['key', 'use', img, '--kek', kek]);
-    expectOneLineError(await use('vault:secret/kek'), 2, /unknown key provider scheme vault/);
-    expectOneLineError(
-      await use(`pkcs11:token=atrest;object=kek-1?module-path=/nonexistent/libnope.so&pin-value=${USER_PIN}`),
-      6,
-      /libnope\.so/,
-    );
     const wrongPin = join(t.dir, 'wrong-pin');
     await writeFile(wrongPin, '9999', { mode: 0o600 });
-    const wrong = await use(
-      `pkcs11:token=atrest;object=kek-1?module-path=${hsm.modulePath}&pin-source=${wrongPin}`,
+    const short = join(t.dir, 'short');
+    await writeFile(short, randomBytes(16), { mode: 0o600 });
+    await providers({
+      nomod: { type: 'pkcs11', module: '/nonexistent/libnope.so', token: 'atrest', object: 'kek-1' },
+      wrongpin: {
+        type: 'pkcs11',
+        module: hsm.modulePath,
+        token: 'atrest',
+        object: 'kek-1',
+        pinSource: wrongPin,
+      },
+      short: { type: 'file', path: short },
+    });
+    const use = (kek: string): ReturnType<AtrestEnv['atrest']> => t.atrest(['key', 'use', img, '--kek', kek]);
+    expectOneLineError(await use('vault:secret/kek'), 2, /unknown key provider scheme vault/);
+    expectOneLineError(await use('hsm9'), 6, /key provider "hsm9" is not configured in .*providers\.json/);
+    expectOneLineError(
+      await use(`pkcs11:token=atrest;object=kek-1?module-path=/tmp/other.so&pin-value=${USER_PIN}`),
+      6,
+      /matches no provider/,
     );
+    expectOneLineError(await use('nomod'), 6, /libnope\.so/);
+    const wrong = await use('wrongpin');
     expect(wrong.code).not.toBe(0);
     expect(wrong.stderr.trim().split('\n')).toHaveLength(1);
     expect(wrong.stderr).toMatch(/PIN/i);
-    const short = join(t.dir, 'short');
-    await writeFile(short, randomBytes(16), { mode: 0o600 });
-    expectOneLineError(await use(`file:${short}`), 2, /KEK too short/);
+    expectOneLineError(await use('short'), 2, /KEK too short/);
     expect(await sha256File(img)).toBe(orig);
 
     // a token copied from another volume does not match this volume's keyslot

@@ -1,7 +1,14 @@
 // Pkcs11Provider against a real SoftHSM2 token initialised by the test itself.
+import { chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AtrestError } from '../src/errors/index.js';
+import { KeyManager } from '../src/keys/manager.js';
 import { Pkcs11Provider } from '../src/keys/pkcs11.js';
+import { parseProviders } from '../src/keys/provider-config.js';
+import { readLuks2, type JsonObject } from '../src/luks2/index.js';
+import { writeMetadata } from '../src/luks2/volume.js';
 import { createSoftHsm, SOFTHSM_MODULE, type SoftHsm } from './helpers/softhsm.js';
 
 const URI = `pkcs11:token=atrest;object=kek-1?module-path=${SOFTHSM_MODULE}&pin-value=1234`;
@@ -127,6 +134,24 @@ describe('Pkcs11Provider with SoftHSM2', () => {
     }
   });
 
+  it('refuses a module that group or others may change, before loading it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'atrest-p11mod-'));
+    const p = new Pkcs11Provider();
+    try {
+      const copy = join(dir, 'libsofthsm2.so');
+      await copyFile(SOFTHSM_MODULE, copy);
+      await chmod(copy, 0o666);
+      const err = await p.current(URI.replace(SOFTHSM_MODULE, copy)).catch((e: unknown) => e);
+      expect(err).toMatchObject({
+        code: 'USAGE',
+        message: `refusing PKCS#11 module ${copy}: mode 666 lets group or others change it`,
+      });
+    } finally {
+      p.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('reconnects when its cached session was closed behind its back (token re-inserted)', async () => {
     const ref = await provider.current(URI);
     expect(await provider.available(ref)).toBe(true);
@@ -139,5 +164,45 @@ describe('Pkcs11Provider with SoftHSM2', () => {
     expect(await provider.available(ref)).toBe(true);
     const blob = await provider.wrap(ref, secret);
     expect((await provider.unwrap(ref, blob)).equals(secret)).toBe(true);
+  });
+
+  it('through the key manager: tokens name ref:hsm1; a legacy full-URI token opens only while it matches', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'atrest-p11ref-'));
+    const pin = join(dir, 'pin');
+    await writeFile(pin, '1234', { mode: 0o600 });
+    const table = parseProviders(
+      {
+        providers: {
+          hsm1: { type: 'pkcs11', module: SOFTHSM_MODULE, token: 'atrest', object: 'kek-1', pinSource: pin },
+        },
+      },
+      join(dir, 'providers.json'),
+    );
+    const km = new KeyManager({ keyStoreDir: join(dir, 'store'), providerTable: table });
+    const image = join(dir, 'h.img');
+    const setKek = async (value: string): Promise<void> => {
+      const meta = await readLuks2(image);
+      const raw = structuredClone(meta.json);
+      ((raw.tokens as JsonObject)['0'] as JsonObject).atrest_kek = value;
+      await writeMetadata(meta, raw);
+    };
+    try {
+      await km.format({ imagePath: image, dataSize: 1 << 20 }, 'hsm1');
+      const meta = await readLuks2(image);
+      expect(meta.tokens[0]?.raw.atrest_kek).toBe('ref:hsm1');
+      expect(JSON.stringify(meta.json)).not.toContain(SOFTHSM_MODULE);
+      (await km.unlock(meta)).volumeKey.fill(0);
+      // as written before references: the full URI, module and pin-source as configured
+      await setKek(`pkcs11:token=atrest;object=kek-1?module-path=${SOFTHSM_MODULE}&pin-source=${pin}`);
+      (await km.unlock(await readLuks2(image))).volumeKey.fill(0);
+      // the same key with a PIN file, or a module, the configuration does not name: refused
+      await setKek(`pkcs11:token=atrest;object=kek-1?module-path=${SOFTHSM_MODULE}&pin-source=${dir}/other`);
+      expect(await codeOf(km.unlock(await readLuks2(image)))).toBe('KEK_NOT_CONFIGURED');
+      await setKek(`pkcs11:token=atrest;object=kek-1?module-path=${dir}/libsofthsm2.so`);
+      expect(await codeOf(km.unlock(await readLuks2(image)))).toBe('KEK_NOT_CONFIGURED');
+    } finally {
+      km.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

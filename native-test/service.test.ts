@@ -279,7 +279,7 @@ describe('systemd service', () => {
     expect(lines.slice(1).map((l) => l.replace(/^.*?\.json: /, '').replace(/; fix them.*$/, ''))).toEqual([
       'volumes[1].name: "ok" is also volumes[0].name',
       'volumes[1].image: must be an absolute path',
-      'volumes[2].key: must be "platform", { "kek": "URI" } or { "keyFile": "/path" }',
+      'volumes[2].key: must be "platform", { "kek": "NAME" } or { "keyFile": "/path" }',
       'volumes[2].mount: needs "loop": true',
     ]);
     expect((await readFile(img)).equals(before)).toBe(true);

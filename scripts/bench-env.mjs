@@ -9,6 +9,7 @@ export function privateEnv(dir, extra = {}) {
     ATREST_STATE_DIR: join(dir, 'state'),
     ATREST_KEY_STORE: join(dir, 'keys'),
     ATREST_AUDIT_LOG: join(dir, 'audit.log'),
+    ATREST_PROVIDERS: join(dir, 'providers.json'),
     ...extra,
   };
 }

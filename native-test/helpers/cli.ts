@@ -68,6 +68,7 @@ export async function makeAtrestEnv(prefix = 'atrest-e2e-'): Promise<AtrestEnv> 
     ATREST_STATE_DIR: join(dir, 'state'),
     ATREST_KEY_STORE: join(dir, 'keys'),
     ATREST_AUDIT_LOG: join(dir, 'audit.log'),
+    ATREST_PROVIDERS: join(dir, 'providers.json'),
   };
   const atrest = (
     args: string[],

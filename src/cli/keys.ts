@@ -7,9 +7,9 @@ import {
   FileKekProvider,
   KeyManager,
   listKeyslots,
+  PROVIDER_NAME_RE,
   redactUri,
   schemeOf,
-  storedUri,
   type KeyslotEntry,
   type UnlockOptions,
 } from '../keys/index.js';
@@ -53,30 +53,52 @@ function slotRow(e: KeyslotEntry): string {
 }
 
 function kekUri(uri: string): string {
-  if (schemeOf(uri) === '') {
-    throw new AtrestError('USAGE', `--kek needs a URI with a scheme, got ${JSON.stringify(redactUri(uri))}`, {
-      hint: 'use platform:, file:/path/to/kek or pkcs11:token=...;object=...?module-path=...',
-    });
+  if (schemeOf(uri) === '' && !PROVIDER_NAME_RE.test(uri)) {
+    throw new AtrestError(
+      'USAGE',
+      `--kek needs a provider NAME or platform:, got ${JSON.stringify(redactUri(uri))}`,
+      {
+        hint: 'use platform:, or the NAME of a provider configured in providers.json',
+      },
+    );
   }
   return uri;
 }
 
-/** Writes or removes a file: KEK's revocation marker (all versions, or one) and audits it. */
+/**
+ * Writes or removes the revocation marker (all versions, or one) of a configured file provider and
+ * audits it. Returns what was revoked, as tokens name it (`ref:NAME`).
+ */
 async function fileRevocation(
   ctx: KeyCommandContext,
   action: 'revoke' | 'restore',
-  uri: string,
+  kek: string,
   version: number | undefined,
-): Promise<void> {
-  const opts = version === undefined ? {} : { version };
-  const fp = new FileKekProvider();
-  if (action === 'revoke') await fp.revoke(uri, opts);
-  else await fp.restore(uri, opts);
-  ctx.manager().auditEvent({
-    event: action,
-    provider: redactUri(uri),
-    ...(version === undefined ? {} : { kekVersion: version }),
-  });
+): Promise<string> {
+  const km = ctx.manager();
+  try {
+    const r = await km.resolve(kek, 'cli');
+    if (schemeOf(r.uri) !== 'file') {
+      throw new AtrestError('USAGE', `key ${action} works on file providers; ${r.stored} is not one`, {
+        hint:
+          schemeOf(r.uri) === 'pkcs11'
+            ? 'revoke a PKCS#11 key in the HSM (destroy it or clear CKA_DECRYPT/CKA_UNWRAP)'
+            : 'platform keys are rotated, not revoked',
+      });
+    }
+    const opts = version === undefined ? {} : { version };
+    const fp = new FileKekProvider();
+    if (action === 'revoke') await fp.revoke(r.uri, opts);
+    else await fp.restore(r.uri, opts);
+    km.auditEvent({
+      event: action,
+      provider: r.stored,
+      ...(version === undefined ? {} : { kekVersion: version }),
+    });
+    return r.stored;
+  } finally {
+    km.close();
+  }
 }
 
 /** Registers `atrest key <command>`. */
@@ -89,7 +111,11 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
     .command(
       'rotate <image>',
       "re-wrap the image's key tokens under the newest KEK version (no data is re-encrypted)",
-      (a) => image(a).option('kek', { type: 'string', describe: 'KEK URI with credentials (e.g. a PIN)' }),
+      (a) =>
+        image(a).option('kek', {
+          type: 'string',
+          describe: "the volume's KEK provider NAME, or its pkcs11: URI with a pin-value",
+        }),
       async (a) => {
         const km = ctx.manager(a.kek);
         try {
@@ -105,7 +131,7 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
             const what = `key slot ${b.keyslot} (${redactUri(b.kek)})`;
             console.log(
               r
-                ? `${what}: version ${r.from} -> ${r.to}`
+                ? `${what}: version ${r.from} -> ${r.to}${r.kek === b.kek ? '' : `, now named ${r.kek}`}`
                 : `${what}: already on the newest version ${b.version}`,
             );
           }
@@ -136,7 +162,7 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
           .option('kek', {
             type: 'string',
             demandOption: true,
-            describe: 'file:/path, pkcs11:... or platform:',
+            describe: 'a provider NAME from providers.json, or platform:',
           })
           .option('key-file', {
             type: 'string',
@@ -150,7 +176,7 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
           const meta = await readImage(a);
           const r = await km.useKek(meta, uri, u);
           console.log(
-            `key slot ${r.keyslot} now bound to ${redactUri(storedUri(uri))} (version ${r.ref.version})` +
+            `key slot ${r.keyslot} now bound to ${r.ref.uri} (version ${r.ref.version})` +
               (r.removed.length > 0 ? `; removed key slot ${r.removed.join(', ')}` : ''),
           );
         } finally {
@@ -164,20 +190,20 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
       'revoke a file: KEK (every version, or one): volumes using it lock and stop opening',
       (a) =>
         a
-          .option('kek', { type: 'string', demandOption: true, describe: 'file:/path/to/kek' })
+          .option('kek', { type: 'string', demandOption: true, describe: 'file provider NAME' })
           .option('version', { type: 'number', describe: 'only this version' }),
       async (a) => {
         const uri = kekUri(a.kek);
-        if (schemeOf(uri) !== 'file') {
-          throw new AtrestError('USAGE', `key revoke works on file: KEKs, not ${schemeOf(uri)}:`, {
+        if (schemeOf(uri) === 'pkcs11' || schemeOf(uri) === 'platform') {
+          throw new AtrestError('USAGE', `key revoke works on file providers, not ${schemeOf(uri)}:`, {
             hint:
               schemeOf(uri) === 'pkcs11'
                 ? 'revoke a PKCS#11 key in the HSM (destroy it or clear CKA_DECRYPT/CKA_UNWRAP)'
                 : 'platform keys are rotated, not revoked',
           });
         }
-        await fileRevocation(ctx, 'revoke', uri, a.version);
-        console.log(`revoked ${redactUri(uri)}${a.version === undefined ? '' : ` version ${a.version}`}`);
+        const what = await fileRevocation(ctx, 'revoke', uri, a.version);
+        console.log(`revoked ${what}${a.version === undefined ? '' : ` version ${a.version}`}`);
       },
     )
     .command(
@@ -185,13 +211,14 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
       'undo `key revoke` for a file: KEK',
       (a) =>
         a
-          .option('kek', { type: 'string', demandOption: true, describe: 'file:/path/to/kek' })
+          .option('kek', { type: 'string', demandOption: true, describe: 'file provider NAME' })
           .option('version', { type: 'number', describe: 'only this version' }),
       async (a) => {
         const uri = kekUri(a.kek);
-        if (schemeOf(uri) !== 'file') throw new AtrestError('USAGE', 'key restore works on file: KEKs');
-        await fileRevocation(ctx, 'restore', uri, a.version);
-        console.log(`restored ${redactUri(uri)}`);
+        if (schemeOf(uri) === 'pkcs11' || schemeOf(uri) === 'platform')
+          throw new AtrestError('USAGE', 'key restore works on file providers');
+        const what = await fileRevocation(ctx, 'restore', uri, a.version);
+        console.log(`restored ${what}`);
       },
     )
     .command(
@@ -203,7 +230,10 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
             type: 'string',
             describe: 'unlock with this passphrase file instead of the KEK',
           })
-          .option('kek', { type: 'string', describe: 'KEK URI with credentials (e.g. a PIN)' })
+          .option('kek', {
+            type: 'string',
+            describe: "the volume's KEK provider NAME, or its pkcs11: URI with a pin-value",
+          })
           .option('iter-time', { type: 'number', describe: 'PBKDF2 benchmark target in ms (default 2000)' }),
       async (a) => {
         const km = ctx.manager(a.kek);

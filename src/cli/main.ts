@@ -10,6 +10,7 @@ import { fipsActive, requireFips } from '../crypto/index.js';
 import {
   bindings,
   KeyManager,
+  loadProviders,
   readKeyFile,
   redactUri,
   TOKEN_PLATFORM,
@@ -134,11 +135,16 @@ export async function main(argv: string[]): Promise<number> {
   const paths = runtimePaths();
   let exitCode = 0;
   let audit: AuditSink | null = null;
-  let globals: { keyStore: string; fips: boolean } = { keyStore: paths.keyStore, fips: false };
+  let globals: { keyStore: string; fips: boolean; providers: string } = {
+    keyStore: paths.keyStore,
+    fips: false,
+    providers: paths.providers,
+  };
   const manager = (kekOverride?: string): KeyManager => {
     audit ??= fileAuditSink(paths.auditLog, { source: 'cli' });
     return new KeyManager({
       keyStoreDir: globals.keyStore,
+      providersFile: globals.providers,
       audit,
       fips: globals.fips,
       ...(kekOverride === undefined ? {} : { kekOverride }),
@@ -155,6 +161,11 @@ export async function main(argv: string[]): Promise<number> {
       global: true,
       describe: 'platform key store directory (default /var/lib/atrest/keys)',
     })
+    .option('providers', {
+      type: 'string',
+      global: true,
+      describe: 'KEK provider configuration (default /etc/atrest/providers.json, env ATREST_PROVIDERS)',
+    })
     .option('fips', {
       type: 'boolean',
       global: true,
@@ -163,9 +174,11 @@ export async function main(argv: string[]): Promise<number> {
     })
     .middleware((a) => {
       const store = a['key-store'];
+      const providers = a.providers;
       globals = {
         keyStore: typeof store === 'string' ? resolve(store) : paths.keyStore,
         fips: a.fips === true,
+        providers: typeof providers === 'string' ? resolve(providers) : paths.providers,
       };
       if (globals.fips) requireFips();
     })
@@ -182,7 +195,8 @@ export async function main(argv: string[]): Promise<number> {
           })
           .option('kek', {
             type: 'string',
-            describe: 'bind to this customer KEK instead of the platform key (file:/path, pkcs11:...)',
+            describe:
+              'bind to this customer KEK instead of the platform key: a provider NAME from providers.json',
           })
           .option('sector-size', { type: 'number', choices: [512, 1024, 2048, 4096], default: 4096 })
           .option('header', { type: 'string', describe: 'detached header file (data then starts at 0)' })
@@ -216,7 +230,7 @@ export async function main(argv: string[]): Promise<number> {
               },
               a.kek,
             );
-            const who = a.kek === undefined ? 'platform key' : redactUri(a.kek);
+            const who = a.kek === undefined ? 'platform key' : redactUri(r.ref.uri);
             console.log(
               `formatted ${a.image}: LUKS2, aes-xts-plain64, ${formatBytes(size)}, uuid ${r.uuid}, ` +
                 `key slot 0 bound to ${who} (version ${r.ref.version})`,
@@ -264,7 +278,7 @@ export async function main(argv: string[]): Promise<number> {
           })
           .option('kek', {
             type: 'string',
-            describe: 'KEK URI with credentials (e.g. pkcs11:...?pin-source=FILE) for a customer key',
+            describe: "the volume's KEK provider NAME, or its pkcs11: URI with a pin-value to log in with",
           })
           .option('header', { type: 'string', describe: 'detached header file' })
           .option('max-rate', {
@@ -285,8 +299,9 @@ export async function main(argv: string[]): Promise<number> {
           benchPlain?: boolean;
           kek?: string;
           keyStore: string;
+          providers: string;
           fips?: boolean;
-        } = { keyStore: globals.keyStore };
+        } = { keyStore: globals.keyStore, providers: globals.providers };
         if (a.kek !== undefined) keyArgs.kek = a.kek;
         const maxRate = a['max-rate'] === undefined ? undefined : parseSize(a['max-rate']);
         if (globals.fips) keyArgs.fips = true;
@@ -383,7 +398,7 @@ export async function main(argv: string[]): Promise<number> {
           })
           .option('kek', {
             type: 'string',
-            describe: 'bind to this customer KEK instead of the platform key',
+            describe: 'bind to this customer KEK (provider NAME) instead of the platform key',
           })
           .option('sector-size', { type: 'number', choices: [512, 1024, 2048, 4096], default: 4096 })
           .option('header', {
@@ -506,6 +521,8 @@ export async function main(argv: string[]): Promise<number> {
         const file = resolve(a.file ?? process.env.ATREST_CONFIG ?? DEFAULT_CONFIG);
         const cfg = await loadConfig(file);
         console.log(`${file}: ${cfg.volumes.length} volume(s), no problems`);
+        const providers = await loadProviders(globals.providers);
+        console.log(`${providers.path}: ${providers.providers.size} key provider(s), no problems`);
       },
     )
     .command('key', 'manage keys: rotate, use a customer key, revoke, recovery, list, remove', (y) =>
@@ -552,7 +569,7 @@ export async function main(argv: string[]): Promise<number> {
         if (fips && !fipsActive()) requireFips();
         const config = a.config ?? process.env.ATREST_CONFIG;
         const d = new Daemon({
-          paths,
+          paths: { ...paths, providers: globals.providers },
           logLevel: a['log-level'],
           ...(config === undefined || config === '' ? {} : { config: resolve(config) }),
           keyCheckIntervalMs: Math.round(interval * 1000),

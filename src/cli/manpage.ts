@@ -69,6 +69,10 @@ const FILES: Array<[string, string]> = [
   ['/run/atrestd/control.sock', "the daemon's control socket (newline-delimited JSON, root only)"],
   ['/run/atrestd/daemon.log', "the daemon's log when open started it"],
   ['/etc/atrest/volumes.json', 'volumes the daemon opens at start and on SIGHUP (atrest config check)'],
+  [
+    '/etc/atrest/providers.json',
+    'customer key providers by name: PKCS#11 modules, PIN files, key files (root only)',
+  ],
   ['/var/lib/atrest/keys', 'the platform key store (0700, files 0600)'],
   ['/var/log/atrest/audit.log', 'audit log of key events, no secrets'],
   ['/etc/systemd/system/atrest.service', 'the systemd unit (scripts/install)'],

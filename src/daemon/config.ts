@@ -93,7 +93,7 @@ export function parseConfig(value: unknown, path: string): Config {
           if (!isAbsolute(k.keyFile)) problems.push(`${at}.key.keyFile: must be an absolute path`);
           key = { type: 'keyFile', path: k.keyFile };
         } else {
-          problems.push(`${at}.key: must be "platform", { "kek": "URI" } or { "keyFile": "/path" }`);
+          problems.push(`${at}.key: must be "platform", { "kek": "NAME" } or { "keyFile": "/path" }`);
         }
         const readOnly = bool('readOnly', false);
         const loop = bool('loop', false);

@@ -14,11 +14,13 @@ export interface RuntimePaths {
   keyStore: string;
   /** Audit log of key events, JSON lines (ATREST_AUDIT_LOG, default /var/log/atrest/audit.log). */
   auditLog: string;
+  /** KEK provider configuration (ATREST_PROVIDERS, default /etc/atrest/providers.json); --providers overrides it. */
+  providers: string;
 }
 
 /**
- * Paths from the environment (ATREST_RUN_DIR, ATREST_STATE_DIR, ATREST_KEY_STORE, ATREST_AUDIT_LOG)
- * or the defaults.
+ * Paths from the environment (ATREST_RUN_DIR, ATREST_STATE_DIR, ATREST_KEY_STORE, ATREST_AUDIT_LOG,
+ * ATREST_PROVIDERS) or the defaults.
  */
 export function runtimePaths(env: NodeJS.ProcessEnv = process.env): RuntimePaths {
   const runDir = env.ATREST_RUN_DIR || '/run/atrest';
@@ -32,6 +34,7 @@ export function runtimePaths(env: NodeJS.ProcessEnv = process.env): RuntimePaths
     logFile: join(stateDir, 'daemon.log'),
     keyStore: env.ATREST_KEY_STORE || '/var/lib/atrest/keys',
     auditLog: env.ATREST_AUDIT_LOG || '/var/log/atrest/audit.log',
+    providers: env.ATREST_PROVIDERS || '/etc/atrest/providers.json',
   };
 }
 

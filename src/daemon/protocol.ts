@@ -19,6 +19,8 @@ export interface OpenRequest {
   kek?: string;
   /** Platform key store directory (--key-store). */
   keyStore?: string;
+  /** KEK provider configuration file (--providers). */
+  providers?: string;
   /** FIPS mode for this volume: only PBKDF2 keyslots. */
   fips?: boolean;
   /** Throttle of an in-place conversion started or resumed by this open (bytes/s). */
@@ -158,6 +160,8 @@ export function parseEnvelope(value: unknown): Envelope {
       const keyStore = optStr(q.keyStore, 'keyStore');
       if (kek !== undefined) req.kek = kek;
       if (keyStore !== undefined) req.keyStore = keyStore;
+      const providers = optStr(q.providers, 'providers');
+      if (providers !== undefined) req.providers = providers;
       if (q.fips === true) req.fips = true;
       const maxRate = optRate(q.maxRate);
       if (maxRate !== undefined) req.maxRate = maxRate;

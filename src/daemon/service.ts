@@ -197,13 +197,13 @@ export class VolumeService {
       onDisk.length > 0 ? onDisk : [live];
     const available: Array<{ c: (typeof candidates)[number]; ref: KekRef; provider: KekProvider }> = [];
     for (const c of candidates) {
-      const uri = live.km.effectiveUri(c.kek);
-      const ref: KekRef = { uri, keyId: c.keyId, version: c.version };
       try {
-        const provider = live.km.providerFor(uri);
+        // what the header names now goes through the host's provider configuration, like any token
+        const { uri, provider } = await live.km.resolve(c.kek);
+        const ref: KekRef = { uri, keyId: c.keyId, version: c.version };
         if (await provider.available(ref)) available.push({ c, ref, provider });
       } catch {
-        // an unreachable provider counts as unavailable
+        // an unreachable or unconfigured provider counts as unavailable
       }
     }
     const first = available[0];
@@ -456,6 +456,7 @@ export class VolumeService {
         v.binding?.km ??
         new KeyManager({
           keyStoreDir: this.opts.keyStore ?? this.paths.keyStore,
+          providersFile: this.paths.providers,
           audit: (e) => this.audit({ ...e, name }),
           fips: this.opts.fips === true,
           pkcs11: this.getPkcs11(),
@@ -652,6 +653,7 @@ export class VolumeService {
     if (req.fips === true && this.opts.fips !== true) requireFips();
     const km = new KeyManager({
       keyStoreDir: req.keyStore ?? this.opts.keyStore ?? this.paths.keyStore,
+      providersFile: req.providers ?? this.paths.providers,
       audit: (e) => this.audit({ ...e, name: req.name }),
       fips: req.fips === true || this.opts.fips === true,
       pkcs11: this.getPkcs11(),

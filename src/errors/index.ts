@@ -27,6 +27,8 @@ export const ERROR_CODES = {
   WRONG_KEY: { exit: 6, errno: 'EACCES' },
   WEAK_KEY: { exit: 6, errno: 'EINVAL' },
   KEY_UNAVAILABLE: { exit: 6, errno: 'EACCES' },
+  /** A token or --kek names a key provider this host's providers.json does not configure. */
+  KEK_NOT_CONFIGURED: { exit: 6, errno: 'EACCES' },
   // busy / state
   IMAGE_BUSY: { exit: 7, errno: 'EBUSY' },
   NAME_IN_USE: { exit: 7, errno: 'EBUSY' },

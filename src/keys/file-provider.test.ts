@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, readFile, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -84,5 +84,38 @@ describe('FileKekProvider', () => {
     await expect(p.wrap(await p.current(`file:${open}`), Buffer.from('x'))).rejects.toMatchObject({
       code: 'USAGE',
     });
+  });
+
+  it('revoke() never follows a symlink at the marker path and fails closed on one', async () => {
+    const base = join(dir, 'sl');
+    const uri = `file:${base}`;
+    await writeFile(base, randomBytes(32), { mode: 0o600 });
+    const ref = await p.current(uri);
+    // a symlink planted where the marker goes, to a file that does not exist yet and to one that does
+    const absent = join(dir, 'victim-absent');
+    await symlink(absent, `${base}.revoked`);
+    // a dangling symlink at the marker path already counts as revoked (fail closed)
+    expect(await p.available(ref)).toBe(false);
+    await expect(p.revoke(uri)).rejects.toMatchObject({
+      code: 'USAGE',
+      message: expect.stringContaining('not a regular file') as unknown,
+    });
+    await expect(lstat(absent)).rejects.toMatchObject({ code: 'ENOENT' });
+    const present = join(dir, 'victim-present');
+    await writeFile(present, 'precious\n', { mode: 0o600 });
+    await symlink(present, `${base}.v1.revoked`);
+    await expect(p.revoke(uri, { version: 1 })).rejects.toMatchObject({ code: 'USAGE' });
+    expect(await readFile(present, 'utf8')).toBe('precious\n');
+    // after removing the planted links, revoke creates a regular 0600 file; revoking again is fine
+    await unlink(`${base}.revoked`);
+    await unlink(`${base}.v1.revoked`);
+    await p.revoke(uri);
+    const st = await lstat(`${base}.revoked`);
+    expect(st.isFile()).toBe(true);
+    expect(st.mode & 0o777).toBe(0o600);
+    await p.revoke(uri);
+    expect(await p.available(ref)).toBe(false);
+    await p.restore(uri);
+    expect(await p.available(ref)).toBe(true);
   });
 });

@@ -10,9 +10,10 @@
 //   (or `/path/to/kek.v1.revoked` for version 1) revokes one version. Removing a version file works too.
 //   Removing the marker (restore()) makes the KEK available again.
 import { constants } from 'node:fs';
-import { access, readdir, unlink, writeFile } from 'node:fs/promises';
+import { lstat, open, readdir, unlink } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, normalize } from 'node:path';
 import { AtrestError, fromSystemError } from '../errors/index.js';
+import { fsyncDir } from './durable-file.js';
 import { readKekFile } from './platform.js';
 import type { KekRef } from './provider.js';
 import { keyUnavailable } from './provider.js';
@@ -48,9 +49,10 @@ function versionPath(base: string, version: number): string {
   return version === 1 ? base : `${base}.v${version}`;
 }
 
+/** Whether anything is at path (a dangling symlink too: a revocation marker fails closed). */
 async function exists(path: string): Promise<boolean> {
   try {
-    await access(path, constants.F_OK);
+    await lstat(path);
     return true;
   } catch {
     return false;
@@ -115,18 +117,50 @@ export class FileKekProvider extends LocalKekProvider {
     return readKekFile(versionPath(base, ref.version), `${ref.uri} v${ref.version}`, false);
   }
 
-  /** Revokes the KEK (all versions, or one) by writing a `.revoked` marker beside it. */
+  /**
+   * Revokes the KEK (all versions, or one) by creating a `.revoked` marker beside it: a new file
+   * (O_CREAT|O_EXCL|O_NOFOLLOW: never through a symlink, never over another file), fsynced with its
+   * directory. A marker that is already there as a regular file is kept (already revoked).
+   */
   async revoke(uri: string, opts: RevokeOptions = {}): Promise<void> {
     const base = parseFileUri(uri);
     const p = markerPath(base, opts.version);
+    let fh;
     try {
-      await writeFile(p, 'revoked\n', { mode: 0o600 });
+      fh = await open(
+        p,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+        0o600,
+      );
     } catch (err) {
+      if ((err as { code?: unknown } | null)?.code === 'EEXIST') {
+        const st = await lstat(p).catch(() => null);
+        if (st?.isFile() === true) return; // already revoked
+        throw new AtrestError(
+          'USAGE',
+          `refusing revocation marker ${p}: it exists and is not a regular file`,
+          {
+            path: p,
+            hint: `look at what put it there, remove it (rm ${p}) and revoke again`,
+          },
+        );
+      }
       throw fromSystemError(err, p, 'revocation marker');
     }
+    try {
+      await fh.writeFile('revoked\n');
+      await fh.sync();
+    } catch (err) {
+      throw fromSystemError(err, p, 'revocation marker');
+    } finally {
+      await fh.close();
+    }
+    await fsyncDir(dirname(p)).catch((err: unknown) => {
+      throw fromSystemError(err, dirname(p), 'KEK directory');
+    });
   }
 
-  /** Removes a revocation marker written by revoke() (same options). */
+  /** Removes a revocation marker written by revoke() (same options), durably. */
   async restore(uri: string, opts: RevokeOptions = {}): Promise<void> {
     const p = markerPath(parseFileUri(uri), opts.version);
     try {
@@ -134,6 +168,10 @@ export class FileKekProvider extends LocalKekProvider {
     } catch (err) {
       if ((err as { code?: unknown } | null)?.code !== 'ENOENT')
         throw fromSystemError(err, p, 'revocation marker');
+      return;
     }
+    await fsyncDir(dirname(p)).catch((err: unknown) => {
+      throw fromSystemError(err, dirname(p), 'KEK directory');
+    });
   }
 }

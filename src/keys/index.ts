@@ -88,3 +88,9 @@ export {
 } from './manager.js';
 export { Pkcs11Provider } from './pkcs11.js';
 export { storedUri } from './provider.js';
+export type { ProviderTable } from './provider-config.js';
+export { DEFAULT_PROVIDERS, loadProviders, parseProviders, PROVIDER_NAME_RE } from './provider-config.js';
+export type { KekOrigin, ResolvedKek } from './provider-refs.js';
+export { ProviderResolver, REF_PREFIX } from './provider-refs.js';
+export type { ProviderEntry, ProviderType } from './provider-types.js';
+export { PROVIDER_TYPES } from './provider-types.js';

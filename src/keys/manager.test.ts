@@ -19,7 +19,11 @@ beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'atrest-km-'));
   store = join(dir, 'store');
   events = [];
-  km = new KeyManager({ keyStoreDir: store, audit: (e) => events.push(e) });
+  km = new KeyManager({
+    keyStoreDir: store,
+    providersFile: join(dir, 'providers.json'),
+    audit: (e) => events.push(e),
+  });
 });
 afterEach(async () => {
   km.close();
@@ -41,10 +45,18 @@ async function platformVolume(name = 'a.img'): Promise<string> {
   return image;
 }
 
-async function kekFile(name = 'kek'): Promise<string> {
+async function kekFile(name = 'kek', bytes = 32): Promise<string> {
   const path = join(dir, name);
-  await writeFile(path, randomBytes(32), { mode: 0o600 });
+  await writeFile(path, randomBytes(bytes), { mode: 0o600 });
   return path;
+}
+
+/** Writes providers.json with one file provider per name (before the manager first needs it). */
+async function configure(files: Record<string, string>): Promise<void> {
+  const providers = Object.fromEntries(
+    Object.entries(files).map(([name, path]) => [name, { type: 'file', path }]),
+  );
+  await writeFile(join(dir, 'providers.json'), JSON.stringify({ providers }), { mode: 0o644 });
 }
 
 describe('KeyManager', () => {
@@ -83,7 +95,7 @@ describe('KeyManager', () => {
     const metaA = await readLuks2(a);
     const [bindA] = bindings(metaA);
     if (!bindA) throw new Error('no binding');
-    expect(await km.rewrap(metaA, bindA)).toEqual({ from: 1, to: 2 });
+    expect(await km.rewrap(metaA, bindA)).toEqual({ from: 1, to: 2, kek: 'platform:' });
     const afterA = await readLuks2(a);
     expect(afterA.keyslots[0]?.area).toEqual(area); // same keyslot
     expect(bindings(afterA)[0]?.version).toBe(2);
@@ -103,13 +115,16 @@ describe('KeyManager', () => {
   it('moves to a customer key file, removing the platform keyslot only after the new one unlocks', async () => {
     const image = await platformVolume();
     const kek = await kekFile();
+    await configure({ 'kek-a': kek });
     const meta = await readLuks2(image);
-    const r = await km.useKek(meta, `file:${kek}`);
+    const r = await km.useKek(meta, 'kek-a');
     expect(r.removed).toEqual([0]);
     const after = await readLuks2(image);
+    // the token names the provider, never the key file
     expect(listKeyslots(after).map((e) => [e.slot, e.kind, e.kek, e.kekVersion])).toEqual([
-      [r.keyslot, 'customer', `file:${kek}`, 1],
+      [r.keyslot, 'customer', 'ref:kek-a', 1],
     ]);
+    expect(after.tokens[0]?.raw.atrest_kek).toBe('ref:kek-a');
     expect(after.tokens.map((t) => t.type)).toEqual(['atrest-cmk']);
     (await km.unlock(after)).volumeKey.fill(0);
     // revocation: a clear error; restore: works again
@@ -121,7 +136,46 @@ describe('KeyManager', () => {
     (await km.unlock(after)).volumeKey.fill(0);
     // a new version of the key file is picked up by rewrap
     await writeFile(`${kek}.v2`, randomBytes(32), { mode: 0o600 });
-    expect(await km.rewrap(after, bindings(after)[0] as never)).toEqual({ from: 1, to: 2 });
+    expect(await km.rewrap(after, bindings(after)[0] as never)).toEqual({
+      from: 1,
+      to: 2,
+      kek: 'ref:kek-a',
+    });
+  });
+
+  it('a legacy full-URI token opens only when it matches providers.json; rewrap rewrites it to ref:NAME', async () => {
+    const image = await platformVolume();
+    const kek = await kekFile();
+    const other = await kekFile('other');
+    await configure({ 'kek-a': kek });
+    await km.useKek(await readLuks2(image), 'kek-a');
+    const { writeMetadata } = await import('../luks2/volume.js');
+    const setKek = async (value: string): Promise<void> => {
+      const meta = await readLuks2(image);
+      const raw = structuredClone(meta.json);
+      const id = String(meta.tokens[0]?.id);
+      ((raw.tokens as JsonObject)[id] as JsonObject).atrest_kek = value;
+      await writeMetadata(meta, raw);
+    };
+    // as written before references: the full URI of the key file
+    await setKek(`file:${kek}`);
+    const legacy = await readLuks2(image);
+    (await km.unlock(legacy)).volumeKey.fill(0);
+    expect(await km.rewrap(legacy, bindings(legacy)[0] as never)).toEqual({
+      from: 1,
+      to: 1,
+      kek: 'ref:kek-a',
+    });
+    expect((await readLuks2(image)).tokens[0]?.raw.atrest_kek).toBe('ref:kek-a');
+    // a full URI naming any other file is refused, even one that holds a valid KEK
+    await setKek(`file:${other}`);
+    await rejects(km.unlock(await readLuks2(image)), 'KEK_NOT_CONFIGURED', /matches no provider/);
+    await setKek('ref:kek-b');
+    await rejects(
+      km.unlock(await readLuks2(image)),
+      'KEK_NOT_CONFIGURED',
+      /"kek-b", which is not configured/,
+    );
   });
 
   it('recovery keyslots unlock with the printed passphrase; the last usable keyslot cannot be removed', async () => {
@@ -182,13 +236,8 @@ describe('KeyManager', () => {
       /mode 755 lets group or others access it/,
     );
     await chmod(store, 0o700);
-    const short = join(dir, 'short');
-    await writeFile(short, randomBytes(16), { mode: 0o600 });
-    await rejects(
-      km.format({ imagePath: image, dataSize: 1 << 20 }, `file:${short}`),
-      'USAGE',
-      /KEK too short/,
-    );
+    await configure({ short: await kekFile('short', 16) });
+    await rejects(km.format({ imagePath: image, dataSize: 1 << 20 }, 'short'), 'USAGE', /KEK too short/);
     await expect(readdir(dir)).resolves.not.toContain('x.img');
     await rejects(
       km.format({ imagePath: image, dataSize: 1 << 20 }, 'vault:x'),

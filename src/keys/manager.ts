@@ -4,7 +4,7 @@
 // secret; the secret, wrapped by a KEK, sits in a token linked to that keyslot:
 //
 //   { "type": "atrest-platform" | "atrest-cmk", "keyslots": ["1"],
-//     "atrest_kek": "platform:" | "file:/k" | "pkcs11:token=..;object=..?module-path=..",  (no PIN)
+//     "atrest_kek": "platform:" | "ref:NAME",  (a provider configured in providers.json; see provider-refs.ts)
 //     "atrest_key_id": "...", "atrest_kek_version": 3, "atrest_wrap_alg": "aes256-kwp",
 //     "atrest_wrapped": "<base64>" }
 //
@@ -28,9 +28,12 @@ import {
   type TokenInfo,
 } from '../luks2/index.js';
 import { NO_AUDIT, type AuditSink, type KeyEvent } from './audit.js';
+import { FileKekProvider } from './file-provider.js';
 import { Pkcs11Provider } from './pkcs11.js';
 import { PlatformKekProvider } from './platform.js';
-import { providerFor, redactUri, schemeOf, storedUri, type KekProvider, type KekRef } from './provider.js';
+import type { ProviderTable } from './provider-config.js';
+import { ProviderResolver, type KekOrigin, type ResolvedKek } from './provider-refs.js';
+import { redactUri, storedUri, type KekProvider, type KekRef } from './provider.js';
 import { recordKnownVolume } from './registry.js';
 
 export const TOKEN_PLATFORM = 'atrest-platform';
@@ -53,7 +56,7 @@ export interface KekBinding {
   tokenId: number;
   type: BindingType;
   keyslot: number;
-  /** The KEK URI as stored (no PIN). */
+  /** The KEK as stored: `platform:`, `ref:NAME`, or a legacy full URI (resolved only via providers.json). */
   kek: string;
   keyId: string;
   version: number;
@@ -118,11 +121,12 @@ export function bindings(meta: Luks2Metadata): KekBinding[] {
   return meta.tokens.filter((t) => BINDING_TYPES.includes(t.type)).map((t) => parseBinding(meta, t));
 }
 
+/** `ref.uri` is the stored form (`platform:` or `ref:NAME`), never a host URI. */
 function bindingTokenJson(type: BindingType, ref: KekRef, wrapAlg: string, wrapped: Buffer): JsonObject {
   return {
     type,
     keyslots: [],
-    atrest_kek: storedUri(ref.uri),
+    atrest_kek: ref.uri,
     atrest_key_id: ref.keyId,
     atrest_kek_version: ref.version,
     atrest_wrap_alg: wrapAlg,
@@ -173,10 +177,14 @@ export interface KeyManagerOptions {
   /** Platform key store (default /var/lib/atrest/keys). */
   keyStoreDir?: string;
   /**
-   * The KEK URI the user gave (e.g. `open --kek`): used instead of a token's stored URI when both name
-   * the same key, so a PIN given at open time reaches the provider without ever being stored.
+   * The KEK the user gave (e.g. `open --kek`): when it resolves to the same configured provider as a
+   * token, its PIN (pin-value) is used, so a PIN given at open time reaches the provider unstored.
    */
   kekOverride?: string;
+  /** The host's provider configuration (default /etc/atrest/providers.json). */
+  providersFile?: string;
+  /** An already loaded provider table (tests). */
+  providerTable?: ProviderTable;
   audit?: AuditSink;
   /** FIPS mode: only PBKDF2 keyslots unlock (no Argon2). */
   fips?: boolean;
@@ -195,7 +203,7 @@ export interface Unlocked {
   keyslot: number;
   /** The binding used, or null for a passphrase. */
   binding: KekBinding | null;
-  /** The KEK reference used (URI may carry a PIN: never log or store it; use storedUri/redactUri). */
+  /** The KEK reference used (URI from host configuration, may carry a PIN: never log or store it). */
   ref: KekRef | null;
   provider: KekProvider | null;
 }
@@ -204,11 +212,23 @@ export class KeyManager {
   private readonly audit: AuditSink;
   private pkcs11: Pkcs11Provider | null;
   private readonly ownsPkcs11: boolean;
+  private readonly resolver: ProviderResolver;
 
   constructor(private readonly opts: KeyManagerOptions = {}) {
     this.audit = opts.audit ?? NO_AUDIT;
     this.pkcs11 = opts.pkcs11 ?? null;
     this.ownsPkcs11 = opts.pkcs11 === undefined;
+    const file = new FileKekProvider();
+    this.resolver = new ProviderResolver({
+      ...(opts.providersFile === undefined ? {} : { file: opts.providersFile }),
+      ...(opts.providerTable === undefined ? {} : { table: opts.providerTable }),
+      ...(opts.kekOverride === undefined ? {} : { override: opts.kekOverride }),
+      shared: {
+        file: () => file,
+        pkcs11: () => (this.pkcs11 ??= new Pkcs11Provider()),
+      },
+      platform: () => this.platform(),
+    });
   }
 
   get keyStoreDir(): string | undefined {
@@ -226,33 +246,33 @@ export class KeyManager {
     this.pkcs11 = null;
   }
 
-  providerFor(uri: string): KekProvider {
-    if (schemeOf(uri) === 'pkcs11') {
-      this.pkcs11 ??= new Pkcs11Provider();
-      return this.pkcs11;
-    }
-    return providerFor(
-      uri,
-      this.opts.keyStoreDir === undefined ? {} : { keyStoreDir: this.opts.keyStoreDir },
-    );
+  /**
+   * The provider for a KEK name: `platform:`, `ref:NAME`, or a full URI that matches a provider
+   * configured in providers.json. `image` (a token's atrest_kek) never names a module or file itself;
+   * `cli` (root's --kek) may also be a bare NAME and carry a PIN. Refused before anything is loaded.
+   */
+  resolve(kek: string, origin: KekOrigin = 'image'): Promise<ResolvedKek> {
+    return this.resolver.resolve(kek, origin);
   }
 
-  /** The URI to use for a stored KEK URI: the user's override when it names the same key. */
+  /** A stored KEK without any PIN a crafted token may carry (for newBinding of an existing binding). */
   effectiveUri(stored: string): string {
-    const o = this.opts.kekOverride;
-    return o !== undefined && storedUri(o) === stored ? o : stored;
+    return storedUri(stored);
   }
 
-  /** A fresh secret wrapped under the newest version of `kekUri` (platform: when undefined). */
-  async newBinding(kekUri: string | undefined): Promise<{ secret: Buffer; token: JsonObject; ref: KekRef }> {
-    const uri = kekUri ?? 'platform:';
-    const type: BindingType = schemeOf(uri) === 'platform' ? TOKEN_PLATFORM : TOKEN_CMK;
-    const provider = this.providerFor(uri);
-    const ref = await provider.current(uri);
+  /**
+   * A fresh secret wrapped under the newest version of `kek` (platform: when undefined). The token
+   * stores `platform:` or `ref:NAME`; the returned ref's uri is that stored form.
+   */
+  async newBinding(kek: string | undefined): Promise<{ secret: Buffer; token: JsonObject; ref: KekRef }> {
+    const r = await this.resolve(kek ?? 'platform:', 'cli');
+    const type: BindingType = r.name === null ? TOKEN_PLATFORM : TOKEN_CMK;
+    const ref = await r.provider.current(r.uri);
     const secret = randomBytes(SECRET_BYTES);
     try {
-      const wrapped = await provider.wrap(ref, secret);
-      return { secret, token: bindingTokenJson(type, ref, provider.wrapAlg, wrapped), ref };
+      const wrapped = await r.provider.wrap(ref, secret);
+      const stored = { ...ref, uri: r.stored };
+      return { secret, token: bindingTokenJson(type, stored, r.provider.wrapAlg, wrapped), ref: stored };
     } catch (err) {
       secret.fill(0);
       throw err;
@@ -267,7 +287,7 @@ export class KeyManager {
     const b = await this.newBinding(kekUri);
     try {
       const r = await formatLuks2({ ...opts, passphrase: b.secret, kdf: BOUND_KEYSLOT_KDF, token: b.token });
-      const provider = redactUri(storedUri(b.ref.uri));
+      const provider = redactUri(b.ref.uri);
       this.audit({
         event: 'wrap',
         volume: opts.imagePath,
@@ -277,7 +297,7 @@ export class KeyManager {
         keyId: b.ref.keyId,
         kekVersion: b.ref.version,
       });
-      if (schemeOf(b.ref.uri) === 'platform')
+      if (b.token.type === TOKEN_PLATFORM)
         await this.remember(r.uuid, opts.headerPath ?? opts.imagePath, opts.imagePath);
       return { ...r, ref: b.ref };
     } finally {
@@ -296,18 +316,19 @@ export class KeyManager {
   }
 
   /** Unwraps a binding's secret through its provider. Caller wipes. */
-  async unwrapBinding(b: KekBinding): Promise<{ secret: Buffer; ref: KekRef; provider: KekProvider }> {
-    const uri = this.effectiveUri(b.kek);
-    const provider = this.providerFor(uri);
+  async unwrapBinding(
+    b: KekBinding,
+  ): Promise<{ secret: Buffer; ref: KekRef; provider: KekProvider; stored: string }> {
+    const { uri, provider, stored } = await this.resolve(b.kek, 'image');
     if (provider.wrapAlg !== b.wrapAlg) {
       throw new AtrestError(
         'UNSUPPORTED',
-        `token ${b.tokenId} was wrapped with ${b.wrapAlg}, but ${schemeOf(uri)}: keys use ${provider.wrapAlg}`,
+        `token ${b.tokenId} was wrapped with ${b.wrapAlg}, but ${stored} uses ${provider.wrapAlg}`,
         { hint: 'unlock with a recovery key' },
       );
     }
     const ref: KekRef = { uri, keyId: b.keyId, version: b.version };
-    return { secret: await provider.unwrap(ref, b.wrapped), ref, provider };
+    return { secret: await provider.unwrap(ref, b.wrapped), ref, provider, stored };
   }
 
   /**
@@ -450,17 +471,21 @@ export class KeyManager {
 
   /**
    * Re-wraps a binding under the newest version of its KEK (token only; keyslot and data untouched).
+   * A legacy token (full URI matching a configured provider) is rewritten to its `ref:NAME`.
    * Returns the versions, or null when it already uses the newest. The image must still hold `b`.
    */
-  async rewrap(meta: Luks2Metadata, b: KekBinding): Promise<{ from: number; to: number } | null> {
-    const { secret, ref, provider } = await this.unwrapBinding(b);
+  async rewrap(
+    meta: Luks2Metadata,
+    b: KekBinding,
+  ): Promise<{ from: number; to: number; kek: string } | null> {
+    const { secret, ref, provider, stored } = await this.unwrapBinding(b);
     try {
       const cur = await provider.current(ref.uri);
-      if (cur.version === b.version && cur.keyId === b.keyId) return null;
+      if (cur.version === b.version && cur.keyId === b.keyId && stored === b.kek) return null;
       // the secret must really open its keyslot before we write a token for it
       (await this.unlockSlot(meta, b, secret)).fill(0);
       const wrapped = await provider.wrap(cur, secret);
-      const token = bindingTokenJson(b.type, { ...cur, uri: b.kek }, provider.wrapAlg, wrapped);
+      const token = bindingTokenJson(b.type, { ...cur, uri: stored }, provider.wrapAlg, wrapped);
       token.keyslots = [String(b.keyslot)];
       await setToken(meta, b.tokenId, token);
       this.audit({
@@ -468,13 +493,13 @@ export class KeyManager {
         volume: meta.imagePath,
         uuid: meta.uuid,
         slot: b.keyslot,
-        provider: redactUri(b.kek),
+        provider: stored,
         keyId: cur.keyId,
         kekVersion: cur.version,
         fromVersion: b.version,
       });
       if (b.type === TOKEN_PLATFORM) await this.remember(meta.uuid, meta.headerPath, meta.imagePath);
-      return { from: b.version, to: cur.version };
+      return { from: b.version, to: cur.version, kek: stored };
     } finally {
       secret.fill(0);
     }
@@ -500,7 +525,7 @@ export class KeyManager {
       b.secret.fill(0);
       u.volumeKey.fill(0);
     }
-    const provider = redactUri(storedUri(b.ref.uri));
+    const provider = redactUri(b.ref.uri);
     this.audit({
       event: 'wrap',
       volume: meta.imagePath,
@@ -538,7 +563,7 @@ export class KeyManager {
     });
     if (b.token.type === TOKEN_PLATFORM) await this.remember(meta.uuid, meta.headerPath, meta.imagePath);
     Object.assign(meta, fresh);
-    return { keyslot, ref: { ...b.ref, uri: storedUri(b.ref.uri) }, removed };
+    return { keyslot, ref: b.ref, removed };
   }
 
   /** Adds a recovery passphrase keyslot; returns the passphrase (print once, then wipe). */

@@ -14,10 +14,11 @@
 //
 // Revocation: a key is unavailable when its object is gone or its CKA_DECRYPT or CKA_UNWRAP is false.
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import pkcs11js from 'pkcs11js';
 import { AtrestError } from '../errors/index.js';
 import type { KekProvider, KekRef } from './provider.js';
+import { checkTrusted } from './provider-config.js';
 import { parsePkcs11Uri, redactPkcs11Uri, stripPkcs11Query, type Pkcs11Uri } from './pkcs11-uri.js';
 
 const MAGIC = Buffer.from('A11G', 'latin1');
@@ -273,13 +274,21 @@ export class Pkcs11Provider implements KekProvider {
       });
     const existing = this.modules.get(modulePath);
     if (existing) return existing;
+    // root loads this library: refuse one that someone other than root may change
+    let st;
+    try {
+      st = statSync(modulePath);
+    } catch {
+      st = null; // missing: load() says so below
+    }
+    if (st !== null) checkTrusted(modulePath, st, 'PKCS#11 module');
     const pkcs11 = new pkcs11js.PKCS11();
     try {
       pkcs11.load(modulePath);
     } catch (err) {
       throw new AtrestError('KEY_UNAVAILABLE', `cannot load PKCS#11 module ${modulePath}`, {
         path: modulePath,
-        hint: 'check module-path in the KEK URI',
+        hint: 'check the "module" of this provider in providers.json',
         cause: err,
       });
     }

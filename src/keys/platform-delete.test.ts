@@ -24,7 +24,11 @@ beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'atrest-pdel-'));
   storeDir = join(dir, 'keys');
   events = [];
-  km = new KeyManager({ keyStoreDir: storeDir, audit: (e) => events.push(e) });
+  km = new KeyManager({
+    keyStoreDir: storeDir,
+    providersFile: join(dir, 'providers.json'),
+    audit: (e) => events.push(e),
+  });
   store = new PlatformKekProvider({ keyStoreDir: storeDir });
 });
 afterEach(async () => {
@@ -124,7 +128,14 @@ describe('deletion policy', () => {
     await km.rotatePlatform();
     const kek = join(dir, 'kek');
     await writeFile(kek, randomBytes(32), { mode: 0o600 });
-    await km.useKek(await readLuks2(a), `file:${kek}`);
+    await writeFile(
+      join(dir, 'providers.json'),
+      JSON.stringify({ providers: { cmk: { type: 'file', path: kek } } }),
+      {
+        mode: 0o644,
+      },
+    );
+    await km.useKek(await readLuks2(a), 'cmk');
     const plan = await planPlatformDeletion(store, 1);
     expect(plan.volumes).toMatchObject([{ image: a, state: 'readable', versions: [], needs: false }]);
     expect(plan.decision).toBe('delete');
