@@ -44,6 +44,10 @@ export const ENVIRONMENT: Array<[string, string]> = [
   ],
   ['ATREST_AUDIT_LOG', 'audit log of key events, JSON lines (default /var/log/atrest/audit.log)'],
   [
+    'ATREST_PROVIDERS',
+    'customer key providers (default /etc/atrest/providers.json); --providers overrides it',
+  ],
+  [
     'ATREST_CONFIG',
     'configuration file of the daemon (default /etc/atrest/volumes.json); --config overrides it',
   ],
