@@ -44,6 +44,17 @@ export class Keyring {
     });
   }
 
+  /** Slots in use and non-zero key bytes over all slots (introspection; no key bytes leave). */
+  usage(): { slots: number; nonZeroBytes: number } {
+    let slots = 0;
+    let nonZeroBytes = 0;
+    for (let slot = 0; slot < KEYRING_SLOTS; slot++) {
+      if (Atomics.load(this.generations, slot) !== 0) slots++;
+      for (const b of this.keyView(slot)) if (b !== 0) nonZeroBytes++;
+    }
+    return { slots, nonZeroBytes };
+  }
+
   /** Marks the slot empty, then zeroes its key bytes. */
   clear(slot: number): void {
     Atomics.store(this.generations, slot, 0);

@@ -146,6 +146,14 @@ export class CryptoPool {
     }
   }
 
+  /**
+   * What the shared keyring holds right now: slots in use, and key bytes that are not zero in any
+   * slot (a wiped key leaves none). For tests and diagnostics; never exposes key bytes.
+   */
+  keyringUsage(): { keys: number; slots: number; nonZeroBytes: number } {
+    return { keys: this.#keys.size, ...this.#keyring.usage() };
+  }
+
   /** Wipes every key, then stops the workers. */
   destroy(): Promise<void> {
     this.#destroyed ??= (async (): Promise<void> => {

@@ -32,6 +32,8 @@ import {
 } from '../volume/index.js';
 import type { Config, VolumeConfig } from './config.js';
 import { openConversion, startReencrypt } from './conversion.js';
+import { Periodic, SingleFlight, withTimeout } from './periodic.js';
+import { VolumeKeys, type KeyPool } from './volume-keys.js';
 import { mounts, serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
 import { VOLUME_NAME_RE, type RuntimePaths } from './paths.js';
 import type { EncryptionStatus, OpenRequest, VolumeStatus } from './protocol.js';
@@ -48,6 +50,12 @@ const READ_AHEAD_BYTES = 512 * 1024;
 
 /** Default interval of the KEK check (revocation, new versions): well inside the 10 s promise. */
 export const DEFAULT_KEY_CHECK_INTERVAL_MS = 5000;
+/**
+ * How long one call of the KEK check (a provider's availability, re-reading a header) may take. A
+ * provider that does not answer in time counts as unavailable, like an unreachable one, so a hung
+ * provider locks its volumes instead of stalling the check.
+ */
+export const DEFAULT_KEY_CHECK_TIMEOUT_MS = 5000;
 
 /** The KEK an open volume depends on, kept to check it and re-wrap when a new version appears. */
 interface LiveBinding {
@@ -72,6 +80,14 @@ export interface VolumeServiceOptions {
   fips?: boolean;
   /** Default platform key store. */
   keyStore?: string;
+  /** Bound on each call of the KEK check (default 5 s): a provider slower than that is unavailable. */
+  keyCheckTimeoutMs?: number;
+  /** Tests: the crypto pool to use (default: one made on first use from the environment). */
+  pool?: KeyPool & { destroy(): Promise<void> };
+  /** Tests: serves a volume's disk file (default: FUSE). */
+  serveDisk?: typeof serveDisk;
+  /** Tests: called at named steps of open and reencrypt; throwing there injects a failure. */
+  failPoint?: (name: string) => void;
 }
 
 /** What opening needs from the key side: where the data is and how to en/decrypt it. */
@@ -83,7 +99,10 @@ interface Layout {
   sectorSize: number;
   ivTweak: number;
   cipher: SectorCipher;
-  key: { wipe(): Promise<void> };
+  /** Every key the volume holds in the pool (the caller wipes them all if opening fails later). */
+  keys: VolumeKeys;
+  /** The key it encrypts with (null: benchmark plaintext). */
+  key: PoolKey | null;
   binding: LiveBinding | null;
   /** The file holding the header (a sidecar while an attached-header encryption runs). */
   header: string;
@@ -92,8 +111,6 @@ interface Layout {
 
 /** Default throttle of online conversions: leaves most of the disk and CPU to the volume's users. */
 export const DEFAULT_ONLINE_RATE = 48 * 1024 * 1024;
-
-const NO_KEY = { wipe: (): Promise<void> => Promise.resolve() };
 
 interface OpenVolume {
   name: string;
@@ -108,7 +125,10 @@ interface OpenVolume {
   loopDevice: string | null;
   openedAt: Date;
   volume: Volume;
-  key: { wipe(): Promise<void> };
+  /** Every key of the volume in the pool: its current key and a conversion's other key. */
+  keys: VolumeKeys;
+  /** The key the volume encrypts with now (a reencryption replaces it). */
+  key: PoolKey | null;
   disk: FuseDisk;
   lock: ImageLock;
   binding: LiveBinding | null;
@@ -134,11 +154,15 @@ export class VolumeService {
   private readonly volumes = new Map<string, OpenVolume>();
   /** Names being opened or closed right now, so two requests for one name never interleave. */
   private readonly busy = new Set<string>();
-  private pool: CryptoPool | null = null;
+  private pool: (KeyPool & { destroy(): Promise<void> }) | null = null;
   private pkcs11: Pkcs11Provider | null = null;
   private readonly audit: AuditSink;
-  private checkTimer: NodeJS.Timeout | null = null;
-  private checking: Promise<void> | null = null;
+  /** The KEK check loop: self-rescheduling, each pass bounded (see Periodic). */
+  private readonly keyChecks: Periodic;
+  /** Calls of the KEK check still running (a hung provider or header read is not started again). */
+  private readonly checkCalls = new SingleFlight<unknown>();
+  /** Volumes whose token is being re-wrapped now (never two re-wraps of one header at once). */
+  private readonly rewrapping = new Set<OpenVolume>();
 
   constructor(
     private readonly paths: RuntimePaths,
@@ -146,34 +170,68 @@ export class VolumeService {
     private readonly opts: VolumeServiceOptions = {},
   ) {
     this.audit = opts.audit ?? ((): void => undefined);
+    this.pool = opts.pool ?? null;
+    this.keyChecks = new Periodic(() => this.checkKeys(), {
+      intervalMs: this.keyCheckIntervalMs,
+      // a pass waits for header reads and providers (each bounded), then a lock or re-wrap
+      passTimeoutMs: 3 * this.keyCheckTimeoutMs,
+      onError: (err) =>
+        this.log.error(
+          { event: 'key-check-failed', err: String(err) },
+          'KEK check pass failed; next pass scheduled',
+        ),
+    });
+  }
+
+  get keyCheckTimeoutMs(): number {
+    return this.opts.keyCheckTimeoutMs ?? DEFAULT_KEY_CHECK_TIMEOUT_MS;
+  }
+
+  /** KEK check passes finished so far (tests and diagnostics: proves the check keeps running). */
+  get keyCheckPasses(): number {
+    return this.keyChecks.passes;
   }
 
   get keyCheckIntervalMs(): number {
     return this.opts.keyCheckIntervalMs ?? DEFAULT_KEY_CHECK_INTERVAL_MS;
   }
 
-  /** Starts the periodic KEK check of every open volume. */
+  /**
+   * Starts the periodic KEK check of every open volume: each pass is scheduled when the last one
+   * ends (or is abandoned after its bound), so no pass, whatever it does, can stop the checks.
+   */
   startKeyChecks(): void {
-    if (this.checkTimer) return;
-    this.checkTimer = setInterval(() => void this.checkKeys(), this.keyCheckIntervalMs);
-    this.checkTimer.unref();
+    this.keyChecks.start();
   }
 
   /**
    * One pass of the KEK check: a volume whose KEK is revoked or unavailable is locked; a newer KEK
-   * version is picked up by re-wrapping the token. Passes never overlap.
+   * version is picked up by re-wrapping the token. Volumes are checked side by side, so one whose
+   * provider hangs does not delay the others; one volume's failure never stops the rest.
    */
-  checkKeys(): Promise<void> {
-    this.checking ??= (async () => {
+  async checkKeys(): Promise<void> {
+    const checks = [...this.volumes.values()].map(async (v) => {
+      if (v.locked !== null || v.binding === null) return;
       try {
-        for (const v of [...this.volumes.values()]) {
-          if (v.locked === null && v.binding !== null) await this.checkVolume(v, v.binding);
-        }
-      } finally {
-        this.checking = null;
+        await this.checkVolume(v, v.binding);
+      } catch (err) {
+        this.log.error(
+          { event: 'key-check-failed', volume: v.name, code: (err as { code?: unknown }).code },
+          'KEK check of a volume failed',
+        );
       }
-    })();
-    return this.checking;
+    });
+    await Promise.all(checks);
+  }
+
+  /** A call of the KEK check, at most one running per key, bounded by the check timeout. */
+  private checkCall<T>(key: string, what: string, fn: () => Promise<T>): Promise<T> {
+    return withTimeout(this.checkCalls.run(key, fn) as Promise<T>, this.keyCheckTimeoutMs, what);
+  }
+
+  /** Whether `v` is still the open volume of its name (it may have been closed during a check). */
+  private isOpen(v: OpenVolume): boolean {
+    return this.volumes.get(v.name) === v;
   }
 
   /**
@@ -185,7 +243,9 @@ export class VolumeService {
     let onDisk: KekBinding[] = [];
     let meta: Luks2Metadata | null = null;
     try {
-      meta = await readLuks2(v.header, { imagePath: v.image });
+      meta = await this.checkCall(`header\0${v.header}`, 're-reading the header', () =>
+        readLuks2(v.header, { imagePath: v.image }),
+      );
       onDisk = bindings(meta);
     } catch (err) {
       this.log.warn(
@@ -201,11 +261,14 @@ export class VolumeService {
         // what the header names now goes through the host's provider configuration, like any token
         const { uri, provider } = await live.km.resolve(c.kek);
         const ref: KekRef = { uri, keyId: c.keyId, version: c.version };
-        if (await provider.available(ref)) available.push({ c, ref, provider });
+        const key = `kek\0${v.name}\0${c.tokenId}\0${uri}\0${c.keyId}\0${c.version}`;
+        if (await this.checkCall(key, 'KEK check', () => provider.available(ref)))
+          available.push({ c, ref, provider });
       } catch {
-        // an unreachable or unconfigured provider counts as unavailable
+        // an unreachable or unconfigured provider, or one that does not answer in time, counts as unavailable
       }
     }
+    if (!this.isOpen(v)) return; // closed meanwhile: its keys are gone already
     const first = available[0];
     if (first === undefined) {
       const what = candidates.map((c) => `${redactUri(c.kek)} version ${c.version}`).join(', ');
@@ -222,8 +285,25 @@ export class VolumeService {
       ref: first.ref,
       provider: first.provider,
     });
-    if (meta === null) return;
+    if (meta === null || this.rewrapping.has(v)) return;
+    this.rewrapping.add(v);
+    try {
+      await this.rewrapNewer(v, live, meta, onDisk, available);
+    } finally {
+      this.rewrapping.delete(v);
+    }
+  }
+
+  /** Re-wraps the volume's tokens whose KEK has a newer version. */
+  private async rewrapNewer(
+    v: OpenVolume,
+    live: LiveBinding,
+    meta: Luks2Metadata,
+    onDisk: KekBinding[],
+    available: Array<{ c: { tokenId: number }; ref: KekRef; provider: KekProvider }>,
+  ): Promise<void> {
     for (const { c, ref, provider } of available) {
+      if (!this.isOpen(v) || v.locked !== null) return;
       const b = onDisk.find((x) => x.tokenId === c.tokenId);
       if (b === undefined) continue;
       try {
@@ -250,15 +330,20 @@ export class VolumeService {
   }
 
   /**
-   * Locks a volume for good: no new I/O, waits for what is in flight, wipes its key in the main
-   * thread and every worker. Its disk file then fails all I/O with EIO; nothing more reaches the image.
+   * Locks a volume for good: no new I/O, waits for what is in flight, wipes all its keys (a
+   * conversion's old or new key too) in the main thread and every worker. Its disk file then fails
+   * all I/O with EIO; nothing more reaches the image.
    */
   async lockVolume(v: OpenVolume, reason: string): Promise<void> {
     if (v.locked !== null) return;
     v.locked = { reason, at: new Date() };
     v.volume.lock(reason);
-    await v.volume.settle();
-    await v.key.wipe();
+    v.conversion?.converter.stop();
+    try {
+      await v.volume.settle();
+    } finally {
+      await v.keys.wipeAll();
+    }
     this.audit({
       event: 'lock',
       name: v.name,
@@ -408,8 +493,9 @@ export class VolumeService {
         if (!finished) return;
         if (c.converter.plan.sidecar) v.header = v.image;
         // a reencryption is over: the old key goes from the workers too
-        await c.oldKey?.wipe();
+        const old = c.oldKey;
         c.oldKey = null;
+        await v.keys.drop(old);
         this.log.info(
           { event: 'convert-done', volume: v.name, mode: c.converter.plan.mode },
           'conversion finished',
@@ -464,29 +550,42 @@ export class VolumeService {
       const header = v.header === v.image ? {} : { header: v.header };
       const { recovery } = await startReencrypt(v.image, { ...header, keys: { km, keyFiles: files } });
       const conv = await openConversion(v.image, { ...header, start: false, keys: { km, keyFiles: files } });
-      if (conv === null || conv.oldKey === null)
-        throw new AtrestError('INTERNAL', 'reencryption did not start');
-      const newKey = await this.getPool().addKey(conv.unlocked.volumeKey);
-      conv.unlocked.volumeKey.fill(0);
-      const oldKey = await this.getPool().addKey(conv.oldKey);
-      conv.oldKey.fill(0);
-      const { plan } = conv;
-      const converter = new Converter({
-        image: v.image,
-        header: conv.header,
-        plan,
-        target: newKey,
-        source: oldKey,
-        maxRate: maxRate ?? DEFAULT_ONLINE_RATE,
-      });
-      const front = await converter.prepare();
-      await v.volume.beginConversion(newKey, {
-        front,
-        sourceOffset: plan.sourceOffset,
-        sourceCipher: sourceLayoutCipher(plan, oldKey),
-      });
-      await v.key.wipe(); // the volume's own copy of the old key; the converter's goes at the end
+      let newKey: PoolKey | null = null;
+      let oldKey: PoolKey | null = null;
+      let switched = false;
+      let converter: Converter;
+      try {
+        if (conv === null || conv.oldKey === null)
+          throw new AtrestError('INTERNAL', 'reencryption did not start');
+        // both keys belong to the volume from here: a lock or close now wipes them too
+        newKey = await v.keys.add(conv.unlocked.volumeKey);
+        oldKey = await v.keys.add(conv.oldKey);
+        const { plan } = conv;
+        converter = new Converter({
+          image: v.image,
+          header: conv.header,
+          plan,
+          target: newKey,
+          source: oldKey,
+          maxRate: maxRate ?? DEFAULT_ONLINE_RATE,
+        });
+        const front = await converter.prepare();
+        this.failPoint('reencrypt-prepared');
+        await v.volume.beginConversion(newKey, {
+          front,
+          sourceOffset: plan.sourceOffset,
+          sourceCipher: sourceLayoutCipher(plan, oldKey),
+        });
+        switched = true;
+      } finally {
+        conv?.unlocked.volumeKey.fill(0);
+        conv?.oldKey?.fill(0);
+        // not switched: the volume goes on with its current key; the next open resumes the reencryption
+        if (!switched) await Promise.all([v.keys.drop(newKey), v.keys.drop(oldKey)]);
+      }
+      const previous = v.key;
       v.key = newKey;
+      await v.keys.drop(previous); // the volume's own copy of the old key; the converter's goes at the end
       converter.attach(v.volume);
       v.conversion = { converter, done: null, oldKey };
       this.runConversion(v);
@@ -523,9 +622,13 @@ export class VolumeService {
     return this.volumes.size;
   }
 
-  private getPool(): CryptoPool {
+  private getPool(): KeyPool {
     this.pool ??= new CryptoPool(poolOptionsFromEnv());
     return this.pool;
+  }
+
+  private failPoint(name: string): void {
+    this.opts.failPoint?.(name);
   }
 
   async open(req: OpenRequest): Promise<VolumeStatus> {
@@ -588,7 +691,7 @@ export class VolumeService {
       const u = req.benchPlain
         ? this.benchPlainLayout(image, st.size)
         : await this.unlock(req, image, header, st.size);
-      undo.push(() => u.key.wipe());
+      undo.push(() => u.keys.wipeAll());
       const volume = await Volume.open({
         imagePath: image,
         dataOffset: u.dataOffset,
@@ -604,7 +707,7 @@ export class VolumeService {
       u.conversion?.converter.attach(volume);
       undo.push(() => volume.close());
       const diskPath = join(this.paths.runDir, req.name);
-      const disk = await serveDisk({ mountPath: diskPath, disk: volume });
+      const disk = await (this.opts.serveDisk ?? serveDisk)({ mountPath: diskPath, disk: volume });
       undo.push(() => disk.close());
       let loopDevice: string | null = null;
       if (req.loop) {
@@ -625,6 +728,7 @@ export class VolumeService {
         loopDevice,
         openedAt: new Date(),
         volume,
+        keys: u.keys,
         key: u.key,
         disk,
         lock,
@@ -650,6 +754,10 @@ export class VolumeService {
   private async unlock(req: OpenRequest, image: string, header: string, imageSize: number): Promise<Layout> {
     let passphrase: Buffer | null = null;
     let volumeKey: Buffer | null = null;
+    let oldKeyBytes: Buffer | null = null;
+    // every key handed to the pool from here is wiped if a later step of unlocking fails
+    const keys = new VolumeKeys(() => this.getPool());
+    let ok = false;
     if (req.fips === true && this.opts.fips !== true) requireFips();
     const km = new KeyManager({
       keyStoreDir: req.keyStore ?? this.opts.keyStore ?? this.paths.keyStore,
@@ -676,9 +784,10 @@ export class VolumeService {
       });
       if (conv !== null) {
         volumeKey = conv.unlocked.volumeKey;
-        const key = await this.getPool().addKey(volumeKey);
-        const oldKey = conv.oldKey === null ? null : await this.getPool().addKey(conv.oldKey);
-        conv.oldKey?.fill(0);
+        oldKeyBytes = conv.oldKey;
+        const key = await keys.add(volumeKey);
+        this.failPoint('open-key-added');
+        const oldKey = oldKeyBytes === null ? null : await keys.add(oldKeyBytes);
         const { plan } = conv;
         const source: SectorCipher = oldKey ?? new PlainCipher();
         const converter = new Converter({
@@ -690,10 +799,12 @@ export class VolumeService {
           maxRate: req.maxRate ?? DEFAULT_ONLINE_RATE,
         });
         const front = await converter.prepare();
+        this.failPoint('open-prepared');
         this.log.info(
           { event: conv.started ? 'convert-start' : 'convert-resume', image, mode: plan.mode, front },
           conv.started ? 'encrypting a plaintext image in place' : 'resuming an in-place conversion',
         );
+        ok = true;
         return {
           uuid: conv.meta.uuid,
           keyslot: conv.unlocked.keyslot,
@@ -702,7 +813,8 @@ export class VolumeService {
           sectorSize: plan.sectorSize,
           ivTweak: 0,
           cipher: key,
-          key: { wipe: async () => Promise.all([key.wipe(), oldKey?.wipe()]).then(() => undefined) },
+          keys,
+          key,
           binding: liveBinding(conv.unlocked, km),
           header: conv.header,
           conversion: {
@@ -729,7 +841,9 @@ export class VolumeService {
           throw err;
         });
       volumeKey = unlocked.volumeKey;
-      const key = await this.getPool().addKey(volumeKey);
+      const key = await keys.add(volumeKey);
+      this.failPoint('open-key-added');
+      ok = true;
       return {
         uuid: meta.uuid,
         keyslot: unlocked.keyslot,
@@ -738,6 +852,7 @@ export class VolumeService {
         sectorSize: meta.sectorSize,
         ivTweak: meta.ivTweak,
         cipher: key,
+        keys,
         key,
         binding: liveBinding(unlocked, km),
         header,
@@ -746,6 +861,8 @@ export class VolumeService {
     } finally {
       passphrase?.fill(0);
       volumeKey?.fill(0);
+      oldKeyBytes?.fill(0);
+      if (!ok) await keys.wipeAll();
     }
   }
 
@@ -770,7 +887,8 @@ export class VolumeService {
       sectorSize: 4096,
       ivTweak: 0,
       cipher,
-      key: NO_KEY,
+      keys: new VolumeKeys(() => this.getPool()),
+      key: null,
       binding: null,
       header: image,
       conversion: null,
@@ -811,11 +929,15 @@ export class VolumeService {
         v.loopDevice = null;
       }
       if (v.locked === null) await v.volume.fsync(false);
-      await v.disk.close();
-      // writes acknowledged while the disk file was being unmounted reach the image too
-      if (v.locked === null) await v.volume.fsync(false).catch(() => undefined);
-      await v.volume.close();
-      await v.key.wipe();
+      try {
+        await v.disk.close();
+        // writes acknowledged while the disk file was being unmounted reach the image too
+        if (v.locked === null) await v.volume.fsync(false).catch(() => undefined);
+        await v.volume.close();
+      } finally {
+        // no longer served: its keys go even if closing failed half way
+        await v.keys.wipeAll();
+      }
       await v.lock.release();
       this.volumes.delete(name);
       this.log.info({ event: 'close', volume: name }, 'volume closed, keys wiped');
@@ -890,9 +1012,7 @@ export class VolumeService {
 
   /** Closes every volume (best effort, each independently), then stops the worker pool. */
   async closeAll(): Promise<void> {
-    if (this.checkTimer) clearInterval(this.checkTimer);
-    this.checkTimer = null;
-    await this.checking;
+    await this.keyChecks.stop();
     for (const name of [...this.volumes.keys()]) {
       try {
         await this.close(name);
