@@ -1,5 +1,5 @@
 // cryptsetup's own LUKS2 header test material (generators, shipped images): `atrest status`/`key list` accept exactly the headers `cryptsetup luksDump` accepts.
-import { copyFile, mkdir, mkdtemp, readdir, rm, truncate } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -223,5 +223,17 @@ describe.skipIf(!haveTools)("cryptsetup's LUKS2 validation material", () => {
     expect(bad.code).toBe(5);
     expect(JSON.parse(bad.stdout)).toMatchObject({ error: { code: 'CORRUPT_HEADER' } });
     expect(bad.stderr).toMatch(/LVM2 physical volume label/);
-  });
+    // a header without its data: status and key list work (above), only open refuses, saying why
+    const headerOnly = cases.find((c) => c.name === 'shipped/luks2_valid_hdr_512-header-only.img')!.path;
+    expect((await env.atrest(['status', headerOnly])).code).toBe(0);
+    const key = join(dir, 'key');
+    await writeFile(key, 'not the passphrase');
+    const open = await env.atrest(['open', headerOnly, 'cs-header-only', '--key-file', key], {
+      timeoutMs: 120_000,
+    });
+    expect(open.code, open.stderr).toBe(5);
+    expect(open.stderr).toMatch(
+      /holds no data: it is 4194304 bytes and its data segment starts at byte 4194304/,
+    );
+  }, 300_000);
 });

@@ -1,7 +1,8 @@
 // LUKS2 JSON metadata: validated (validate.ts, cryptsetup's invariants), then read into typed records; the raw object is kept for rewrites.
 import { Buffer } from 'node:buffer';
 import { parseJsonText } from './json-text.js';
-import { strtoull, validateLuks2Json } from './validate.js';
+import { validateLuks2Json } from './validate.js';
+import { strtoull } from './validate-json.js';
 
 export type Json = null | boolean | number | string | Json[] | JsonObject;
 export interface JsonObject {

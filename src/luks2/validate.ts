@@ -1,98 +1,32 @@
-// The invariants cryptsetup's LUKS2_hdr_validate (lib/luks2/luks2_json_metadata.c, luks2_keyslot*.c, 2.6) enforces on one header copy's JSON, in its order; run on read and before every write.
+// The invariants cryptsetup's LUKS2_hdr_validate (lib/luks2/luks2_json_metadata.c, 2.6) enforces on one header copy's JSON, in its order; run on read and before every write.
 import { Buffer } from 'node:buffer';
-import { isIntegerLiteral } from './json-text.js';
-import { InvalidMetadata, isObject, type Json, type JsonObject } from './metadata.js';
-
-const U64_MAX = (1n << 64n) - 1n;
-const U32_MAX = 0xffff_ffff;
-/** LUKS2 header (binary + JSON) sizes: 16 KiB to 4 MiB, powers of two. */
-const METADATA_SIZES = [0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000];
-/** LUKS2_MAX_KEYSLOTS_SIZE */
-const MAX_KEYSLOTS_SIZE = 0x800_0000n;
-const ONLINE_REENCRYPT = ['online-reencrypt', 'online-reencrypt-v2', 'online-reencrypt-v3'];
-
-function fail(msg: string): never {
-  throw new InvalidMetadata(msg);
-}
-
-const has = (o: JsonObject, key: string): boolean => Object.prototype.hasOwnProperty.call(o, key);
-
-function member(o: Json | undefined, key: string): Json | undefined {
-  return isObject(o) && has(o, key) ? o[key] : undefined;
-}
-
-function obj(o: Json | undefined, key: string, where: string): JsonObject {
-  const v = member(o, key);
-  if (!isObject(v)) fail(`${where}.${key} is missing or not an object`);
-  return v;
-}
-
-/** json_contains_string: a non-empty string. */
-function str(o: Json | undefined, key: string, where: string): string {
-  const v = member(o, key);
-  if (typeof v !== 'string' || v.length === 0) fail(`${where}.${key} is missing or not a non-empty string`);
-  return v;
-}
-
-function arr(o: Json | undefined, key: string, where: string): Json[] {
-  const v = member(o, key);
-  if (!Array.isArray(v)) fail(`${where}.${key} is missing or not an array`);
-  return v;
-}
-
-/** json_type_int: written as an integer literal (any size). */
-function int(o: Json | undefined, key: string, where: string): number {
-  const v = member(o, key);
-  if (!isObject(o) || typeof v !== 'number' || !isIntegerLiteral(o, key)) {
-    fail(`${where}.${key} is missing or not an integer`);
-  }
-  return v;
-}
-
-/** validate_json_uint32 */
-function uint32(o: Json | undefined, key: string, where: string): number {
-  const v = int(o, key, where);
-  if (v < 0 || v > U32_MAX) fail(`${where}.${key} ${v} is not a 32-bit unsigned integer`);
-  return v;
-}
-
-/** numbered(): all decimal digits (cryptsetup takes object keys and numeric strings this way). */
-const numbered = (s: string): boolean => /^[0-9]*$/.test(s);
-
-/** json_str_to_uint64 (strtoull, base 10, whole string), or null. */
-export function strtoull(s: string): bigint | null {
-  const m = /^[ \t\n\v\f\r]*([+-]?)([0-9]+)$/.exec(s);
-  if (m === null) return null;
-  const v = BigInt(m[2] as string);
-  if (v > U64_MAX) return null;
-  return m[1] === '-' && v !== 0n ? U64_MAX + 1n - v : v;
-}
-
-/** A numbered decimal string that fits 64 bits. */
-function u64(o: Json | undefined, key: string, where: string): bigint {
-  const s = str(o, key, where);
-  const v = numbered(s) ? strtoull(s) : null;
-  if (v === null) fail(`${where}.${key} "${s}" is not a 64-bit unsigned decimal string`);
-  return v;
-}
-
-function stringsOnly(a: Json[], where: string): string[] {
-  if (!a.every((x) => typeof x === 'string')) fail(`${where} holds a value that is not a string`);
-  return a;
-}
+import { isObject, type Json, type JsonObject } from './metadata.js';
+import {
+  arr,
+  fail,
+  has,
+  int,
+  mandatory,
+  member,
+  METADATA_SIZES,
+  MAX_KEYSLOTS_SIZE,
+  numbered,
+  obj,
+  ONLINE_REENCRYPT,
+  reencryptCandidate,
+  str,
+  stringsOnly,
+  strtoull,
+  u64,
+  U64_MAX,
+  uint32,
+} from './validate-json.js';
+import { repairKeyslots, validateKeyslotTypes } from './validate-keyslots.js';
 
 function isBackup(segment: Json | undefined): boolean {
   const flags = member(segment, 'flags');
   return Array.isArray(flags) && flags.some((f) => typeof f === 'string' && f.startsWith('backup-'));
 }
-
-function mandatory(root: JsonObject): string[] {
-  const m = member(member(member(root, 'config'), 'requirements'), 'mandatory');
-  return Array.isArray(m) ? m.filter((x): x is string => typeof x === 'string') : [];
-}
-
-const reencryptCandidate = (flag: string): boolean =>
-  flag === 'online-reencrypt' || /^online-reencrypt-v[0-9]+$/.test(flag);
 
 function validateRequirements(root: JsonObject): void {
   const config = obj(root, 'config', 'metadata');
@@ -319,100 +253,6 @@ function validateAreas(root: JsonObject): void {
   }
 }
 
-/** luks2_keyslot_repair: drops KDF parameters another KDF type left behind (cryptsetup does it in memory too). */
-function repairKdf(ks: Json | undefined): void {
-  const kdf = member(ks, 'kdf');
-  const type = member(kdf, 'type');
-  if (!isObject(kdf) || typeof type !== 'string') return;
-  const keep =
-    type === 'pbkdf2'
-      ? ['type', 'salt', 'hash', 'iterations']
-      : type === 'argon2i' || type === 'argon2id'
-        ? ['type', 'salt', 'time', 'memory', 'cpus']
-        : null;
-  if (keep === null) return;
-  for (const k of Object.keys(kdf)) if (!keep.includes(k)) delete kdf[k];
-}
-
-/** luks2_keyslot_validate */
-function validateLuks2Keyslot(ks: JsonObject, where: string): void {
-  const kdf = obj(ks, 'kdf', where);
-  const af = obj(ks, 'af', where);
-  const area = obj(ks, 'area', where);
-  const kdfType = str(kdf, 'type', `${where}.kdf`);
-  if (kdfType === 'pbkdf2') {
-    if (Object.keys(kdf).length !== 4)
-      fail(`${where}.kdf has other fields than type, salt, hash, iterations`);
-    str(kdf, 'hash', `${where}.kdf`);
-    int(kdf, 'iterations', `${where}.kdf`);
-    str(kdf, 'salt', `${where}.kdf`);
-  } else if (kdfType === 'argon2i' || kdfType === 'argon2id') {
-    if (Object.keys(kdf).length !== 5)
-      fail(`${where}.kdf has other fields than type, salt, time, memory, cpus`);
-    for (const k of ['time', 'memory', 'cpus']) int(kdf, k, `${where}.kdf`);
-    str(kdf, 'salt', `${where}.kdf`);
-  }
-  const afType = str(af, 'type', `${where}.af`);
-  if (afType !== 'luks1') fail(`${where}.af.type "${afType}" is not luks1`);
-  str(af, 'hash', `${where}.af`);
-  int(af, 'stripes', `${where}.af`);
-  const areaType = str(area, 'type', `${where}.area`);
-  if (areaType !== 'raw') fail(`${where}.area.type "${areaType}" is not raw`);
-  str(area, 'encryption', `${where}.area`);
-  int(area, 'key_size', `${where}.area`);
-  str(area, 'offset', `${where}.area`);
-  str(area, 'size', `${where}.area`);
-}
-
-/** reenc_keyslot_validate */
-function validateReencryptKeyslot(ks: JsonObject, where: string): void {
-  const area = obj(ks, 'area', where);
-  const type = str(area, 'type', `${where}.area`);
-  int(ks, 'key_size', where);
-  const mode = str(ks, 'mode', where);
-  const direction = str(ks, 'direction', where);
-  if (uint32(ks, 'key_size', where) !== 1) fail(`${where}.key_size is not 1`);
-  if (!['reencrypt', 'encrypt', 'decrypt'].includes(mode)) fail(`${where}.mode "${mode}" is not valid`);
-  if (!['forward', 'backward'].includes(direction)) fail(`${where}.direction "${direction}" is not valid`);
-  if (type === 'checksum' || type === 'datashift-checksum') {
-    str(area, 'hash', `${where}.area`);
-    const sectorSize = uint32(area, 'sector_size', `${where}.area`);
-    if (sectorSize < 512 || (sectorSize & (sectorSize - 1)) !== 0)
-      fail(`${where}.area.sector_size is not valid`);
-  } else if (type === 'datashift' || type === 'datashift-journal') {
-    const shift = strtoull(str(area, 'shift_size', `${where}.area`)) ?? 0n;
-    if (shift === 0n || shift % 512n !== 0n) fail(`${where}.area.shift_size is not valid`);
-  }
-}
-
-function validateKeyslotTypes(root: JsonObject): void {
-  const keyslots = obj(root, 'keyslots', 'metadata');
-  const digests = Object.values(obj(root, 'digests', 'metadata'));
-  let reencrypt = 0;
-  for (const [id, ks] of Object.entries(keyslots)) {
-    const where = `keyslot ${id}`;
-    const type = member(ks, 'type');
-    if (type === 'luks2') {
-      validateLuks2Keyslot(ks as JsonObject, where);
-      const name = String(Number(id || '0'));
-      const count = digests.filter((d) => {
-        const k = member(d, 'keyslots');
-        return Array.isArray(k) && k.includes(name);
-      }).length;
-      if (count !== 1) fail(`${where} is in ${count} digests; a key slot must be in exactly one`);
-    } else if (type === 'reencrypt') {
-      validateReencryptKeyslot(ks as JsonObject, where);
-      reencrypt++;
-    }
-  }
-  const flags = mandatory(root);
-  if (flags.some((f) => ONLINE_REENCRYPT.includes(f)) && reencrypt === 0)
-    fail('the reencryption key slot is missing');
-  if (reencrypt > 0 && !flags.some(reencryptCandidate))
-    fail('a reencryption key slot without its requirement flag');
-  if (reencrypt > 1) fail('more than one reencryption key slot');
-}
-
 /**
  * Checks the JSON metadata of a header copy whose JSON area is `jsonAreaSize` bytes, like cryptsetup
  * (which refuses to load a header that fails any of these). KDF parameters left over from another
@@ -420,10 +260,7 @@ function validateKeyslotTypes(root: JsonObject): void {
  */
 export function validateLuks2Json(root: Json, jsonAreaSize: number): asserts root is JsonObject {
   if (!isObject(root)) fail('metadata is not a JSON object');
-  const keyslots = member(root, 'keyslots');
-  if (isObject(keyslots)) {
-    for (const ks of Object.values(keyslots)) if (member(ks, 'type') === 'luks2') repairKdf(ks);
-  }
+  repairKeyslots(root);
   validateRequirements(root);
   validateTokens(root);
   validateDigests(root);

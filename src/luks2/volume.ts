@@ -1,7 +1,7 @@
 // readLuks2 and metadata writes: picks the valid header copy, refuses what atrest cannot serve, and rewrites both copies.
 import { Buffer } from 'node:buffer';
 import type { Stats } from 'node:fs';
-import { stat, type FileHandle } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { digestHandler } from './digest-pbkdf2.js';
 import { openFile, readAt, readHeaders, writeHeaders } from './disk.js';
@@ -23,7 +23,7 @@ import {
   type SegmentInfo,
   type TokenInfo,
 } from './metadata.js';
-import { foreignSignature } from './signatures.js';
+import { checkFits, dataFits, refuseDataOverHeader, refuseForeignSignature } from './layout-checks.js';
 
 /** The parsed, validated view of a LUKS2 volume that openers need. */
 export interface Luks2Volume {
@@ -184,36 +184,6 @@ export function checkSupported(
   }
 }
 
-type DataLayout = { headerPath: string; imagePath: string; dataOffset: number; dataSize: number | 'dynamic' };
-
-function dataFits(meta: DataLayout, imageSize: number): boolean {
-  const end = meta.dataOffset + (meta.dataSize === 'dynamic' ? 0 : meta.dataSize);
-  return !(imageSize < end || (meta.dataSize === 'dynamic' && imageSize < meta.dataOffset + 512));
-}
-
-/** Refuses serving a data segment the image does not hold (header-only commands do not need it). */
-function checkFits(meta: DataLayout, imageSize: number): void {
-  if (dataFits(meta, imageSize)) return;
-  if (imageSize <= meta.dataOffset) {
-    throw new AtrestError(
-      'TRUNCATED_IMAGE',
-      `${meta.imagePath} holds no data: it is ${imageSize} bytes and its data segment starts at byte ${meta.dataOffset}`,
-      {
-        path: meta.imagePath,
-        hint:
-          meta.imagePath === meta.headerPath
-            ? 'if it is a header backup or a detached header, pass it with --header together with the data image; if the image was cut short, restore it from a backup'
-            : 'check that the data image is the right file; if it was cut short, restore it from a backup',
-      },
-    );
-  }
-  throw new AtrestError(
-    'TRUNCATED_IMAGE',
-    `${meta.imagePath} is ${imageSize} bytes, shorter than its data segment (offset ${meta.dataOffset}, size ${String(meta.dataSize)})`,
-    { path: meta.imagePath, hint: 'the image was truncated: restore it from a backup or grow it back' },
-  );
-}
-
 type HeaderFields = Pick<BinaryHeader, 'uuid' | 'label' | 'subsystem' | 'hdrSize' | 'seqid' | 'checksumAlg'>;
 
 function build(
@@ -264,25 +234,6 @@ async function statOf(path: string, what: string): Promise<Stats> {
   }
 }
 
-/** Like cryptsetup: a damaged or stale header copy is never used or rewritten over another signature. */
-async function refuseForeignSignature(
-  fh: FileHandle,
-  path: string,
-  hdrSize: number,
-  why: string,
-): Promise<void> {
-  const sig = await foreignSignature(fh, 2 * hdrSize);
-  if (sig === null) return;
-  throw new AtrestError(
-    'CORRUPT_HEADER',
-    `${path}: ${why}, and the file also holds ${sig}; atrest neither uses nor repairs a LUKS2 header over another signature`,
-    {
-      path,
-      hint: 'find out what the file really is; if it is this LUKS2 volume, back it up and run "cryptsetup repair" on it',
-    },
-  );
-}
-
 /**
  * Reads and validates the LUKS2 header in `headerPath` (both copies; falls back to the secondary when
  * the primary is damaged and says so in `warnings`/`damaged`). `opts.imagePath` names the data file when
@@ -329,17 +280,8 @@ export async function readLuks2(
     const imageStat = imagePath === headerPath ? headerStat : await statOf(imagePath, 'image');
     const imageSize = imageStat.size;
     meta = build(headerPath, imagePath, imageSize, chosen);
-    const sameFile = imageStat.dev === headerStat.dev && imageStat.ino === headerStat.ino;
-    if (sameFile && meta.dataOffset < need) {
-      throw new AtrestError(
-        'UNSUPPORTED',
-        `${headerPath}: the data segment starts at byte ${meta.dataOffset} of the same file that holds the LUKS2 header and key slots (${need} bytes); serving it would expose and overwrite them`,
-        {
-          path: headerPath,
-          hint: 'if this is a detached header, pass the data image separately (atrest ... DATA-IMAGE --header THIS-FILE); otherwise restore the header from a backup',
-        },
-      );
-    }
+    refuseDataOverHeader(headerPath, headerStat, imageStat, meta.dataOffset, need);
+
     meta.usedCopy = state.usedCopy;
     meta.salts = state.salts;
     for (const kind of ['primary', 'secondary'] as const) {
