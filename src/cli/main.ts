@@ -632,6 +632,13 @@ export async function main(argv: string[]): Promise<number> {
   try {
     await cli.parseAsync();
   } catch (err) {
+    // with --json, scripts also get the error as JSON on stdout: {"error": {"code", "message", "hint", "path"}}
+    if (argv.includes('--json')) {
+      const json = isAtrestError(err)
+        ? err.toJSON()
+        : { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
+      console.log(JSON.stringify({ error: json }, null, 2));
+    }
     if (isAtrestError(err)) {
       console.error(`atrest: ${err.oneLine()}`);
     } else {

@@ -1,6 +1,11 @@
 // Digest handlers by LUKS2 type name: 'pbkdf2' checks a candidate volume key (cryptsetup luks2_digest_pbkdf2.c).
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { KDF_SALT_LEN, pbkdf2AnyHash, pbkdf2HashSupported } from './kdf-table.js';
+import {
+  KDF_SALT_LEN,
+  pbkdf2AnyHash,
+  pbkdf2HashSupported,
+  pbkdf2IterationsUnsupported,
+} from './kdf-table.js';
 import { getBase64, getInt, getString, InvalidMetadata, type JsonObject } from './metadata.js';
 
 export interface DigestHandler {
@@ -16,11 +21,13 @@ const LEGACY_DIGEST_LEN = 20;
 const pbkdf2Digest: DigestHandler = {
   check(d) {
     const hash = getString(d, 'hash', 'digest');
-    getInt(d, 'iterations', 'digest', 1);
+    const iterations = getInt(d, 'iterations', 'digest', 1);
     if (getBase64(d, 'salt', 'digest').length !== KDF_SALT_LEN) {
       throw new InvalidMetadata('digest salt is not 32 bytes');
     }
     if (!pbkdf2HashSupported(hash)) return `digest hash ${hash} is not available in this Node.js`;
+    const tooMany = pbkdf2IterationsUnsupported(iterations);
+    if (tooMany !== null) return `digest: ${tooMany}`;
     const len = getBase64(d, 'digest', 'digest').length;
     const hashLen = createHash(hash).digest().length;
     if (len !== LEGACY_DIGEST_LEN && len !== hashLen) {

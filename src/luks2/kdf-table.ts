@@ -1,6 +1,6 @@
 // Keyslot KDFs by LUKS2 type name: pbkdf2 (any hash Node has), argon2i and argon2id; each validates its JSON and derives a key.
 import { Buffer } from 'node:buffer';
-import { getHashes, pbkdf2 as nodePbkdf2 } from 'node:crypto';
+import { pbkdf2 as nodePbkdf2, pbkdf2Sync } from 'node:crypto';
 import { argon2, pbkdf2, type Pbkdf2Hash } from '../crypto/kdf.js';
 import { getBase64, getInt, getString, InvalidMetadata, type JsonObject } from './metadata.js';
 
@@ -15,9 +15,31 @@ export interface KdfHandler {
 
 const FAST_HASHES: readonly string[] = ['sha1', 'sha256', 'sha512'];
 
-/** Whether PBKDF2 can use `hash` here. */
+/** The most PBKDF2 iterations Node's pbkdf2 computes (cryptsetup writes up to 2^32 - 1). */
+export const PBKDF2_MAX_ITERATIONS_HERE = 0x7fff_ffff;
+
+const pbkdf2Hashes = new Map<string, boolean>();
+
+/** Whether PBKDF2 can use `hash` here (not every hash Node knows can: shake256 cannot). */
 export function pbkdf2HashSupported(hash: string): boolean {
-  return getHashes().includes(hash);
+  let ok = pbkdf2Hashes.get(hash);
+  if (ok === undefined) {
+    try {
+      pbkdf2Sync(Buffer.alloc(1), Buffer.alloc(1), 1, 1, hash);
+      ok = true;
+    } catch {
+      ok = false;
+    }
+    if (pbkdf2Hashes.size < 64) pbkdf2Hashes.set(hash, ok);
+  }
+  return ok;
+}
+
+/** Why PBKDF2 with these iterations cannot run here, or null. */
+export function pbkdf2IterationsUnsupported(iterations: number): string | null {
+  return iterations > PBKDF2_MAX_ITERATIONS_HERE
+    ? `PBKDF2 iterations ${iterations} exceed ${PBKDF2_MAX_ITERATIONS_HERE}, the most atrest can compute`
+    : null;
 }
 
 /** PBKDF2 with any hash Node has (the crypto layer's pbkdf2 for sha1/sha256/sha512). */
@@ -46,9 +68,10 @@ function salt(kdf: JsonObject): Buffer {
 const pbkdf2Handler: KdfHandler = {
   check(kdf) {
     const hash = getString(kdf, 'hash', 'kdf');
-    getInt(kdf, 'iterations', 'kdf', 1);
+    const iterations = getInt(kdf, 'iterations', 'kdf', 1);
     salt(kdf);
-    return pbkdf2HashSupported(hash) ? null : `PBKDF2 hash ${hash} is not available in this Node.js`;
+    if (!pbkdf2HashSupported(hash)) return `PBKDF2 hash ${hash} is not available in this Node.js`;
+    return pbkdf2IterationsUnsupported(iterations);
   },
   derive(kdf, passphrase, keyLength) {
     return pbkdf2AnyHash(

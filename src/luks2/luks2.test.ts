@@ -316,7 +316,7 @@ describe('damaged and foreign images', () => {
         (j) =>
           ((((j.keyslots as Record<string, JsonObject>)['0'] as JsonObject).area as JsonObject).offset =
             '4096'),
-        /outside the keyslots area/,
+        /starts inside the LUKS2 headers/,
       ],
       [
         'digest to nowhere',
@@ -324,7 +324,11 @@ describe('damaged and foreign images', () => {
         /missing keyslot 7/,
       ],
       ['bad sector size', (j) => (segment0(j).sector_size = 1000), /sector_size/],
-      ['segment in keyslots', (j) => (segment0(j).offset = '65536'), /overlaps/],
+      [
+        'segment in keyslots',
+        (j) => (segment0(j).offset = '65536'),
+        /does not fit between the headers and the data offset 65536/,
+      ],
     ];
     for (const [name, mutate, why] of bad) {
       const path = await fresh(`${name}.img`);
@@ -373,16 +377,40 @@ describe('damaged and foreign images', () => {
     const b = await fresh('b.img');
     await truncate(b, 1 << 20);
     await rejects(readLuks2(b), 'TRUNCATED_IMAGE', /keyslots/);
+    // header-only commands read a header whose data is missing (a header backup: the file ends at the
+    // data offset) or cut short; only serving the data (resolvedDataSize) refuses, saying which
     const c = await fresh('c.img');
     await truncate(c, DEFAULT_DATA_OFFSET);
-    await rejects(readLuks2(c), 'TRUNCATED_IMAGE', /data segment/);
+    const empty = await readLuks2(c);
+    expect(empty.warnings).toEqual([expect.stringMatching(/holds no data/)]);
+    expect(() => resolvedDataSize(empty, empty.imageSize)).toThrow(
+      /holds no data: it is 16777216 bytes and its data segment starts at byte 16777216/,
+    );
     const d = await fresh('d.img');
     await craft(d, (j) => (segment0(j).size = String(4 << 20)));
-    await rejects(readLuks2(d), 'TRUNCATED_IMAGE');
+    const short = await readLuks2(d);
+    expect(short.warnings).toEqual([expect.stringMatching(/shorter than its data segment/)]);
+    expect(() => resolvedDataSize(short, short.imageSize)).toThrow(/shorter than its data segment/);
     const meta = await readLuks2(await fresh('e.img'));
-    expect(() => resolvedDataSize(meta, 100)).toThrow(/shorter/);
+    expect(() => resolvedDataSize(meta, 100)).toThrow(/holds no data/);
+    expect(() => resolvedDataSize(meta, DEFAULT_DATA_OFFSET + 100)).toThrow(/shorter/);
   });
 });
+
+/** What cryptsetup leaves in a header while an online reencryption runs (all it validates). */
+function reencryptionInProgress(j: JsonObject): void {
+  (j.config as JsonObject).requirements = { mandatory: ['online-reencrypt-v2'] };
+  (j.keyslots as JsonObject)['1'] = {
+    type: 'reencrypt',
+    key_size: 1,
+    area: { type: 'none', offset: '290816', size: '4096' },
+    mode: 'reencrypt',
+    direction: 'forward',
+  };
+  (j.segments as JsonObject)['1'] = { ...segment0(j), flags: ['backup-previous'] };
+  (j.segments as JsonObject)['2'] = { ...segment0(j), flags: ['backup-final'] };
+  ((j.digests as Record<string, JsonObject>)['0'] as JsonObject).segments = ['0', '1', '2'];
+}
 
 describe('refusals', () => {
   const cases: Array<[string, (j: JsonObject) => void, string, RegExp]> = [
@@ -410,35 +438,27 @@ describe('refusals', () => {
       /future-thing/,
     ],
     [
-      'reencrypt requirement',
-      (j) => ((j.config as JsonObject).requirements = { mandatory: ['online-reencrypt-v2'] }),
+      "cryptsetup's reencryption in progress (requirement, reencrypt keyslot, backup segments)",
+      reencryptionInProgress,
       'REENCRYPT_IN_PROGRESS',
-      /reencryption/,
+      /reencryption is in progress \(requirement online-reencrypt-v2\)/,
     ],
-    ['backup segment', (j) => (segment0(j).flags = ['backup-previous']), 'REENCRYPT_IN_PROGRESS', /backup/],
     [
-      'reencrypt keyslot',
-      (j) =>
-        ((j.keyslots as JsonObject)['1'] = {
-          type: 'reencrypt',
-          key_size: 1,
-          area: { type: 'none', offset: '290816', size: '4096' },
-          mode: 'reencrypt',
-          direction: 'forward',
-        }),
-      'REENCRYPT_IN_PROGRESS',
-      /reencrypt keyslot/,
+      'a reencryption without its requirement (cryptsetup refuses the header too)',
+      (j) => {
+        reencryptionInProgress(j);
+        delete (j.config as JsonObject).requirements;
+      },
+      'CORRUPT_HEADER',
+      /reencryption key slot without its requirement/,
+    ],
+    [
+      'a backup segment as the only segment (cryptsetup refuses the header too)',
+      (j) => (segment0(j).flags = ['backup-previous']),
+      'CORRUPT_HEADER',
+      /no regular segment/,
     ],
   ];
-  cases.push([
-    'reencrypt backup segments (dynamic, same offset)',
-    (j) => {
-      (j.segments as JsonObject)['1'] = { ...segment0(j), flags: ['backup-previous'] };
-      (j.segments as JsonObject)['2'] = { ...segment0(j), flags: ['backup-final'] };
-    },
-    'REENCRYPT_IN_PROGRESS',
-    /backup/,
-  ]);
   for (const [name, mutate, code, why] of cases) {
     it(`refuses ${name}`, async () => {
       const path = await fresh();

@@ -1,5 +1,8 @@
-// LUKS2 JSON metadata: structural validation (like cryptsetup's LUKS2_hdr_validate) into typed records; the raw object is kept for rewrites.
+// LUKS2 JSON metadata: validated (validate.ts, cryptsetup's invariants), then read into typed records; the raw object is kept for rewrites.
 import { Buffer } from 'node:buffer';
+import { parseJsonText } from './json-text.js';
+import { validateLuks2Json } from './validate.js';
+import { strtoull } from './validate-json.js';
 
 export type Json = null | boolean | number | string | Json[] | JsonObject;
 export interface JsonObject {
@@ -51,6 +54,8 @@ export interface SegmentInfo {
   sectorSize: number;
   flags: string[];
   integrity: boolean;
+  /** A field whose valid 64-bit value is beyond 2^53 - 1 (JavaScript numbers): atrest cannot serve it. */
+  tooLarge?: string;
 }
 
 export interface DigestInfo {
@@ -128,11 +133,16 @@ export function getBase64(o: JsonObject, key: string, where: string): Buffer {
   return Buffer.from(s, 'base64');
 }
 
-function idOf(key: string, max: number, where: string): number {
-  if (!/^(0|[1-9][0-9]*)$/.test(key)) fail(`${where} id "${key}" is not a number`);
-  const n = Number(key);
-  if (n >= max) fail(`${where} id ${n} is out of range (max ${max - 1})`);
-  return n;
+function idOf(key: string, where: string): number {
+  // cryptsetup takes any digit string; ids with leading zeros would alias others here
+  if (!/^(0|[1-9][0-9]{0,14})$/.test(key)) fail(`${where} id "${key}" is not a plain decimal number`);
+  return Number(key);
+}
+
+/** A u64 decimal string that validate.ts already accepted, as a number (maybe beyond 2^53). */
+function u64Value(o: JsonObject, key: string): { value: number; safe: boolean } {
+  const v = strtoull(o[key] as string) ?? 0n;
+  return { value: Number(v), safe: v <= BigInt(Number.MAX_SAFE_INTEGER) };
 }
 
 function idArray(o: JsonObject, key: string, where: string): number[] {
@@ -155,12 +165,8 @@ function stringArray(o: JsonObject, key: string, where: string): string[] {
 
 function parseConfig(root: JsonObject, hdrSize: number): ConfigInfo {
   const c = getObject(root, 'config', 'metadata');
-  const jsonSize = getU64(c, 'json_size', 'config');
-  const keyslotsSize = getU64(c, 'keyslots_size', 'config');
-  if (jsonSize !== hdrSize - 4096) {
-    fail(`config.json_size ${jsonSize} does not match the header size ${hdrSize}`);
-  }
-  if (keyslotsSize % AREA_ALIGN !== 0) fail(`config.keyslots_size ${keyslotsSize} is not 4 KiB aligned`);
+  const jsonSize = hdrSize - 4096; // validate.ts checked config.json_size against it
+  const keyslotsSize = u64Value(c, 'keyslots_size').value;
   const flags = stringArray(c, 'flags', 'config');
   let requirementsMandatory: string[] = [];
   const req = c.requirements;
@@ -178,42 +184,38 @@ function parseKeyslot(id: number, ks: JsonObject): KeyslotInfo {
   const a = getObject(ks, 'area', where);
   const area: KeyslotArea = {
     type: getString(a, 'type', `${where}.area`),
-    offset: getU64(a, 'offset', `${where}.area`),
-    size: getU64(a, 'size', `${where}.area`),
+    offset: u64Value(a, 'offset').value,
+    size: u64Value(a, 'size').value,
     encryption: typeof a.encryption === 'string' ? a.encryption : undefined,
     keySize: typeof a.key_size === 'number' ? a.key_size : undefined,
   };
-  let kdf = '';
-  if (ks.kdf !== undefined) kdf = getString(getObject(ks, 'kdf', where), 'type', `${where}.kdf`);
-  let priority = 1;
-  if (ks.priority !== undefined) {
-    priority = getInt(ks, 'priority', where);
-    if (priority > 2) fail(`${where}.priority ${priority} is not 0, 1 or 2`);
-  }
+  const kdfType = isObject(ks.kdf) ? ks.kdf.type : undefined;
+  const kdf = typeof kdfType === 'string' ? kdfType : '';
+  // like cryptsetup: only 1 (normal) and 2 (prefer) are tried without naming the key slot
+  const p = ks.priority;
+  const priority = p === undefined ? 1 : p === 1 || p === 2 ? p : 0;
   return { id, type, kdf, priority, keySize, area };
 }
 
 function parseSegment(id: number, s: JsonObject): SegmentInfo {
   const where = `segment ${id}`;
   const type = getString(s, 'type', where);
-  const offset = getU64(s, 'offset', where);
-  const size: number | 'dynamic' = s.size === 'dynamic' ? 'dynamic' : getU64(s, 'size', where);
+  const tooLarge: string[] = [];
+  const u64 = (key: string): number => {
+    const { value, safe } = u64Value(s, key);
+    if (!safe) tooLarge.push(`${where}.${key} ${s[key] as string}`);
+    return value;
+  };
+  const offset = u64('offset');
+  const size: number | 'dynamic' = s.size === 'dynamic' ? 'dynamic' : u64('size');
   const flags = stringArray(s, 'flags', where);
   let ivTweak = 0;
   let encryption = '';
   let sectorSize = 512;
   if (type === 'crypt') {
-    ivTweak = getU64(s, 'iv_tweak', where);
+    ivTweak = u64('iv_tweak');
     encryption = getString(s, 'encryption', where);
     sectorSize = getInt(s, 'sector_size', where);
-    if (![512, 1024, 2048, 4096].includes(sectorSize)) {
-      fail(`${where}.sector_size ${sectorSize} is not 512, 1024, 2048 or 4096`);
-    }
-    if (s.integrity !== undefined && !isObject(s.integrity)) fail(`${where}.integrity is not an object`);
-  }
-  if (offset % 512 !== 0) fail(`${where}.offset ${offset} is not 512-byte aligned`);
-  if (size !== 'dynamic' && size % sectorSize !== 0) {
-    fail(`${where}.size ${size} is not a multiple of its sector size ${sectorSize}`);
   }
   return {
     id,
@@ -225,14 +227,15 @@ function parseSegment(id: number, s: JsonObject): SegmentInfo {
     sectorSize,
     flags,
     integrity: s.integrity !== undefined,
+    ...(tooLarge.length > 0 ? { tooLarge: tooLarge.join(', ') } : {}),
   };
 }
 
-function sortedEntries(o: JsonObject, max: number, where: string): Array<[number, JsonObject]> {
+function sortedEntries(o: JsonObject, where: string): Array<[number, JsonObject]> {
   const out: Array<[number, JsonObject]> = [];
   for (const [k, v] of Object.entries(o)) {
     if (!isObject(v)) fail(`${where} ${k} is not an object`);
-    out.push([idOf(k, max, where), v]);
+    out.push([idOf(k, where), v]);
   }
   return out.sort((a, b) => a[0] - b[0]);
 }
@@ -242,41 +245,17 @@ function sortedEntries(o: JsonObject, max: number, where: string): Array<[number
  * Throws InvalidMetadata with the first problem found.
  */
 export function parseMetadata(root: Json, hdrSize: number): ParsedMetadata {
-  if (!isObject(root)) fail('metadata is not a JSON object');
+  validateLuks2Json(root, hdrSize - 4096);
   const config = parseConfig(root, hdrSize);
-  const keyslotsStart = 2 * hdrSize;
-  const keyslotsEnd = keyslotsStart + config.keyslotsSize;
-
-  const keyslots = sortedEntries(getObject(root, 'keyslots', 'metadata'), KEYSLOTS_MAX, 'keyslot').map(
-    ([id, ks]) => parseKeyslot(id, ks),
+  const keyslots = sortedEntries(getObject(root, 'keyslots', 'metadata'), 'keyslot').map(([id, ks]) =>
+    parseKeyslot(id, ks),
   );
-  let prevEnd = keyslotsStart;
-  for (const ks of [...keyslots].sort((a, b) => a.area.offset - b.area.offset)) {
-    const { offset, size } = ks.area;
-    if (offset < keyslotsStart || offset + size > keyslotsEnd) {
-      fail(`keyslot ${ks.id} area [${offset}, +${size}) is outside the keyslots area`);
-    }
-    if (offset < prevEnd) fail(`keyslot ${ks.id} area overlaps another keyslot`);
-    prevEnd = offset + size;
-  }
-
-  const segments = sortedEntries(getObject(root, 'segments', 'metadata'), SEGMENTS_MAX, 'segment').map(
-    ([id, s]) => parseSegment(id, s),
+  const segments = sortedEntries(getObject(root, 'segments', 'metadata'), 'segment').map(([id, s]) =>
+    parseSegment(id, s),
   );
-  // backup segments (reencryption) sit beside the real ones and may repeat their offsets
-  const live = segments.filter((s) => !s.flags.some((f) => f.startsWith('backup-')));
-  live.forEach((s, i) => {
-    if (s.size === 'dynamic' && i !== live.length - 1) fail(`segment ${s.id} is dynamic but not last`);
-  });
-  segments.forEach((s) => {
-    if (s.offset !== 0 && s.offset < keyslotsEnd) {
-      fail(`segment ${s.id} offset ${s.offset} overlaps the keyslots area (ends at ${keyslotsEnd})`);
-    }
-  });
-
   const keyslotIds = new Set(keyslots.map((k) => k.id));
   const segmentIds = new Set(segments.map((s) => s.id));
-  const digests = sortedEntries(getObject(root, 'digests', 'metadata'), KEYSLOTS_MAX, 'digest').map(
+  const digests = sortedEntries(getObject(root, 'digests', 'metadata'), 'digest').map(
     ([id, d]): DigestInfo => {
       const where = `digest ${id}`;
       const info: DigestInfo = {
@@ -290,19 +269,17 @@ export function parseMetadata(root: Json, hdrSize: number): ParsedMetadata {
       return info;
     },
   );
-  const tokens = sortedEntries(getObject(root, 'tokens', 'metadata'), TOKENS_MAX, 'token').map(
-    ([id, t]): TokenInfo => {
-      const where = `token ${id}`;
-      const info: TokenInfo = {
-        id,
-        type: getString(t, 'type', where),
-        keyslots: idArray(t, 'keyslots', where),
-        raw: t,
-      };
-      for (const k of info.keyslots) if (!keyslotIds.has(k)) fail(`${where} names missing keyslot ${k}`);
-      return info;
-    },
-  );
+  const tokens = sortedEntries(getObject(root, 'tokens', 'metadata'), 'token').map(([id, t]): TokenInfo => {
+    const where = `token ${id}`;
+    const info: TokenInfo = {
+      id,
+      type: getString(t, 'type', where),
+      keyslots: idArray(t, 'keyslots', where),
+      raw: t,
+    };
+    for (const k of info.keyslots) if (!keyslotIds.has(k)) fail(`${where} names missing keyslot ${k}`);
+    return info;
+  });
   return { keyslots, segments, digests, tokens, config };
 }
 
@@ -318,11 +295,7 @@ export function parseJsonArea(area: Uint8Array): Json {
   for (let i = end; i < buf.length; i++) {
     if (buf[i] !== 0) fail(`JSON area has stray bytes after the JSON text (at ${i})`);
   }
-  try {
-    return JSON.parse(buf.subarray(0, end).toString('utf8')) as Json;
-  } catch (err) {
-    fail(`JSON does not parse: ${(err as Error).message}`);
-  }
+  return parseJsonText(buf.subarray(0, end).toString('utf8'));
 }
 
 /** Serializes metadata into a JSON area of `jsonSize` bytes (text, then zeros). */

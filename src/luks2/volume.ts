@@ -1,5 +1,6 @@
 // readLuks2 and metadata writes: picks the valid header copy, refuses what atrest cannot serve, and rewrites both copies.
 import { Buffer } from 'node:buffer';
+import type { Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { digestHandler } from './digest-pbkdf2.js';
@@ -22,6 +23,7 @@ import {
   type SegmentInfo,
   type TokenInfo,
 } from './metadata.js';
+import { checkFits, dataFits, refuseDataOverHeader, refuseForeignSignature } from './layout-checks.js';
 
 /** The parsed, validated view of a LUKS2 volume that openers need. */
 export interface Luks2Volume {
@@ -129,6 +131,15 @@ export function checkSupported(
   const segment = copy.segments[0] as SegmentInfo;
   if (segment.type !== 'crypt')
     return fail('UNSUPPORTED', `data segment type ${segment.type} is not supported`);
+  if (segment.tooLarge !== undefined) {
+    return fail('UNSUPPORTED', `${segment.tooLarge} is beyond 2^53 - 1, the largest value atrest supports`);
+  }
+  if (![512, 1024, 2048, 4096].includes(segment.sectorSize)) {
+    return fail(
+      'UNSUPPORTED',
+      `sector size ${segment.sectorSize} is not supported (512, 1024, 2048 or 4096)`,
+    );
+  }
   if (segment.integrity)
     return fail('UNSUPPORTED', 'uses dm-integrity (authenticated encryption), which atrest does not support');
   if (segment.encryption !== 'aes-xts-plain64') {
@@ -149,7 +160,8 @@ export function checkSupported(
       reason = handler.check(rawDigest);
     } catch (err) {
       if (!(err instanceof InvalidMetadata)) throw err;
-      throw new AtrestError('CORRUPT_HEADER', `${path}: digest ${digest.id} is malformed: ${err.message}`, {
+      // cryptsetup loads such a header too, but no key can ever match this digest
+      throw new AtrestError('UNSUPPORTED', `${path}: digest ${digest.id} is malformed: ${err.message}`, {
         path,
         hint: 'restore the header from a backup',
       });
@@ -169,20 +181,6 @@ export function checkSupported(
 
   function fail(code: 'UNSUPPORTED' | 'REENCRYPT_IN_PROGRESS', what: string): never {
     throw refuse(path, code, what);
-  }
-}
-
-function checkFits(
-  meta: { headerPath: string; imagePath: string; dataOffset: number; dataSize: number | 'dynamic' },
-  imageSize: number,
-): void {
-  const end = meta.dataOffset + (meta.dataSize === 'dynamic' ? 0 : meta.dataSize);
-  if (imageSize < end || (meta.dataSize === 'dynamic' && imageSize < meta.dataOffset + 512)) {
-    throw new AtrestError(
-      'TRUNCATED_IMAGE',
-      `${meta.imagePath} is ${imageSize} bytes, shorter than its data segment (offset ${meta.dataOffset}, size ${String(meta.dataSize)})`,
-      { path: meta.imagePath, hint: 'the image was truncated: restore it from a backup or grow it back' },
-    );
   }
 }
 
@@ -228,9 +226,9 @@ function build(
   };
 }
 
-async function fileSize(path: string, what: string): Promise<number> {
+async function statOf(path: string, what: string): Promise<Stats> {
   try {
-    return (await stat(path)).size;
+    return await stat(path);
   } catch (err) {
     throw fromSystemError(err, path, what);
   }
@@ -249,7 +247,8 @@ export async function readLuks2(
   const fh = await openFile(headerPath, 'r', imagePath === headerPath ? 'image' : 'LUKS2 header');
   let meta: Luks2Metadata;
   try {
-    const headerSize = (await fh.stat()).size;
+    const headerStat = await fh.stat();
+    const headerSize = headerStat.size;
     if (headerSize === 0) {
       throw new AtrestError('NOT_LUKS2', `${headerPath} is empty, not a LUKS2 image`, {
         path: headerPath,
@@ -266,8 +265,23 @@ export async function readLuks2(
         { path: headerPath, hint: 'restore it from a backup' },
       );
     }
-    const imageSize = imagePath === headerPath ? headerSize : await fileSize(imagePath, 'image');
+    const needsRepair = (['primary', 'secondary'] as const).filter((kind) => {
+      const r = state[kind];
+      return !r.ok || r.copy.bin.seqid !== chosen.bin.seqid;
+    });
+    if (needsRepair.length > 0) {
+      await refuseForeignSignature(
+        fh,
+        headerPath,
+        chosen.bin.hdrSize,
+        `the ${needsRepair.join(' and ')} LUKS2 header needs repair`,
+      );
+    }
+    const imageStat = imagePath === headerPath ? headerStat : await statOf(imagePath, 'image');
+    const imageSize = imageStat.size;
     meta = build(headerPath, imagePath, imageSize, chosen);
+    refuseDataOverHeader(headerPath, headerStat, imageStat, meta.dataOffset, need);
+
     meta.usedCopy = state.usedCopy;
     meta.salts = state.salts;
     for (const kind of ['primary', 'secondary'] as const) {
@@ -287,8 +301,15 @@ export async function readLuks2(
   } finally {
     await fh.close();
   }
-  // an image under in-place conversion grows as the conversion starts; its plan knows the size
-  if (!meta.converting) checkFits(meta, meta.imageSize);
+  // header-only commands work without the data; serving it (resolvedDataSize) refuses. An image under
+  // in-place conversion grows as the conversion starts; its plan knows the size.
+  if (!meta.converting && !dataFits(meta, meta.imageSize)) {
+    meta.warnings.push(
+      meta.imageSize <= meta.dataOffset
+        ? `${meta.imagePath} holds no data (its data segment starts at byte ${meta.dataOffset}, where the file ends)`
+        : `${meta.imagePath} is shorter than its data segment (offset ${meta.dataOffset}, size ${String(meta.dataSize)})`,
+    );
+  }
   return meta;
 }
 
@@ -329,6 +350,14 @@ export async function writeMetadata(meta: Luks2Metadata, json: JsonObject): Prom
         path: meta.headerPath,
         hint: 'another program is changing it; try again',
       });
+    }
+    if (meta.damaged.length > 0) {
+      await refuseForeignSignature(
+        fh,
+        meta.headerPath,
+        meta.hdrSize,
+        `the ${meta.damaged.join(' and ')} LUKS2 header needs repair`,
+      );
     }
     const seqid = meta.seqid + 1n;
     const salts = await writeHeaders(fh, {
