@@ -70,6 +70,21 @@ export function findAreaGap(
   return at + size <= end ? at : null;
 }
 
+/**
+ * `choice` with its PBKDF2 iterations benchmarked now (when it gives a target time instead), so a
+ * header change can run the benchmark before it takes the metadata lock.
+ */
+export async function resolveKdf(choice: KdfChoice | undefined, keySize: number): Promise<KdfChoice> {
+  const c = choice ?? { type: 'pbkdf2' };
+  if (c.type !== 'pbkdf2' || c.iterations !== undefined) return c;
+  const hash = c.hash ?? 'sha256';
+  return {
+    type: 'pbkdf2',
+    hash,
+    iterations: await benchmarkPbkdf2Iterations(hash, keySize, c.iterTimeMs ?? 1000),
+  };
+}
+
 export async function kdfJson(choice: KdfChoice | undefined, keySize: number): Promise<JsonObject> {
   const salt = randomBytes(KDF_SALT_LEN).toString('base64');
   const c = choice ?? { type: 'pbkdf2' };
