@@ -27,6 +27,8 @@ export const ERROR_CODES = {
   WRONG_KEY: { exit: 6, errno: 'EACCES' },
   WEAK_KEY: { exit: 6, errno: 'EINVAL' },
   KEY_UNAVAILABLE: { exit: 6, errno: 'EACCES' },
+  /** A key derivation needs more memory or time than the configured KDF budget (kdf-limits.ts). */
+  KDF_BUDGET: { exit: 6, errno: 'ETIMEDOUT' },
   // busy / state
   IMAGE_BUSY: { exit: 7, errno: 'EBUSY' },
   NAME_IN_USE: { exit: 7, errno: 'EBUSY' },

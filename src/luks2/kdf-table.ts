@@ -1,7 +1,8 @@
 // Keyslot KDFs by LUKS2 type name: pbkdf2 (any hash Node has), argon2i and argon2id; each validates its JSON and derives a key.
 import { Buffer } from 'node:buffer';
-import { getHashes, pbkdf2 as nodePbkdf2 } from 'node:crypto';
-import { argon2, pbkdf2, type Pbkdf2Hash } from '../crypto/kdf.js';
+import { getHashes } from 'node:crypto';
+import { argon2, pbkdf2Any } from '../crypto/kdf.js';
+import { kdfLimitViolation } from '../crypto/kdf-limits.js';
 import { getBase64, getInt, getString, InvalidMetadata, type JsonObject } from './metadata.js';
 
 /** Keyslot and digest salts are 32 bytes in LUKS2. */
@@ -13,14 +14,12 @@ export interface KdfHandler {
   derive(kdf: JsonObject, passphrase: Uint8Array, keyLength: number): Promise<Buffer>;
 }
 
-const FAST_HASHES: readonly string[] = ['sha1', 'sha256', 'sha512'];
-
 /** Whether PBKDF2 can use `hash` here. */
 export function pbkdf2HashSupported(hash: string): boolean {
   return getHashes().includes(hash);
 }
 
-/** PBKDF2 with any hash Node has (the crypto layer's pbkdf2 for sha1/sha256/sha512). */
+/** PBKDF2 with any hash Node has, in a KDF worker thread within the KDF budget. */
 export async function pbkdf2AnyHash(
   password: Uint8Array,
   salt: Uint8Array,
@@ -28,13 +27,7 @@ export async function pbkdf2AnyHash(
   keyLength: number,
   hash: string,
 ): Promise<Buffer> {
-  if (FAST_HASHES.includes(hash)) return pbkdf2(password, salt, iterations, keyLength, hash as Pbkdf2Hash);
-  return new Promise<Buffer>((resolve, reject) => {
-    nodePbkdf2(password, salt, iterations, keyLength, hash, (err, key) => {
-      if (err) reject(err);
-      else resolve(key);
-    });
-  });
+  return pbkdf2Any(password, salt, iterations, keyLength, hash);
 }
 
 function salt(kdf: JsonObject): Buffer {
@@ -46,9 +39,10 @@ function salt(kdf: JsonObject): Buffer {
 const pbkdf2Handler: KdfHandler = {
   check(kdf) {
     const hash = getString(kdf, 'hash', 'kdf');
-    getInt(kdf, 'iterations', 'kdf', 1);
+    const iterations = getInt(kdf, 'iterations', 'kdf', 1);
     salt(kdf);
-    return pbkdf2HashSupported(hash) ? null : `PBKDF2 hash ${hash} is not available in this Node.js`;
+    if (!pbkdf2HashSupported(hash)) return `PBKDF2 hash ${hash} is not available in this Node.js`;
+    return kdfLimitViolation({ type: 'pbkdf2', iterations });
   },
   derive(kdf, passphrase, keyLength) {
     return pbkdf2AnyHash(
@@ -64,11 +58,11 @@ const pbkdf2Handler: KdfHandler = {
 function argon2Handler(type: 'argon2i' | 'argon2id'): KdfHandler {
   return {
     check(kdf) {
-      getInt(kdf, 'time', 'kdf', 1);
-      getInt(kdf, 'memory', 'kdf', 1);
-      getInt(kdf, 'cpus', 'kdf', 1);
+      const time = getInt(kdf, 'time', 'kdf', 1);
+      const memory = getInt(kdf, 'memory', 'kdf', 1);
+      const cpus = getInt(kdf, 'cpus', 'kdf', 1);
       salt(kdf);
-      return null;
+      return kdfLimitViolation({ type, time, memory, cpus });
     },
     derive(kdf, passphrase, keyLength) {
       return argon2(type, passphrase, salt(kdf), {
