@@ -1,4 +1,5 @@
 // Where KDFs run: worker threads (never the libuv pool that serves file I/O), a few at a time, each stopped when it outruns the time budget.
+import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { AtrestError } from '../errors/index.js';
 import { kdfBudget, overBudget } from './kdf-limits.js';
@@ -9,6 +10,9 @@ import { workerModule } from './worker-module.js';
 export const KDF_CONCURRENCY = 2;
 /** KDFs that may wait for a thread; beyond that they are refused (a flood of unlocks cannot pile up). */
 export const KDF_QUEUE_MAX = 32;
+
+/** Longest a KDF thread may take to start before its derivation's budget begins. */
+const START_CAP_MS = 30_000;
 
 let shared: Piscina | null = null;
 let running = 0;
@@ -64,21 +68,30 @@ export async function runKdfTask(task: KdfTask, what: string): Promise<unknown> 
     : sharedPool();
   const abort = new AbortController();
   let timedOut = false;
-  const timer = setTimeout(() => {
+  const stop = (): void => {
     timedOut = true;
     abort.abort();
-  }, maxSeconds * 1000);
+  };
+  // the budget runs from the moment the worker starts the derivation (thread start-up is not counted,
+  // but is capped too)
+  const { port1, port2 } = new MessageChannel();
+  let timer = setTimeout(stop, START_CAP_MS + maxSeconds * 1000);
+  port1.once('message', () => {
+    clearTimeout(timer);
+    timer = setTimeout(stop, maxSeconds * 1000);
+  });
   try {
-    return await pool.run(task, {
-      transferList: [task.password.buffer as ArrayBuffer],
-      signal: abort.signal,
-    });
+    return await pool.run(
+      { ...task, started: port2 },
+      { transferList: [task.password.buffer as ArrayBuffer, port2], signal: abort.signal },
+    );
   } catch (err) {
     if (timedOut)
       throw overBudget(`${what} ran longer than the KDF time budget of ${maxSeconds} s and was stopped`);
     throw new AtrestError('INTERNAL', `${what} failed`, { cause: err });
   } finally {
     clearTimeout(timer);
+    port1.close();
     // normally transferred (detached here) and zeroed by the worker
     if (task.password.buffer.byteLength > 0) task.password.fill(0);
     if (ownPool) await pool.destroy();

@@ -1,5 +1,6 @@
 // KDF worker thread: PBKDF2 (pbkdf2Sync, off the libuv pool), a timed PBKDF2 run for the benchmark, and Argon2 (hash-wasm), so no KDF blocks the event loop or file I/O.
 import { pbkdf2Sync } from 'node:crypto';
+import type { MessagePort } from 'node:worker_threads';
 import type { TaskError } from './protocol.js';
 
 export interface Argon2Task {
@@ -11,6 +12,8 @@ export interface Argon2Task {
   parallelism: number;
   memorySize: number;
   hashLength: number;
+  /** Told when the derivation starts (the time budget runs from then, not from thread start-up). */
+  started?: MessagePort;
 }
 
 export interface Pbkdf2Task {
@@ -22,6 +25,7 @@ export interface Pbkdf2Task {
   hash: string;
   /** Return the run's milliseconds (measured here, without queueing) instead of the key. */
   timeOnly?: boolean;
+  started?: MessagePort;
 }
 
 export type KdfTask = Argon2Task | Pbkdf2Task;
@@ -38,6 +42,8 @@ function pbkdf2Run(task: Pbkdf2Task): Uint8Array | number {
 /** Returns the derived key (or the time of a timed run), or a TaskError; never throws across the thread boundary. */
 export default async function run(task: KdfTask): Promise<Uint8Array | number | TaskError> {
   try {
+    task.started?.postMessage('started');
+    task.started?.close();
     if (task.kind === 'pbkdf2') return pbkdf2Run(task);
     // loaded only for Argon2: PBKDF2 threads start faster without it
     const { argon2i, argon2id } = await import('hash-wasm');

@@ -1,6 +1,6 @@
 // Key derivation for LUKS2 keyslots: PBKDF2 (node:crypto) and Argon2i/Argon2id (hash-wasm) in KDF worker threads within limits and budget (kdf-limits.ts), and a PBKDF2 iteration benchmark.
 import { Buffer } from 'node:buffer';
-import { getHashes, randomBytes } from 'node:crypto';
+import { getHashes, pbkdf2 as pbkdf2Callback, randomBytes } from 'node:crypto';
 import { AtrestError, isErrorCode } from '../errors/index.js';
 import {
   ARGON2_MAX_MEMORY_KIB,
@@ -25,6 +25,12 @@ export interface Argon2Params {
   parallelism: number;
   keyLength: number;
 }
+
+/**
+ * PBKDF2 runs up to this many iterations (a few milliseconds: digests, key slots bound to a KEK) go
+ * straight to node:crypto; longer ones to a KDF worker thread within the time budget.
+ */
+export const PBKDF2_INLINE_MAX_ITERATIONS = 10_000;
 
 /** Argon2 in WebAssembly is limited by 32-bit memory: a little under cryptsetup's 4 GiB ceiling. */
 const WASM_MAX_MEMORY_KIB = ARGON2_MAX_MEMORY_KIB - 64;
@@ -89,6 +95,20 @@ export async function pbkdf2Any(
   hash: string,
 ): Promise<Buffer> {
   const task = pbkdf2Task(password, salt, iterations, keyLength, hash);
+  if (iterations <= PBKDF2_INLINE_MAX_ITERATIONS) {
+    // milliseconds of work (digests, bound key slots): not worth a thread hop; bounded, so harmless
+    // to the libuv pool
+    try {
+      return await new Promise<Buffer>((resolve, reject) => {
+        pbkdf2Callback(task.password, task.salt, iterations, keyLength, hash, (err, key) => {
+          if (err) reject(new AtrestError('INTERNAL', 'PBKDF2 failed', { cause: err }));
+          else resolve(key);
+        });
+      });
+    } finally {
+      task.password.fill(0);
+    }
+  }
   const what = `PBKDF2-${hash} with ${iterations} iterations`;
   return keyFrom(await runKdfTask(task, what), keyLength, what);
 }

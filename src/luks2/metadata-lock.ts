@@ -1,6 +1,7 @@
 // The metadata lock: one exclusive lock per LUKS2 header file (by st_dev:st_ino), across processes and the daemon, held around every header read-modify-write.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AtrestError, fromSystemError } from '../errors/index.js';
@@ -13,10 +14,16 @@ let configuredDir: string | null = null;
 
 /**
  * Where metadata locks live: the state directory's `locks` (the image locks' directory), i.e.
- * $ATREST_STATE_DIR/locks, default /run/atrestd/locks; setMetadataLockDir overrides it (tests).
+ * $ATREST_STATE_DIR/locks, default /run/atrestd/locks (for a non-root process without
+ * ATREST_STATE_DIR, which cannot change root's images anyway: a per-user directory in the temp
+ * directory); setMetadataLockDir overrides it (tests).
  */
 export function metadataLockDir(): string {
-  return configuredDir ?? join(process.env.ATREST_STATE_DIR || '/run/atrestd', 'locks');
+  if (configuredDir !== null) return configuredDir;
+  const state = process.env.ATREST_STATE_DIR;
+  if (state) return join(state, 'locks');
+  const uid = process.getuid?.() ?? 0;
+  return uid === 0 ? '/run/atrestd/locks' : join(tmpdir(), `atrest-locks-${uid}`);
 }
 
 export function setMetadataLockDir(dir: string | null): void {
