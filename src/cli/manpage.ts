@@ -52,6 +52,14 @@ export const ENVIRONMENT: Array<[string, string]> = [
     'configuration file of the daemon (default /etc/atrest/volumes.json); --config overrides it',
   ],
   ['ATREST_KEY_CHECK_INTERVAL', 'seconds between KEK checks of the daemon (default 5)'],
+  [
+    'ATREST_KDF_MAX_MEMORY',
+    'the most memory one key derivation (Argon2) may use, KiB or 512M/2G (default 1 GiB)',
+  ],
+  [
+    'ATREST_KDF_MAX_SECONDS',
+    'the most seconds one key derivation may run before it fails with KDF_BUDGET (default 60)',
+  ],
   ['ATREST_FIPS', '1: the daemon behaves as with --fips'],
   ['ATREST_CRYPTO_WORKERS', 'crypto worker threads (default: one per core)'],
   [

@@ -17,6 +17,7 @@ import {
   luksRemnants,
   readLuks2,
   replaceVolumeKey,
+  updateLuks2,
   resolvedDataSize,
   unlockVolumeKey,
   wipeAreas,
@@ -306,18 +307,31 @@ export async function startReencrypt(
       oldKey: wrapOldKey(newKey, oldKey),
       oldAreas: meta.keyslots.filter((k) => meta.digest.keyslots.includes(k.id)).map((k) => ({ ...k.area })),
     };
-    // no stale records in the area (e.g. of the encryption that made this volume)
-    const fh = await open(meta.headerPath, 'r+');
-    try {
-      await fh.write(Buffer.alloc(AREA_BYTES), 0, AREA_BYTES, areaOffset);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    kill('reencrypt-area-zeroed');
-    const oldAreas = await replaceVolumeKey(meta, newKey, slots, {
-      reserved: [plan.area],
-      mutateJson: (json) => markConverting(json, plan),
+    // under the metadata lock, on the header the plan was made from (else another command changed it)
+    const oldAreas = await updateLuks2(meta, async (fresh) => {
+      if (fresh.seqid !== meta.seqid) {
+        throw new AtrestError(
+          'IMAGE_BUSY',
+          `${meta.headerPath}: the LUKS2 header changed while the reencryption was prepared`,
+          {
+            path: meta.headerPath,
+            hint: 'another command changed the key slots; try again',
+          },
+        );
+      }
+      // no stale records in the area (e.g. of the encryption that made this volume)
+      const fh = await open(meta.headerPath, 'r+');
+      try {
+        await fh.write(Buffer.alloc(AREA_BYTES), 0, AREA_BYTES, areaOffset);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      kill('reencrypt-area-zeroed');
+      return replaceVolumeKey(fresh, newKey, slots, {
+        reserved: [plan.area],
+        mutateJson: (json) => markConverting(json, plan),
+      });
     });
     kill('reencrypt-switched');
     await wipeAreas(meta.headerPath, oldAreas);

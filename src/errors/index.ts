@@ -29,6 +29,8 @@ export const ERROR_CODES = {
   KEY_UNAVAILABLE: { exit: 6, errno: 'EACCES' },
   /** A token or --kek names a key provider this host's providers.json does not configure. */
   KEK_NOT_CONFIGURED: { exit: 6, errno: 'EACCES' },
+  /** A key derivation needs more memory or time than the configured KDF budget (kdf-limits.ts). */
+  KDF_BUDGET: { exit: 6, errno: 'ETIMEDOUT' },
   // busy / state
   IMAGE_BUSY: { exit: 7, errno: 'EBUSY' },
   NAME_IN_USE: { exit: 7, errno: 'EBUSY' },

@@ -19,8 +19,10 @@ import {
   keyslotUnusableReason,
   readLuks2,
   removeKeyslot,
+  resolveKdf,
   setToken,
   unlockVolumeKey,
+  updateLuks2,
   type FormatOptions,
   type JsonObject,
   type KdfChoice,
@@ -478,6 +480,24 @@ export class KeyManager {
     meta: Luks2Metadata,
     b: KekBinding,
   ): Promise<{ from: number; to: number; kek: string } | null> {
+    // under the metadata lock, from the token as it is now (another process may have re-wrapped it)
+    return updateLuks2(meta, async (fresh) => {
+      const now = bindings(fresh).find((x) => x.tokenId === b.tokenId);
+      if (now === undefined || now.keyslot !== b.keyslot || now.kek !== b.kek) {
+        throw new AtrestError(
+          'IMAGE_BUSY',
+          `${meta.headerPath}: token ${b.tokenId} changed while it was being re-wrapped`,
+          { path: meta.headerPath, hint: 'another command changed the key slots; try again' },
+        );
+      }
+      return this.rewrapLocked(fresh, now);
+    });
+  }
+
+  private async rewrapLocked(
+    meta: Luks2Metadata,
+    b: KekBinding,
+  ): Promise<{ from: number; to: number; kek: string } | null> {
     const { secret, ref, provider, stored } = await this.unwrapBinding(b);
     try {
       const cur = await provider.current(ref.uri);
@@ -515,44 +535,55 @@ export class KeyManager {
     kekUri: string,
     auth: UnlockOptions = {},
   ): Promise<{ keyslot: number; ref: KekRef; removed: number[] }> {
-    const old = bindings(meta);
     const u = await this.unlock(meta, auth);
-    const b = await this.newBinding(kekUri);
-    let keyslot: number;
+    let b: Awaited<ReturnType<KeyManager['newBinding']>>;
     try {
-      keyslot = await addKeyslot(meta, u.volumeKey, b.secret, { kdf: BOUND_KEYSLOT_KDF, token: b.token });
-    } finally {
-      b.secret.fill(0);
+      b = await this.newBinding(kekUri);
+    } catch (err) {
       u.volumeKey.fill(0);
+      throw err;
     }
     const provider = redactUri(b.ref.uri);
-    this.audit({
-      event: 'wrap',
-      volume: meta.imagePath,
-      uuid: meta.uuid,
-      slot: keyslot,
-      provider,
-      keyId: b.ref.keyId,
-      kekVersion: b.ref.version,
-    });
-    // verify through the provider, from the header as written, before removing anything
-    const fresh = await readLuks2(meta.headerPath, { imagePath: meta.imagePath });
-    const check = await this.unlock(fresh, { keyslot });
-    check.volumeKey.fill(0);
-    const removed: number[] = [];
-    for (const o of old) {
-      if (o.keyslot === keyslot) continue;
-      await removeKeyslot(fresh, o.keyslot, { dropTokenTypes: ATREST_TYPES });
-      removed.push(o.keyslot);
+    // add, verify and remove in one hold of the metadata lock, on the header as it is now
+    const { keyslot, removed } = await updateLuks2(meta, async (fresh) => {
+      const old = bindings(fresh);
+      let keyslot: number;
+      try {
+        keyslot = await addKeyslot(fresh, u.volumeKey, b.secret, { kdf: BOUND_KEYSLOT_KDF, token: b.token });
+      } finally {
+        b.secret.fill(0);
+        u.volumeKey.fill(0);
+      }
       this.audit({
-        event: 'remove-keyslot',
+        event: 'wrap',
         volume: meta.imagePath,
         uuid: meta.uuid,
-        slot: o.keyslot,
-        provider: redactUri(o.kek),
-        kekVersion: o.version,
+        slot: keyslot,
+        provider,
+        keyId: b.ref.keyId,
+        kekVersion: b.ref.version,
       });
-    }
+      // verify through the provider, from the header as written, before removing anything
+      const written = await readLuks2(meta.headerPath, { imagePath: meta.imagePath });
+      const check = await this.unlock(written, { keyslot });
+      check.volumeKey.fill(0);
+      const removed: number[] = [];
+      for (const o of old) {
+        if (o.keyslot === keyslot) continue;
+        await removeKeyslot(written, o.keyslot, { dropTokenTypes: ATREST_TYPES });
+        removed.push(o.keyslot);
+        this.audit({
+          event: 'remove-keyslot',
+          volume: meta.imagePath,
+          uuid: meta.uuid,
+          slot: o.keyslot,
+          provider: redactUri(o.kek),
+          kekVersion: o.version,
+        });
+      }
+      Object.assign(fresh, written);
+      return { keyslot, removed };
+    });
     this.audit({
       event: 'use-kek',
       volume: meta.imagePath,
@@ -562,7 +593,6 @@ export class KeyManager {
       kekVersion: b.ref.version,
     });
     if (b.token.type === TOKEN_PLATFORM) await this.remember(meta.uuid, meta.headerPath, meta.imagePath);
-    Object.assign(meta, fresh);
     return { keyslot, ref: b.ref, removed };
   }
 
@@ -575,10 +605,17 @@ export class KeyManager {
     const u = await this.unlock(meta, auth);
     const passphrase = generateRecoveryPassphrase();
     try {
-      const keyslot = await addKeyslot(meta, u.volumeKey, passphrase, {
-        kdf: kdf ?? { type: 'pbkdf2', hash: 'sha256', iterTimeMs: 2000 },
-        token: { type: TOKEN_RECOVERY, keyslots: [], atrest_created: new Date().toISOString() },
-      });
+      // benchmark first; then pick the key slot and area on the header as it is under the lock
+      const choice = await resolveKdf(
+        kdf ?? { type: 'pbkdf2', hash: 'sha256', iterTimeMs: 2000 },
+        u.volumeKey.length,
+      );
+      const keyslot = await updateLuks2(meta, (fresh) =>
+        addKeyslot(fresh, u.volumeKey, passphrase, {
+          kdf: choice,
+          token: { type: TOKEN_RECOVERY, keyslots: [], atrest_created: new Date().toISOString() },
+        }),
+      );
       this.audit({ event: 'add-recovery', volume: meta.imagePath, uuid: meta.uuid, slot: keyslot });
       return { keyslot, passphrase };
     } catch (err) {
@@ -591,6 +628,10 @@ export class KeyManager {
 
   /** Removes a keyslot (and its atrest token); refuses the last keyslot that can unlock the volume. */
   async removeSlot(meta: Luks2Metadata, slot: number): Promise<void> {
+    await updateLuks2(meta, (fresh) => this.removeSlotLocked(fresh, slot));
+  }
+
+  private async removeSlotLocked(meta: Luks2Metadata, slot: number): Promise<void> {
     const entries = listKeyslots(meta);
     const target = entries.find((e) => e.slot === slot);
     if (!target) {

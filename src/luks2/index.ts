@@ -12,6 +12,8 @@
 //   removeKeyslot(meta, keyslot, { allowLast?, dropTokenTypes? })
 //   setToken(meta, tokenId, json | null)   replace (re-wrap) or delete one token
 //   formatLuks2({ ..., token }) writes token 0 linked to keyslot 0
+//   updateLuks2(meta, async (fresh) => ...)   a header change under the metadata lock, on the header
+//       re-read under it (every command that changes a header goes through it; writeMetadata locks too)
 // Errors (AtrestError codes): NOT_LUKS2, CORRUPT_HEADER, TRUNCATED_IMAGE, UNSUPPORTED,
 // REENCRYPT_IN_PROGRESS, WRONG_KEY, FILE_EXISTS, FILE_NOT_FOUND, IMAGE_BUSY, NO_SPACE, USAGE.
 // Messages name the file and never contain key material.
@@ -40,6 +42,7 @@ export {
   findAreaGap,
   removeKeyslot,
   replaceVolumeKey,
+  resolveKdf,
   setToken,
   wipeAreas,
   type AddKeyslotOptions,
@@ -49,3 +52,5 @@ export {
 export { verifyVolumeKey, keyslotUnusableReason } from './unlock.js';
 export type { KeyslotInfo, TokenInfo, SegmentInfo, DigestInfo, JsonObject, Json } from './metadata.js';
 export { LUKS2_MAGIC_PRIMARY } from './binary-header.js';
+export { updateLuks2 } from './update.js';
+export { withMetadataLock, metadataLockDir, setMetadataLockDir } from './metadata-lock.js';

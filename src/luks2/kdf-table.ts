@@ -1,7 +1,8 @@
 // Keyslot KDFs by LUKS2 type name: pbkdf2 (any hash Node has), argon2i and argon2id; each validates its JSON and derives a key.
 import { Buffer } from 'node:buffer';
-import { pbkdf2 as nodePbkdf2, pbkdf2Sync } from 'node:crypto';
-import { argon2, pbkdf2, type Pbkdf2Hash } from '../crypto/kdf.js';
+import { pbkdf2Sync } from 'node:crypto';
+import { argon2, pbkdf2Any } from '../crypto/kdf.js';
+import { kdfLimitViolation } from '../crypto/kdf-limits.js';
 import { getBase64, getInt, getString, InvalidMetadata, type JsonObject } from './metadata.js';
 
 /** Keyslot and digest salts are 32 bytes in LUKS2. */
@@ -12,11 +13,6 @@ export interface KdfHandler {
   check(kdf: JsonObject): string | null;
   derive(kdf: JsonObject, passphrase: Uint8Array, keyLength: number): Promise<Buffer>;
 }
-
-const FAST_HASHES: readonly string[] = ['sha1', 'sha256', 'sha512'];
-
-/** The most PBKDF2 iterations Node's pbkdf2 computes (cryptsetup writes up to 2^32 - 1). */
-export const PBKDF2_MAX_ITERATIONS_HERE = 0x7fff_ffff;
 
 const pbkdf2Hashes = new Map<string, boolean>();
 
@@ -35,14 +31,12 @@ export function pbkdf2HashSupported(hash: string): boolean {
   return ok;
 }
 
-/** Why PBKDF2 with these iterations cannot run here, or null. */
+/** Why PBKDF2 with these iterations cannot run here (beyond cryptsetup's limits, kdf-limits.ts), or null. */
 export function pbkdf2IterationsUnsupported(iterations: number): string | null {
-  return iterations > PBKDF2_MAX_ITERATIONS_HERE
-    ? `PBKDF2 iterations ${iterations} exceed ${PBKDF2_MAX_ITERATIONS_HERE}, the most atrest can compute`
-    : null;
+  return kdfLimitViolation({ type: 'pbkdf2', iterations });
 }
 
-/** PBKDF2 with any hash Node has (the crypto layer's pbkdf2 for sha1/sha256/sha512). */
+/** PBKDF2 with any hash Node has, in a KDF worker thread within the KDF budget. */
 export async function pbkdf2AnyHash(
   password: Uint8Array,
   salt: Uint8Array,
@@ -50,13 +44,7 @@ export async function pbkdf2AnyHash(
   keyLength: number,
   hash: string,
 ): Promise<Buffer> {
-  if (FAST_HASHES.includes(hash)) return pbkdf2(password, salt, iterations, keyLength, hash as Pbkdf2Hash);
-  return new Promise<Buffer>((resolve, reject) => {
-    nodePbkdf2(password, salt, iterations, keyLength, hash, (err, key) => {
-      if (err) reject(err);
-      else resolve(key);
-    });
-  });
+  return pbkdf2Any(password, salt, iterations, keyLength, hash);
 }
 
 function salt(kdf: JsonObject): Buffer {
@@ -87,11 +75,11 @@ const pbkdf2Handler: KdfHandler = {
 function argon2Handler(type: 'argon2i' | 'argon2id'): KdfHandler {
   return {
     check(kdf) {
-      getInt(kdf, 'time', 'kdf', 1);
-      getInt(kdf, 'memory', 'kdf', 1);
-      getInt(kdf, 'cpus', 'kdf', 1);
+      const time = getInt(kdf, 'time', 'kdf', 1);
+      const memory = getInt(kdf, 'memory', 'kdf', 1);
+      const cpus = getInt(kdf, 'cpus', 'kdf', 1);
       salt(kdf);
-      return null;
+      return kdfLimitViolation({ type, time, memory, cpus });
     },
     derive(kdf, passphrase, keyLength) {
       return argon2(type, passphrase, salt(kdf), {

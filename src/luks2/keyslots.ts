@@ -2,6 +2,7 @@
 import { Buffer } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { benchmarkPbkdf2Iterations, PBKDF2_MIN_ITERATIONS } from '../crypto/kdf.js';
+import { kdfLimitViolation } from '../crypto/kdf-limits.js';
 import { digestHandler } from './digest-pbkdf2.js';
 import { AtrestError } from '../errors/index.js';
 import { openFile } from './disk.js';
@@ -70,24 +71,39 @@ export function findAreaGap(
   return at + size <= end ? at : null;
 }
 
+/**
+ * `choice` with its PBKDF2 iterations benchmarked now (when it gives a target time instead), so a
+ * header change can run the benchmark before it takes the metadata lock.
+ */
+export async function resolveKdf(choice: KdfChoice | undefined, keySize: number): Promise<KdfChoice> {
+  const c = choice ?? { type: 'pbkdf2' };
+  if (c.type !== 'pbkdf2' || c.iterations !== undefined) return c;
+  const hash = c.hash ?? 'sha256';
+  return {
+    type: 'pbkdf2',
+    hash,
+    iterations: await benchmarkPbkdf2Iterations(hash, keySize, c.iterTimeMs ?? 1000),
+  };
+}
+
 export async function kdfJson(choice: KdfChoice | undefined, keySize: number): Promise<JsonObject> {
   const salt = randomBytes(KDF_SALT_LEN).toString('base64');
   const c = choice ?? { type: 'pbkdf2' };
   if (c.type === 'pbkdf2') {
     const hash = c.hash ?? 'sha256';
     const iterations = c.iterations ?? (await benchmarkPbkdf2Iterations(hash, keySize, c.iterTimeMs ?? 1000));
-    if (!Number.isSafeInteger(iterations) || iterations < 1 || iterations > 0xffff_ffff) {
-      throw new AtrestError('USAGE', `PBKDF2 iterations ${iterations} out of range`);
-    }
+    const beyond = Number.isSafeInteger(iterations)
+      ? kdfLimitViolation({ type: 'pbkdf2', iterations })
+      : `PBKDF2 iterations ${iterations} are not an integer`;
+    if (beyond !== null) throw new AtrestError('USAGE', beyond);
     return { type: 'pbkdf2', hash, iterations, salt };
   }
-  const ok = (n: number, min: number): boolean => Number.isSafeInteger(n) && n >= min && n <= 0xffff_ffff;
-  if (!ok(c.time, 1) || !ok(c.cpus, 1) || !ok(c.memoryKiB, 8 * c.cpus)) {
-    throw new AtrestError(
-      'USAGE',
-      `${c.type} parameters out of range (time >= 1, cpus >= 1, memory >= 8 KiB per cpu)`,
-    );
-  }
+  const ok = (n: number, min: number): boolean => Number.isSafeInteger(n) && n >= min;
+  const beyond =
+    ok(c.time, 1) && ok(c.cpus, 1) && ok(c.memoryKiB, 8 * c.cpus)
+      ? kdfLimitViolation({ type: c.type, time: c.time, memory: c.memoryKiB, cpus: c.cpus })
+      : `${c.type} parameters out of range (time >= 1, cpus >= 1, memory >= 8 KiB per cpu)`;
+  if (beyond !== null) throw new AtrestError('USAGE', beyond);
   return { type: c.type, time: c.time, memory: c.memoryKiB, cpus: c.cpus, salt };
 }
 

@@ -1,7 +1,7 @@
 // unlockVolumeKey: tries keyslots (priority high → normal) through their handlers and checks each candidate key with the segment digest.
 import { Buffer } from 'node:buffer';
 import type { FileHandle } from 'node:fs/promises';
-import { AtrestError } from '../errors/index.js';
+import { AtrestError, isAtrestError } from '../errors/index.js';
 import { digestHandler } from './digest-pbkdf2.js';
 import { openFile, readAt, writeAt } from './disk.js';
 import { keyslotHandler, type AreaIo } from './keyslot-luks2.js';
@@ -100,6 +100,8 @@ export async function unlockVolumeKey(
       hint: 'the volume cannot be unlocked without a key slot; restore the header from a backup',
     });
   }
+  // a key slot whose KDF is over the budget is skipped (the others may still match), then reported
+  let overBudget: AtrestError | null = null;
   const fh = await openFile(path, 'r', 'LUKS2 header');
   try {
     const io = areaIo(fh, path);
@@ -107,13 +109,23 @@ export async function unlockVolumeKey(
       const info = meta.keyslots.find((k) => k.id === id);
       const handler = info ? keyslotHandler(info.type) : undefined;
       if (!handler) continue;
-      const key = await handler.getKey(rawKeyslot(meta, id), passphrase, io);
-      if (await verifyVolumeKey(meta, key)) return { volumeKey: key, keyslot: id };
-      key.fill(0);
+      let key: Buffer | null = null;
+      try {
+        key = await handler.getKey(rawKeyslot(meta, id), passphrase, io);
+        if (await verifyVolumeKey(meta, key)) return { volumeKey: key, keyslot: id };
+      } catch (err) {
+        if (!(isAtrestError(err) && err.code === 'KDF_BUDGET')) throw err;
+        overBudget ??= new AtrestError('KDF_BUDGET', `${path}: key slot ${id}: ${err.message}`, {
+          path,
+          ...(err.hint === undefined ? {} : { hint: err.hint }),
+        });
+      }
+      key?.fill(0);
     }
   } finally {
     await fh.close();
   }
+  if (overBudget !== null) throw overBudget;
   throw new AtrestError('WRONG_KEY', `${path}: no key slot matches this key file`, {
     path,
     hint: 'check the key file (cryptsetup uses its exact bytes, including any trailing newline)',

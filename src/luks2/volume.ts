@@ -5,6 +5,7 @@ import { stat } from 'node:fs/promises';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { digestHandler } from './digest-pbkdf2.js';
 import { openFile, readAt, readHeaders, writeHeaders } from './disk.js';
+import { withMetadataLock } from './metadata-lock.js';
 import {
   BIN_HEADER_SIZE,
   decodeBinaryHeader,
@@ -327,9 +328,14 @@ export function resolvedDataSize(meta: Luks2Volume, imageFileSize: number): numb
 /**
  * Writes `json` as the new metadata of `meta` (both copies, seqid + 1), after validating it; damaged
  * copies are rewritten with fresh salts. Refuses if the header changed on disk since it was read.
- * Updates `meta` in place.
+ * Updates `meta` in place. Holds the metadata lock (re-entrant) so the check and the write are one step;
+ * callers that read, decide and write hold it across all three (updateLuks2).
  */
 export async function writeMetadata(meta: Luks2Metadata, json: JsonObject): Promise<void> {
+  return withMetadataLock(meta.headerPath, () => writeMetadataLocked(meta, json));
+}
+
+async function writeMetadataLocked(meta: Luks2Metadata, json: JsonObject): Promise<void> {
   const parsed = (() => {
     try {
       return parseMetadata(json, meta.hdrSize);

@@ -32,6 +32,7 @@ import {
   DEFAULT_DATA_OFFSET,
   LUKS2_MAGIC_PRIMARY,
   readLuks2,
+  withMetadataLock,
   writeMetadata,
   type JsonObject,
   type Luks2Metadata,
@@ -853,13 +854,15 @@ export async function finalizeConversion(
     finalHeader = image;
     kill('header-synced');
   }
-  const meta = await readLuks2(finalHeader, { imagePath: image });
-  if (meta.converting) {
-    const json = structuredClone(meta.json);
-    unmarkConverting(json);
-    await writeMetadata(meta, json);
-    kill('unmarked');
-  }
+  await withMetadataLock(finalHeader, async () => {
+    const meta = await readLuks2(finalHeader, { imagePath: image });
+    if (meta.converting) {
+      const json = structuredClone(meta.json);
+      unmarkConverting(json);
+      await writeMetadata(meta, json);
+      kill('unmarked');
+    }
+  });
   if (plan.sidecar) {
     await unlink(header).catch((err: unknown) => {
       if ((err as { code?: unknown }).code !== 'ENOENT') throw fromSystemError(err, header, 'header');
