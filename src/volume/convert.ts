@@ -11,9 +11,12 @@
 //   anything below it. Ordering is the whole protocol: data written, data fdatasync'd, then the record
 //   {front: batch start} written and fsync'd, and only then the batch is released to foreground I/O.
 //   A crash at any instant finds the batch's source intact: it is redone from there.
-// - checksum (same offsets: detached header, reencrypt): before a batch is overwritten, the SHA-256 of
-//   every source sector goes to the area and the record says {front, hot zone, digest of the sums};
-//   both are fsync'd before the first data write. Recovery rereads the hot zone: a sector whose hash
+// - checksum (same offsets: detached header, reencrypt): with the batch's range locked (no user write
+//   can land in it until the batch is durable) the image is fdatasync'd, so users' earlier writes there
+//   are on the disk and not only in the page cache; then the SHA-256 of every source sector as read
+//   now (= as on the disk) goes to the area and the record says {front, hot zone, digest of the sums};
+//   both are fsync'd before the first data write; the data is fdatasync'd before the range is released
+//   and before the next record. Recovery rereads the hot zone: a sector whose hash
 //   matches its source sum is still unconverted and is converted; any other sector already holds the
 //   target (converted, or written since by the user). Sums are per encryption sector, the unit a disk
 //   writes atomically. A record whose sums do not match their digest was never followed by data writes.
@@ -38,6 +41,9 @@ import {
 } from '../luks2/index.js';
 import type { SectorCipher } from './cipher.js';
 import type { Volume } from './volume.js';
+
+/** What the converter needs of the online volume: its range locks, its front, whether it is busy. */
+export type ConversionHost = Pick<Volume, 'busy' | 'lockRange' | 'setConversionFront'>;
 
 export const CONVERT_TOKEN = 'atrest-convert';
 export const SIDECAR_SUFFIX = '.atrest-convert.hdr';
@@ -501,7 +507,7 @@ export interface ConverterOptions {
   source: SectorCipher;
   io?: ConvIo;
   /** Online: take batches from the volume's range locks and move its front. */
-  volume?: Volume;
+  volume?: ConversionHost;
   /** Bytes per second (0 or absent: unlimited). */
   maxRate?: number;
   /** Test hook: called at named points; tests SIGKILL the process there. */
@@ -532,7 +538,7 @@ export class Converter {
   #rateWindow: Array<{ t: number; done: number }> = [];
   #stopped = false;
   #files: { image: ConvFile; header: ConvFile } | null = null;
-  #volume: Volume | undefined;
+  #volume: ConversionHost | undefined;
 
   constructor(private readonly o: ConverterOptions) {
     this.plan = o.plan;
@@ -569,7 +575,7 @@ export class Converter {
   }
 
   /** Serves I/O through this volume from now on (its range locks and front). */
-  attach(volume: Volume): void {
+  attach(volume: ConversionHost): void {
     this.#volume = volume;
   }
 
@@ -720,6 +726,14 @@ export class Converter {
     const ss = plan.sectorSize;
     const release = this.#volume ? await this.#volume.lockRange(start, end) : (): void => undefined;
     try {
+      if (plan.resilience === 'checksum') {
+        // The sums must describe what is on the disk, not what is in the page cache: a user's write to
+        // this range that is not yet durable (none can start now: the range is locked) would be hashed,
+        // lost in a power loss, and the old data it covered then taken for converted. So the image
+        // data the batch covers is made durable before it is read and hashed.
+        await image.sync();
+        this.#kill('before-hash');
+      }
       const raw = Buffer.alloc(end - start);
       await image.read(raw, plan.sourceOffset + start);
       if (plan.resilience === 'checksum') {

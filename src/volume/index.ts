@@ -34,5 +34,6 @@ export {
   type ConverterOptions,
   type ConvFile,
   type ConvIo,
+  type ConversionHost,
   type HeaderRequest,
 } from './convert.js';
