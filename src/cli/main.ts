@@ -259,6 +259,11 @@ export async function main(argv: string[]): Promise<number> {
             describe: 'KEK URI with credentials (e.g. pkcs11:...?pin-source=FILE) for a customer key',
           })
           .option('header', { type: 'string', describe: 'detached header file' })
+          .option('encrypt', {
+            type: 'boolean',
+            default: false,
+            describe: 'encrypt a plaintext image in place (it is rewritten) and serve it meanwhile',
+          })
           .option('max-rate', {
             type: 'string',
             describe:
@@ -281,6 +286,11 @@ export async function main(argv: string[]): Promise<number> {
         } = { keyStore: globals.keyStore };
         if (a.kek !== undefined) keyArgs.kek = a.kek;
         const maxRate = a['max-rate'] === undefined ? undefined : parseSize(a['max-rate']);
+        if (a.encrypt && a.header !== undefined) {
+          throw new AtrestError('USAGE', '--encrypt makes an attached header; it does not go with --header', {
+            hint: 'to encrypt with a detached header: atrest encrypt IMAGE --header FILE, then atrest open IMAGE NAME --header FILE',
+          });
+        }
         if (globals.fips) keyArgs.fips = true;
         if (a['bench-plain']) {
           keyArgs.benchPlain = true;
@@ -303,6 +313,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(a.header !== undefined ? { header: resolve(a.header) } : {}),
           readOnly: a['read-only'],
           loop: a.loop,
+          ...(a.encrypt ? { encrypt: true } : {}),
         })) as VolumeStatus;
         console.log(v.diskPath);
         if (v.loopDevice) console.log(v.loopDevice);
@@ -437,6 +448,11 @@ export async function main(argv: string[]): Promise<number> {
             describe: 'passphrase of a passphrase/recovery key slot (repeatable); bound slots need none',
           })
           .option('header', { type: 'string', describe: 'detached header file' })
+          .option('encrypt', {
+            type: 'boolean',
+            default: false,
+            describe: 'encrypt a plaintext image in place (it is rewritten) and serve it meanwhile',
+          })
           .option('max-rate', { type: 'string', describe: 'throttle, bytes per second (e.g. 100M)' })
           .option('iter-time', {
             type: 'number',
