@@ -15,6 +15,7 @@ import {
   type AuditSink,
 } from '../keys/index.js';
 import { formatLuks2, readLuks2 } from '../luks2/index.js';
+import { adoptSidecar } from '../volume/index.js';
 import { fileAuditSink } from '../daemon/audit.js';
 import { DEFAULT_CONFIG, loadConfig } from '../daemon/config.js';
 import { ensureDaemon, request, waitForDaemonExit } from '../daemon/client.js';
@@ -401,6 +402,12 @@ export async function main(argv: string[]): Promise<number> {
             type: 'number',
             describe: 'PBKDF2 benchmark target in ms for a --key-file keyslot',
           })
+          .option('adopt-sidecar', {
+            type: 'boolean',
+            default: false,
+            describe:
+              "confirm that IMAGE's .atrest-convert.hdr is its own after a copy or restore, then resume",
+          })
           .option('pause', { type: 'string', describe: 'pause the conversion of open volume NAME' })
           .option('resume', { type: 'string', describe: 'resume the conversion of open volume NAME' }),
       async (a) => {
@@ -413,6 +420,7 @@ export async function main(argv: string[]): Promise<number> {
           return;
         }
         if (a.image === undefined) throw new AtrestError('USAGE', 'name the image to encrypt');
+        if (a['adopt-sidecar']) await adoptSidecar(resolve(a.image));
         const maxRate = a['max-rate'] === undefined ? 0 : parseSize(a['max-rate']);
         const passphrase = a['key-file'] === undefined ? undefined : await loadKey(a['key-file']);
         const km = manager(a.kek);

@@ -40,6 +40,7 @@ import {
   type Luks2Metadata,
 } from '../luks2/index.js';
 import type { SectorCipher } from './cipher.js';
+import { checkSidecarIdentity, sameSidecar, trustedSidecar } from './sidecar.js';
 import type { Volume } from './volume.js';
 
 /** What the converter needs of the online volume: its range locks, its front, whether it is busy. */
@@ -84,6 +85,8 @@ export interface ConvertPlan {
   area: { offset: number; size: number };
   /** The header is a sidecar file until the end (attached encrypt). */
   sidecar: boolean;
+  /** Sidecar: the inode number of the image it belongs to (see checkSidecarIdentity). */
+  imageIno?: number;
   /** reencrypt: the old volume key, wrapped under the new one (see wrapOldKey). */
   oldKey?: string;
   /** reencrypt: keyslot areas of the old key, wiped again at the end. */
@@ -284,6 +287,7 @@ export function planOf(meta: Luks2Metadata): ConvertPlan {
     area: { offset: num(area.offset, 'area.offset', path), size: num(area.size, 'area.size', path) },
     sidecar: o.sidecar === true,
   };
+  if (o.imageIno !== undefined) plan.imageIno = num(o.imageIno, 'imageIno', path);
   if (typeof o.oldKey === 'string') plan.oldKey = o.oldKey;
   if (Array.isArray(o.oldAreas)) {
     plan.oldAreas = o.oldAreas.map((a) => {
@@ -320,6 +324,7 @@ export function planToken(plan: ConvertPlan): JsonObject {
     area: { offset: plan.area.offset, size: plan.area.size },
     sidecar: plan.sidecar,
   };
+  if (plan.imageIno !== undefined) p.imageIno = plan.imageIno;
   if (plan.oldKey !== undefined) p.oldKey = plan.oldKey;
   if (plan.oldAreas !== undefined)
     p.oldAreas = plan.oldAreas.map((a) => ({ offset: a.offset, size: a.size }));
@@ -492,6 +497,7 @@ export async function planEncrypt(
     batch,
     area: { offset: AREA_OFFSET, size: AREA_BYTES },
     sidecar: !opts.detachedHeader,
+    ...(opts.detachedHeader ? {} : { imageIno: st.ino }),
   };
 }
 
@@ -912,20 +918,20 @@ export async function findConversion(
 ): Promise<{ header: string; meta: Luks2Metadata; plan: ConvertPlan } | null> {
   if (header === undefined) {
     const side = sidecarPath(image);
-    let sideMeta: Luks2Metadata | null = null;
-    try {
-      sideMeta = await readLuks2(side, { imagePath: image });
-    } catch (err) {
-      if (!(isAtrestError(err) && err.code === 'FILE_NOT_FOUND')) throw err;
-    }
-    if (sideMeta !== null) {
+    // only a sidecar root made and alone can change is used, and only for the image its plan names
+    const st = await trustedSidecar(side);
+    if (st !== null) {
+      const sideMeta = await readLuks2(side, { imagePath: image });
+      await sameSidecar(side, st);
       // finished but not cleaned up? the image then starts with the final header of the same volume
       const own = await readLuks2(image).catch(() => null);
       if (own !== null && own.uuid === sideMeta.uuid && !own.converting) {
         await unlink(side).catch(() => undefined);
         return null;
       }
-      return { header: side, meta: sideMeta, plan: planOf(sideMeta) };
+      const plan = planOf(sideMeta);
+      await checkSidecarIdentity(side, image, plan);
+      return { header: side, meta: sideMeta, plan };
     }
   }
   const h = header ?? image;
@@ -940,6 +946,35 @@ export async function findConversion(
   }
   if (!meta.converting) return null;
   return { header: h, meta, plan: planOf(meta) };
+}
+
+/**
+ * The operator's confirmation that IMAGE's sidecar belongs to it after the image was copied or
+ * restored together with it (a new inode): the sidecar's plan is rebound to the image as it is now.
+ * The sidecar must still pass the ownership and mode checks.
+ */
+export async function adoptSidecar(image: string): Promise<void> {
+  const side = sidecarPath(image);
+  const st = await trustedSidecar(side);
+  if (st === null) {
+    throw new AtrestError('FILE_NOT_FOUND', `${image} has no sidecar ${side} to adopt`, { path: side });
+  }
+  const meta = await readLuks2(side, { imagePath: image });
+  await sameSidecar(side, st);
+  const plan = planOf(meta);
+  if (!plan.sidecar) {
+    throw new AtrestError('CORRUPT_HEADER', `${side} is not the sidecar of an attached-header encryption`, {
+      path: side,
+    });
+  }
+  const ino = (await stat(image)).ino;
+  await checkSidecarIdentity(side, image, { ...plan, imageIno: ino });
+  const json = structuredClone(meta.json);
+  const tokens = json.tokens as Record<string, JsonObject>;
+  for (const t of Object.values(tokens)) {
+    if (t.type === CONVERT_TOKEN) (t.atrest_plan as JsonObject).imageIno = ino;
+  }
+  await writeMetadata(meta, json);
 }
 
 /** What creating a conversion's header needs (the caller picks the key: platform, KEK, passphrase). */
