@@ -207,7 +207,11 @@ describe('open never encrypts unless asked', () => {
   it('a plaintext image, or a detached-header volume opened without --header, is refused and left as it is', async () => {
     const { path, data } = await plainImage(8 * MiB);
     let r = await t.atrest(['open', path, 'pl']);
-    expectOneLineError(r, 5, /has no LUKS2 header.*--header FILE.*open --encrypt IMAGE NAME/);
+    expectOneLineError(
+      r,
+      5,
+      /is not a LUKS2 image: either .*--header.* or it is plaintext; .*--header FILE.*open --encrypt IMAGE NAME/,
+    );
     expect(sha(await readFile(path))).toBe(sha(data));
     await expect(stat(`${path}.atrest-convert.hdr`)).rejects.toMatchObject({ code: 'ENOENT' });
 
@@ -237,7 +241,7 @@ describe('open never encrypts unless asked', () => {
     expectOneLineError(
       r,
       5,
-      /d\.img has no LUKS2 header: either its header is detached and --header was not given/,
+      /d\.img is not a LUKS2 image: either its header is detached and --header was not given/,
     );
     expect(sha(await readFile(img))).toBe(before);
     await expect(stat(`${img}.atrest-convert.hdr`)).rejects.toMatchObject({ code: 'ENOENT' });

@@ -16,7 +16,7 @@ export function refuseNotLuks2(
   if (req.encrypt === true) return err;
   return new AtrestError(
     'NOT_LUKS2',
-    `${image} has no LUKS2 header: either its header is detached and --header was not given, or it is a plaintext image`,
+    `${image} is not a LUKS2 image: either its header is detached and --header was not given, or it is plaintext`,
     {
       path: image,
       hint:
