@@ -138,7 +138,7 @@ describe('online conversion', () => {
   it('open encrypts a plaintext image while fio --verify writes through the disk file', async () => {
     const size = 64 * MiB;
     const { path, data } = await plainImage(size);
-    let r = await t.atrest(['open', path, 'on', '--encrypt']);
+    let r = await t.atrest(['open', path, 'on', '--encrypt', '--max-rate', '8M']);
     expect(r.code, r.stderr).toBe(0);
     const disk = r.stdout.trim();
     // slow the conversion so fio runs while it is under way
