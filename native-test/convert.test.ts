@@ -138,7 +138,7 @@ describe('online conversion', () => {
   it('open encrypts a plaintext image while fio --verify writes through the disk file', async () => {
     const size = 64 * MiB;
     const { path, data } = await plainImage(size);
-    let r = await t.atrest(['open', path, 'on']);
+    let r = await t.atrest(['open', path, 'on', '--encrypt', '--max-rate', '8M']);
     expect(r.code, r.stderr).toBe(0);
     const disk = r.stdout.trim();
     // slow the conversion so fio runs while it is under way
@@ -188,7 +188,7 @@ describe('online conversion', () => {
 
   it('a daemon killed mid-conversion resumes on the next open', async () => {
     const { path, data } = await plainImage(48 * MiB);
-    let r = await t.atrest(['open', path, 'dk']);
+    let r = await t.atrest(['open', path, 'dk', '--encrypt']);
     expect(r.code, r.stderr).toBe(0);
     await new Promise((res) => setTimeout(res, 300));
     const pid = Number((await readFile(join(t.dir, 'state', 'daemon.pid'), 'utf8')).trim());
@@ -199,6 +199,63 @@ describe('online conversion', () => {
     const disk = r.stdout.trim();
     expect(sha(await readFile(disk))).toBe(sha(data));
     expect((await t.atrest(['close', 'dk'])).code).toBe(0);
+    expect(sha(await decryptedView(path))).toBe(sha(data));
+  });
+});
+
+describe('open never encrypts unless asked', () => {
+  it('a plaintext image, or a detached-header volume opened without --header, is refused and left as it is', async () => {
+    const { path, data } = await plainImage(8 * MiB);
+    let r = await t.atrest(['open', path, 'pl']);
+    expectOneLineError(
+      r,
+      5,
+      /is not a LUKS2 image: either .*--header.* or it is plaintext; .*--header FILE.*open --encrypt IMAGE NAME/,
+    );
+    expect(sha(await readFile(path))).toBe(sha(data));
+    await expect(stat(`${path}.atrest-convert.hdr`)).rejects.toMatchObject({ code: 'ENOENT' });
+
+    // cryptsetup leaves the data area of a detached-header volume as it was: zeros here, so nothing
+    // about the image says it is encrypted
+    const img = join(t.dir, 'd.img');
+    const hdr = join(t.dir, 'd.hdr');
+    const key = await keyFile();
+    await writeFile(img, Buffer.alloc(8 * MiB));
+    await must('cryptsetup', [
+      'luksFormat',
+      '--batch-mode',
+      '--type',
+      'luks2',
+      '--pbkdf',
+      'pbkdf2',
+      '--pbkdf-force-iterations',
+      '1000',
+      '--key-file',
+      key,
+      '--header',
+      hdr,
+      img,
+    ]);
+    const before = sha(await readFile(img));
+    r = await t.atrest(['open', img, 'dh', '--key-file', key]);
+    expectOneLineError(
+      r,
+      5,
+      /d\.img is not a LUKS2 image: either its header is detached and --header was not given/,
+    );
+    expect(sha(await readFile(img))).toBe(before);
+    await expect(stat(`${img}.atrest-convert.hdr`)).rejects.toMatchObject({ code: 'ENOENT' });
+    r = await t.atrest(['open', img, 'dh', '--key-file', key, '--header', hdr]);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await t.atrest(['close', 'dh'])).code).toBe(0);
+    expect(sha(await readFile(img))).toBe(before);
+
+    // --encrypt does not go with --header (a detached header is made by atrest encrypt)
+    expectOneLineError(await t.atrest(['open', path, 'pl', '--encrypt', '--header', hdr]), 2, /--encrypt/);
+    // asked: encrypted in place
+    r = await t.atrest(['open', path, 'pl', '--encrypt']);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await t.atrest(['close', 'pl'])).code).toBe(0);
     expect(sha(await decryptedView(path))).toBe(sha(data));
   });
 });
@@ -232,7 +289,7 @@ describe('atrest encrypt: bad input, image unchanged', () => {
     expect(sha(await readFile(odd.path))).toBe(sha(odd.data));
 
     const busy = await plainImage(4 * MiB, 'busy.img');
-    expect((await t.atrest(['open', busy.path, 'busy', '--key-file', key])).code).toBe(0);
+    expect((await t.atrest(['open', busy.path, 'busy', '--key-file', key, '--encrypt'])).code).toBe(0);
     expectOneLineError(await t.atrest(['encrypt', busy.path, '--key-file', key]), 7, /busy|in use|open/i);
     expect((await t.atrest(['close', 'busy'])).code).toBe(0);
 

@@ -158,7 +158,7 @@ async function convBench() {
     const online = join(dir, 'online.img');
     await run('cp', ['--reflink=never', src, online]);
     await run('sync', []);
-    await atrest(['open', online, 'online']);
+    await atrest(['open', online, 'online', '--encrypt']);
     const during = await fioLoad(join(env.ATREST_RUN_DIR, 'online'));
     const st = JSON.parse(await atrest(['status', 'online', '--json'])).volumes[0].conversion;
     await atrest(['close', 'online']);

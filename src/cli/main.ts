@@ -17,6 +17,7 @@ import {
   type AuditSink,
 } from '../keys/index.js';
 import { formatLuks2, readLuks2 } from '../luks2/index.js';
+import { adoptSidecar } from '../volume/index.js';
 import { fileAuditSink } from '../daemon/audit.js';
 import { DEFAULT_CONFIG, loadConfig } from '../daemon/config.js';
 import { ensureDaemon, request, waitForDaemonExit } from '../daemon/client.js';
@@ -281,6 +282,11 @@ export async function main(argv: string[]): Promise<number> {
             describe: "the volume's KEK provider NAME, or its pkcs11: URI with a pin-value to log in with",
           })
           .option('header', { type: 'string', describe: 'detached header file' })
+          .option('encrypt', {
+            type: 'boolean',
+            default: false,
+            describe: 'encrypt a plaintext image in place (it is rewritten) and serve it meanwhile',
+          })
           .option('max-rate', {
             type: 'string',
             describe:
@@ -304,6 +310,11 @@ export async function main(argv: string[]): Promise<number> {
         } = { keyStore: globals.keyStore, providers: globals.providers };
         if (a.kek !== undefined) keyArgs.kek = a.kek;
         const maxRate = a['max-rate'] === undefined ? undefined : parseSize(a['max-rate']);
+        if (a.encrypt && a.header !== undefined) {
+          throw new AtrestError('USAGE', '--encrypt makes an attached header; it does not go with --header', {
+            hint: 'to encrypt with a detached header: atrest encrypt IMAGE --header FILE, then atrest open IMAGE NAME --header FILE',
+          });
+        }
         if (globals.fips) keyArgs.fips = true;
         if (a['bench-plain']) {
           keyArgs.benchPlain = true;
@@ -326,6 +337,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(a.header !== undefined ? { header: resolve(a.header) } : {}),
           readOnly: a['read-only'],
           loop: a.loop,
+          ...(a.encrypt ? { encrypt: true } : {}),
         })) as VolumeStatus;
         console.log(v.diskPath);
         if (v.loopDevice) console.log(v.loopDevice);
@@ -413,6 +425,12 @@ export async function main(argv: string[]): Promise<number> {
             type: 'number',
             describe: 'PBKDF2 benchmark target in ms for a --key-file keyslot',
           })
+          .option('adopt-sidecar', {
+            type: 'boolean',
+            default: false,
+            describe:
+              "confirm that IMAGE's .atrest-convert.hdr is its own after a copy or restore, then resume",
+          })
           .option('pause', { type: 'string', describe: 'pause the conversion of open volume NAME' })
           .option('resume', { type: 'string', describe: 'resume the conversion of open volume NAME' }),
       async (a) => {
@@ -425,6 +443,7 @@ export async function main(argv: string[]): Promise<number> {
           return;
         }
         if (a.image === undefined) throw new AtrestError('USAGE', 'name the image to encrypt');
+        if (a['adopt-sidecar']) await adoptSidecar(resolve(a.image));
         const maxRate = a['max-rate'] === undefined ? 0 : parseSize(a['max-rate']);
         const passphrase = a['key-file'] === undefined ? undefined : await loadKey(a['key-file']);
         const km = manager(a.kek);
@@ -460,6 +479,11 @@ export async function main(argv: string[]): Promise<number> {
             describe: 'passphrase of a passphrase/recovery key slot (repeatable); bound slots need none',
           })
           .option('header', { type: 'string', describe: 'detached header file' })
+          .option('encrypt', {
+            type: 'boolean',
+            default: false,
+            describe: 'encrypt a plaintext image in place (it is rewritten) and serve it meanwhile',
+          })
           .option('max-rate', { type: 'string', describe: 'throttle, bytes per second (e.g. 100M)' })
           .option('iter-time', {
             type: 'number',

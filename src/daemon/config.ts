@@ -19,7 +19,7 @@ export interface VolumeConfig {
   loop: boolean;
   /** Mount the filesystem on the loop device here (needs loop). */
   mount?: { path: string; fstype: string; options?: string };
-  /** Encrypt a plaintext image in place before serving it (default true; false: refuse plaintext). */
+  /** Encrypt a plaintext image in place before serving it (default false: refuse an image without LUKS2). */
   encrypt: boolean;
 }
 
@@ -97,7 +97,11 @@ export function parseConfig(value: unknown, path: string): Config {
         }
         const readOnly = bool('readOnly', false);
         const loop = bool('loop', false);
-        const encrypt = bool('encrypt', true);
+        const encrypt = bool('encrypt', false);
+        if (encrypt && header !== undefined)
+          problems.push(
+            `${at}.encrypt: encrypting at open makes an attached header; with "header", encrypt the image once with atrest encrypt IMAGE --header FILE`,
+          );
         let mount: VolumeConfig['mount'];
         if (v.mount !== undefined) {
           const m = v.mount;

@@ -9,7 +9,14 @@ describe('configuration', () => {
       {
         volumes: [
           { name: 'a', image: '/i/a.img' },
-          { name: 'b', image: '/i/b.img', key: { kek: 'file:/k' }, loop: true, mount: { path: '/m' } },
+          {
+            name: 'b',
+            image: '/i/b.img',
+            key: { kek: 'file:/k' },
+            loop: true,
+            mount: { path: '/m' },
+            encrypt: true,
+          },
           {
             name: 'c',
             image: '/i/c.img',
@@ -29,7 +36,7 @@ describe('configuration', () => {
         key: { type: 'platform' },
         readOnly: false,
         loop: false,
-        encrypt: true,
+        encrypt: false,
       },
       {
         name: 'b',
@@ -50,6 +57,28 @@ describe('configuration', () => {
         encrypt: false,
       },
     ]);
+  });
+
+  it('encrypting at open is off unless asked, and never with a detached header', () => {
+    const one = (v: object): unknown =>
+      parseConfig({ volumes: [{ name: 'a', image: '/i/a.img', ...v }] }, 'v.json');
+    expect(one({})).toMatchObject({ volumes: [{ encrypt: false }] });
+    expect(one({ encrypt: true })).toMatchObject({ volumes: [{ encrypt: true }] });
+    expect(() => one({ encrypt: true, header: '/i/a.hdr' })).toThrow(
+      /volumes\[0\]\.encrypt: .*atrest encrypt IMAGE --header FILE/,
+    );
+    expect(one({ encrypt: false, header: '/i/a.hdr' })).toMatchObject({ volumes: [{ encrypt: false }] });
+  });
+
+  it('open requests carry encrypt only when asked', () => {
+    const open = { op: 'open', image: '/i', name: 'n' };
+    expect(parseEnvelope({ id: 1, request: { ...open, encrypt: true } }).request).toMatchObject({
+      encrypt: true,
+    });
+    expect(parseEnvelope({ id: 1, request: { ...open, encrypt: 'yes' } }).request).not.toHaveProperty(
+      'encrypt',
+    );
+    expect(parseEnvelope({ id: 1, request: open }).request).not.toHaveProperty('encrypt');
   });
 
   it('reports every problem, one line each, naming where it is', () => {

@@ -25,7 +25,10 @@ export interface OpenRequest {
   fips?: boolean;
   /** Throttle of an in-place conversion started or resumed by this open (bytes/s). */
   maxRate?: number;
-  /** false: refuse a plaintext image instead of encrypting it in place (configuration "encrypt"). */
+  /**
+   * true (open --encrypt, configuration "encrypt": true): encrypt a plaintext image in place before
+   * serving it. Otherwise an image without a LUKS2 header is refused (a started conversion resumes).
+   */
   encrypt?: boolean;
 }
 
@@ -163,6 +166,7 @@ export function parseEnvelope(value: unknown): Envelope {
       const providers = optStr(q.providers, 'providers');
       if (providers !== undefined) req.providers = providers;
       if (q.fips === true) req.fips = true;
+      if (q.encrypt === true) req.encrypt = true;
       const maxRate = optRate(q.maxRate);
       if (maxRate !== undefined) req.maxRate = maxRate;
       return { id, request: req };

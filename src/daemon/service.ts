@@ -34,6 +34,7 @@ import type { Config, VolumeConfig } from './config.js';
 import { openConversion, startReencrypt } from './conversion.js';
 import { Periodic, SingleFlight, withTimeout } from './periodic.js';
 import { VolumeKeys, type KeyPool } from './volume-keys.js';
+import { refuseNotLuks2 } from './plaintext-refusal.js';
 import { mounts, serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
 import { VOLUME_NAME_RE, type RuntimePaths } from './paths.js';
 import type { EncryptionStatus, OpenRequest, VolumeStatus } from './protocol.js';
@@ -770,11 +771,11 @@ export class VolumeService {
     try {
       if (req.keyData !== undefined) passphrase = Buffer.from(req.keyData, 'base64');
       else if (req.keyFile !== undefined) passphrase = await readKeyFile(req.keyFile);
-      // an in-place conversion to resume, or a plaintext image to encrypt (encryption is never off)
+      // an in-place conversion to resume, or (only when asked) a plaintext image to encrypt
       const conv = await openConversion(image, {
         ...(req.header === undefined ? {} : { header }),
-        // plaintext images are encrypted when served; a detached header is only made by atrest encrypt
-        start: req.header === undefined && req.encrypt !== false,
+        // open --encrypt / "encrypt": true; a detached header is only made by atrest encrypt
+        start: req.header === undefined && req.encrypt === true,
         refuseRandom: true,
         keys: {
           km,
@@ -828,7 +829,9 @@ export class VolumeService {
           },
         };
       }
-      const meta = await readLuks2(header, { imagePath: image });
+      const meta = await readLuks2(header, { imagePath: image }).catch((err: unknown) => {
+        throw refuseNotLuks2(err, image, req);
+      });
       for (const w of meta.warnings) this.log.warn({ event: 'header', image, header }, w);
       const size = resolvedDataSize(meta, imageSize);
       const unlocked = await km

@@ -11,9 +11,12 @@
 //   anything below it. Ordering is the whole protocol: data written, data fdatasync'd, then the record
 //   {front: batch start} written and fsync'd, and only then the batch is released to foreground I/O.
 //   A crash at any instant finds the batch's source intact: it is redone from there.
-// - checksum (same offsets: detached header, reencrypt): before a batch is overwritten, the SHA-256 of
-//   every source sector goes to the area and the record says {front, hot zone, digest of the sums};
-//   both are fsync'd before the first data write. Recovery rereads the hot zone: a sector whose hash
+// - checksum (same offsets: detached header, reencrypt): with the batch's range locked (no user write
+//   can land in it until the batch is durable) the image is fdatasync'd, so users' earlier writes there
+//   are on the disk and not only in the page cache; then the SHA-256 of every source sector as read
+//   now (= as on the disk) goes to the area and the record says {front, hot zone, digest of the sums};
+//   both are fsync'd before the first data write; the data is fdatasync'd before the range is released
+//   and before the next record. Recovery rereads the hot zone: a sector whose hash
 //   matches its source sum is still unconverted and is converted; any other sector already holds the
 //   target (converted, or written since by the user). Sums are per encryption sector, the unit a disk
 //   writes atomically. A record whose sums do not match their digest was never followed by data writes.
@@ -38,7 +41,11 @@ import {
   type Luks2Metadata,
 } from '../luks2/index.js';
 import type { SectorCipher } from './cipher.js';
+import { checkSidecarIdentity, sameSidecar, trustedSidecar } from './sidecar.js';
 import type { Volume } from './volume.js';
+
+/** What the converter needs of the online volume: its range locks, its front, whether it is busy. */
+export type ConversionHost = Pick<Volume, 'busy' | 'lockRange' | 'setConversionFront'>;
 
 export const CONVERT_TOKEN = 'atrest-convert';
 export const SIDECAR_SUFFIX = '.atrest-convert.hdr';
@@ -79,6 +86,8 @@ export interface ConvertPlan {
   area: { offset: number; size: number };
   /** The header is a sidecar file until the end (attached encrypt). */
   sidecar: boolean;
+  /** Sidecar: the inode number of the image it belongs to (see checkSidecarIdentity). */
+  imageIno?: number;
   /** reencrypt: the old volume key, wrapped under the new one (see wrapOldKey). */
   oldKey?: string;
   /** reencrypt: keyslot areas of the old key, wiped again at the end. */
@@ -279,6 +288,7 @@ export function planOf(meta: Luks2Metadata): ConvertPlan {
     area: { offset: num(area.offset, 'area.offset', path), size: num(area.size, 'area.size', path) },
     sidecar: o.sidecar === true,
   };
+  if (o.imageIno !== undefined) plan.imageIno = num(o.imageIno, 'imageIno', path);
   if (typeof o.oldKey === 'string') plan.oldKey = o.oldKey;
   if (Array.isArray(o.oldAreas)) {
     plan.oldAreas = o.oldAreas.map((a) => {
@@ -315,6 +325,7 @@ export function planToken(plan: ConvertPlan): JsonObject {
     area: { offset: plan.area.offset, size: plan.area.size },
     sidecar: plan.sidecar,
   };
+  if (plan.imageIno !== undefined) p.imageIno = plan.imageIno;
   if (plan.oldKey !== undefined) p.oldKey = plan.oldKey;
   if (plan.oldAreas !== undefined)
     p.oldAreas = plan.oldAreas.map((a) => ({ offset: a.offset, size: a.size }));
@@ -487,6 +498,7 @@ export async function planEncrypt(
     batch,
     area: { offset: AREA_OFFSET, size: AREA_BYTES },
     sidecar: !opts.detachedHeader,
+    ...(opts.detachedHeader ? {} : { imageIno: st.ino }),
   };
 }
 
@@ -502,7 +514,7 @@ export interface ConverterOptions {
   source: SectorCipher;
   io?: ConvIo;
   /** Online: take batches from the volume's range locks and move its front. */
-  volume?: Volume;
+  volume?: ConversionHost;
   /** Bytes per second (0 or absent: unlimited). */
   maxRate?: number;
   /** Test hook: called at named points; tests SIGKILL the process there. */
@@ -533,7 +545,7 @@ export class Converter {
   #rateWindow: Array<{ t: number; done: number }> = [];
   #stopped = false;
   #files: { image: ConvFile; header: ConvFile } | null = null;
-  #volume: Volume | undefined;
+  #volume: ConversionHost | undefined;
 
   constructor(private readonly o: ConverterOptions) {
     this.plan = o.plan;
@@ -570,7 +582,7 @@ export class Converter {
   }
 
   /** Serves I/O through this volume from now on (its range locks and front). */
-  attach(volume: Volume): void {
+  attach(volume: ConversionHost): void {
     this.#volume = volume;
   }
 
@@ -721,6 +733,14 @@ export class Converter {
     const ss = plan.sectorSize;
     const release = this.#volume ? await this.#volume.lockRange(start, end) : (): void => undefined;
     try {
+      if (plan.resilience === 'checksum') {
+        // The sums must describe what is on the disk, not what is in the page cache: a user's write to
+        // this range that is not yet durable (none can start now: the range is locked) would be hashed,
+        // lost in a power loss, and the old data it covered then taken for converted. So the image
+        // data the batch covers is made durable before it is read and hashed.
+        await image.sync();
+        this.#kill('before-hash');
+      }
       const raw = Buffer.alloc(end - start);
       await image.read(raw, plan.sourceOffset + start);
       if (plan.resilience === 'checksum') {
@@ -901,20 +921,20 @@ export async function findConversion(
 ): Promise<{ header: string; meta: Luks2Metadata; plan: ConvertPlan } | null> {
   if (header === undefined) {
     const side = sidecarPath(image);
-    let sideMeta: Luks2Metadata | null = null;
-    try {
-      sideMeta = await readLuks2(side, { imagePath: image });
-    } catch (err) {
-      if (!(isAtrestError(err) && err.code === 'FILE_NOT_FOUND')) throw err;
-    }
-    if (sideMeta !== null) {
+    // only a sidecar root made and alone can change is used, and only for the image its plan names
+    const st = await trustedSidecar(side);
+    if (st !== null) {
+      const sideMeta = await readLuks2(side, { imagePath: image });
+      await sameSidecar(side, st);
       // finished but not cleaned up? the image then starts with the final header of the same volume
       const own = await readLuks2(image).catch(() => null);
       if (own !== null && own.uuid === sideMeta.uuid && !own.converting) {
         await unlink(side).catch(() => undefined);
         return null;
       }
-      return { header: side, meta: sideMeta, plan: planOf(sideMeta) };
+      const plan = planOf(sideMeta);
+      await checkSidecarIdentity(side, image, plan);
+      return { header: side, meta: sideMeta, plan };
     }
   }
   const h = header ?? image;
@@ -929,6 +949,35 @@ export async function findConversion(
   }
   if (!meta.converting) return null;
   return { header: h, meta, plan: planOf(meta) };
+}
+
+/**
+ * The operator's confirmation that IMAGE's sidecar belongs to it after the image was copied or
+ * restored together with it (a new inode): the sidecar's plan is rebound to the image as it is now.
+ * The sidecar must still pass the ownership and mode checks.
+ */
+export async function adoptSidecar(image: string): Promise<void> {
+  const side = sidecarPath(image);
+  const st = await trustedSidecar(side);
+  if (st === null) {
+    throw new AtrestError('FILE_NOT_FOUND', `${image} has no sidecar ${side} to adopt`, { path: side });
+  }
+  const meta = await readLuks2(side, { imagePath: image });
+  await sameSidecar(side, st);
+  const plan = planOf(meta);
+  if (!plan.sidecar) {
+    throw new AtrestError('CORRUPT_HEADER', `${side} is not the sidecar of an attached-header encryption`, {
+      path: side,
+    });
+  }
+  const ino = (await stat(image)).ino;
+  await checkSidecarIdentity(side, image, { ...plan, imageIno: ino });
+  const json = structuredClone(meta.json);
+  const tokens = json.tokens as Record<string, JsonObject>;
+  for (const t of Object.values(tokens)) {
+    if (t.type === CONVERT_TOKEN) (t.atrest_plan as JsonObject).imageIno = ino;
+  }
+  await writeMetadata(meta, json);
 }
 
 /** What creating a conversion's header needs (the caller picks the key: platform, KEK, passphrase). */

@@ -11,6 +11,7 @@ export { RangeLock, type ReleaseRange } from './range-lock.js';
 export { acquireImageLock, processStartTime, type ImageLock } from './image-lock.js';
 export {
   AREA_BYTES,
+  adoptSidecar,
   Converter,
   CONVERT_TOKEN,
   DEFAULT_BATCH_BYTES,
@@ -34,5 +35,6 @@ export {
   type ConverterOptions,
   type ConvFile,
   type ConvIo,
+  type ConversionHost,
   type HeaderRequest,
 } from './convert.js';
