@@ -137,6 +137,33 @@ describe('256-bit XTS volume keys (AES-128-XTS)', () => {
     await expect(unlockVolumeKey(m, PASS)).rejects.toMatchObject({ code: 'UNSUPPORTED' });
   });
 
+  it('with a 256-bit key, other ciphers and integrity are refused as before', async () => {
+    const { path } = await aes128Image(4096);
+    const segment = (j: JsonObject): JsonObject =>
+      (j.segments as Record<string, JsonObject>)['0'] as JsonObject;
+    for (const [mutate, why] of [
+      [(j: JsonObject) => (segment(j).encryption = 'serpent-xts-plain64'), /cipher serpent-xts-plain64/],
+      [(j: JsonObject) => (segment(j).encryption = 'aes-cbc-essiv:sha256'), /cipher aes-cbc-essiv:sha256/],
+      [(j: JsonObject) => (segment(j).encryption = 'aes-xts-essiv:sha256'), /cipher aes-xts-essiv:sha256/],
+      [
+        (j: JsonObject) => {
+          segment(j).encryption = 'aes-xts-plain64';
+          segment(j).integrity = {
+            type: 'hmac(sha256)',
+            journal_encryption: 'none',
+            journal_integrity: 'none',
+          };
+        },
+        /integrity/,
+      ],
+    ] as const) {
+      await craft(path, mutate);
+      const err = await readLuks2(path).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'UNSUPPORTED' });
+      expect((err as Error).message).toMatch(why);
+    }
+  });
+
   it('format keeps creating AES-256-XTS only: a given 256-bit volume key is refused', async () => {
     const err = await formatLuks2({
       imagePath: join(dir, 'no.img'),
