@@ -80,6 +80,9 @@ describe('--key-file - (standard input)', () => {
     r = await t.atrest(['open', img, 'in', '--key-file', '-'], { input: pass });
     expect(r.code, r.stderr).toBe(0);
     const disk = r.stdout.trim();
+    // the daemon keeps its memory (keys, passphrases) out of core dumps
+    const pid = (await readFile(join(t.dir, 'state', 'daemon.pid'), 'utf8')).trim();
+    expect(parseInt(await readFile(`/proc/${pid}/coredump_filter`, 'utf8'), 16)).toBe(0);
     const data = randomBytes(256 * 1024);
     await writeDisk(disk, 4096, data);
     expect((await t.atrest(['close', 'in'])).code).toBe(0);

@@ -6,6 +6,7 @@ import { pino, type Logger } from 'pino';
 import { AtrestError, isAtrestError } from '../errors/index.js';
 import { requireFips } from '../crypto/index.js';
 import { fileAuditSink } from './audit.js';
+import { excludeMemoryFromCoreDumps } from './core-dumps.js';
 import { loadConfig } from './config.js';
 import { Notifier } from './notify.js';
 import { cleanupStaleMounts } from './stale.js';
@@ -95,6 +96,11 @@ export class Daemon {
       throw new AtrestError('NOT_ROOT', 'the atrest daemon must run as root', { hint: 'run it with sudo' });
     }
     if (this.opts.fips === true) requireFips();
+    if (!(await excludeMemoryFromCoreDumps()))
+      this.log.warn(
+        { event: 'coredump-filter' },
+        'could not keep memory out of core dumps; run with LimitCORE=0',
+      );
     // a bad configuration stops the start before anything (image, mount, socket) is touched
     const config = this.opts.config === undefined ? null : await loadConfig(this.opts.config);
     await mkdir(paths.stateDir, { recursive: true, mode: 0o700 });
