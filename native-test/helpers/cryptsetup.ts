@@ -1,5 +1,5 @@
 // What the native tests ask of the real cryptsetup and of an independent (OpenSSL, per-sector) decryptor.
-import { createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { must } from './cli.js';
@@ -26,10 +26,27 @@ export async function dumpVolumeKey(
   return readFile(out);
 }
 
-/** Decrypts one sector with OpenSSL aes-256-xts, plain64 tweak (512-byte units), one cipher per sector. */
-export function decryptSector(volumeKey: Buffer, ciphertext: Buffer, tweak: number): Buffer {
+/** OpenSSL's XTS for a dm-crypt volume key: aes-128-xts for 256-bit keys, aes-256-xts for 512-bit keys. */
+function xtsName(volumeKey: Buffer): 'aes-128-xts' | 'aes-256-xts' {
+  if (volumeKey.length === 32) return 'aes-128-xts';
+  if (volumeKey.length === 64) return 'aes-256-xts';
+  throw new Error(`no XTS cipher for a ${volumeKey.length * 8}-bit key`);
+}
+
+function plain64(tweak: number): Buffer {
   const iv = Buffer.alloc(16);
   iv.writeBigUInt64LE(BigInt(tweak));
-  const d = createDecipheriv('aes-256-xts', volumeKey, iv);
+  return iv;
+}
+
+/** Decrypts one sector with OpenSSL aes-{128,256}-xts (by key size), plain64 tweak (512-byte units), one cipher per sector. */
+export function decryptSector(volumeKey: Buffer, ciphertext: Buffer, tweak: number): Buffer {
+  const d = createDecipheriv(xtsName(volumeKey), volumeKey, plain64(tweak));
   return Buffer.concat([d.update(ciphertext), d.final()]);
+}
+
+/** Encrypts one sector the way dm-crypt would (see decryptSector): data "written by cryptsetup". */
+export function encryptSector(volumeKey: Buffer, plaintext: Buffer, tweak: number): Buffer {
+  const c = createCipheriv(xtsName(volumeKey), volumeKey, plain64(tweak));
+  return Buffer.concat([c.update(plaintext), c.final()]);
 }

@@ -14,6 +14,7 @@ import {
   type ConvertProgress,
 } from '../volume/index.js';
 import { formatBytes } from './size.js';
+import { writeSecretLine } from './secret-output.js';
 
 /** A test hook: ATREST_TEST_KILL_AT=point:n SIGKILLs this process the n-th time it reaches point. */
 export function killPointFromEnv(env: NodeJS.ProcessEnv = process.env): ((name: string) => void) | undefined {
@@ -198,10 +199,15 @@ export async function reencryptOffline(paths: RuntimePaths, km: KeyManager, a: R
         ...(a.iterTimeMs === undefined ? {} : { iterTimeMs: a.iterTimeMs }),
       };
       const { recovery } = await startReencrypt(image, { ...hdr, keys, ...(killPoint ? { killPoint } : {}) });
-      for (const r of recovery) {
-        console.error('new recovery key (the old one no longer works; shown once, store it somewhere safe):');
-        process.stdout.write(Buffer.concat([r.passphrase, Buffer.from('\n')]));
-        r.passphrase.fill(0);
+      try {
+        for (const r of recovery) {
+          console.error(
+            'new recovery key (the old one no longer works; shown once, store it somewhere safe):',
+          );
+          await writeSecretLine(r.passphrase);
+        }
+      } finally {
+        for (const r of recovery) r.passphrase.fill(0);
       }
     }
     const conv = await openConversion(image, { ...hdr, start: false, keys: { km, keyFiles: a.keyFiles } });

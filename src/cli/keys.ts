@@ -15,6 +15,7 @@ import {
 } from '../keys/index.js';
 import { readLuks2, type Luks2Metadata } from '../luks2/index.js';
 import { deletePlatformVersionCommand } from './platform-delete.js';
+import { writeSecretLine } from './secret-output.js';
 
 /** What key commands need from the CLI around them. */
 export interface KeyCommandContext {
@@ -247,7 +248,7 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
           );
           try {
             console.error(`recovery key for key slot ${r.keyslot} (shown once; store it somewhere safe):`);
-            process.stdout.write(Buffer.concat([r.passphrase, Buffer.from('\n')]));
+            await writeSecretLine(r.passphrase);
           } finally {
             r.passphrase.fill(0);
           }

@@ -20,14 +20,16 @@ import { formatLuks2, readLuks2 } from '../luks2/index.js';
 import { adoptSidecar } from '../volume/index.js';
 import { fileAuditSink } from '../daemon/audit.js';
 import { DEFAULT_CONFIG, loadConfig } from '../daemon/config.js';
-import { ensureDaemon, request, waitForDaemonExit } from '../daemon/client.js';
+import { ensureDaemon, request, requestWithSecrets, waitForDaemonExit } from '../daemon/client.js';
 import { runtimePaths } from '../daemon/paths.js';
 import { Daemon } from '../daemon/server.js';
 import type { EncryptionStatus, VolumeStatus } from '../daemon/protocol.js';
 import { encryptOffline, progressLine, reencryptOffline } from './convert.js';
+import { joinStdinValues } from './argv.js';
 import { completions, openVolumeNames } from './completion.js';
 import { keyCommands } from './keys.js';
 import { manPage } from './man-command.js';
+import { writeSecretLine } from './secret-output.js';
 import { formatBytes, parseSize } from './size.js';
 
 const ENTRY = fileURLToPath(new URL('../../bin/atrest.js', import.meta.url));
@@ -56,8 +58,12 @@ async function requireFuse(): Promise<void> {
 
 async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
+  try {
+    for await (const c of process.stdin) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  } finally {
+    for (const c of chunks) c.fill(0);
+  }
 }
 
 /** A key from --key-file FILE, or from standard input with --key-file -. */
@@ -151,7 +157,7 @@ export async function main(argv: string[]): Promise<number> {
       ...(kekOverride === undefined ? {} : { kekOverride }),
     });
   };
-  const cli = yargs(argv)
+  const cli = yargs(joinStdinValues(argv))
     .scriptName('atrest')
     .usage(
       '$0 <command> [options]\n\nEncryption at rest for disk images: LUKS2 volumes served as plaintext files.\n' +
@@ -301,7 +307,6 @@ export async function main(argv: string[]): Promise<number> {
         const keyFile = a['key-file'];
         const keyArgs: {
           keyFile?: string;
-          keyData?: string;
           benchPlain?: boolean;
           kek?: string;
           keyStore: string;
@@ -316,29 +321,40 @@ export async function main(argv: string[]): Promise<number> {
           });
         }
         if (globals.fips) keyArgs.fips = true;
+        let stdinKey: Buffer | null = null;
         if (a['bench-plain']) {
           keyArgs.benchPlain = true;
         } else if (keyFile === undefined) {
           // unlocked through the volume's atrest-platform / atrest-cmk token by the daemon
         } else if (keyFile === '-') {
-          const key = await loadKey('-');
-          keyArgs.keyData = key.toString('base64');
-          key.fill(0);
+          // crosses the socket as raw bytes after the request (never JSON, never a string); wiped below
+          stdinKey = await loadKey('-');
         } else {
           keyArgs.keyFile = resolve(keyFile);
         }
-        await ensureDaemon(paths, ENTRY);
-        const v = (await request(paths, {
-          op: 'open',
-          image: resolve(a.image),
-          name: a.name,
-          ...keyArgs,
-          ...(maxRate === undefined ? {} : { maxRate }),
-          ...(a.header !== undefined ? { header: resolve(a.header) } : {}),
-          readOnly: a['read-only'],
-          loop: a.loop,
-          ...(a.encrypt ? { encrypt: true } : {}),
-        })) as VolumeStatus;
+        let v: VolumeStatus;
+        try {
+          await ensureDaemon(paths, ENTRY);
+          const answer = await requestWithSecrets(
+            paths,
+            {
+              op: 'open',
+              image: resolve(a.image),
+              name: a.name,
+              ...keyArgs,
+              ...(maxRate === undefined ? {} : { maxRate }),
+              ...(a.header !== undefined ? { header: resolve(a.header) } : {}),
+              readOnly: a['read-only'],
+              loop: a.loop,
+              ...(a.encrypt ? { encrypt: true } : {}),
+            },
+            stdinKey === null ? [] : [stdinKey],
+          );
+          for (const s of answer.secrets) s.fill(0);
+          v = answer.result as VolumeStatus;
+        } finally {
+          stdinKey?.fill(0);
+        }
         console.log(v.diskPath);
         if (v.loopDevice) console.log(v.loopDevice);
       },
@@ -499,17 +515,32 @@ export async function main(argv: string[]): Promise<number> {
             (v) => v.name === a.target,
           );
           if (open) {
-            const r = (await request(paths, {
-              op: 'reencrypt',
-              name: a.target,
-              keyFiles: keyFiles.map((f) => resolve(f)),
-              ...(maxRate === undefined ? {} : { maxRate }),
-            })) as { recovery: string[] };
-            for (const rec of r.recovery) {
-              console.error(
-                'new recovery key (the old one no longer works; shown once, store it somewhere safe):',
+            // passphrases from standard input (--key-file -) and the new recovery passphrases cross
+            // the socket as raw bytes, never JSON or strings, and are wiped here
+            const stdinKeys: Buffer[] = [];
+            let recovery: Buffer[] = [];
+            try {
+              for (const f of keyFiles) if (f === '-') stdinKeys.push(await loadKey('-'));
+              const answer = await requestWithSecrets(
+                paths,
+                {
+                  op: 'reencrypt',
+                  name: a.target,
+                  keyFiles: keyFiles.filter((f) => f !== '-').map((f) => resolve(f)),
+                  ...(maxRate === undefined ? {} : { maxRate }),
+                },
+                stdinKeys,
               );
-              console.log(rec);
+              recovery = answer.secrets;
+              for (const rec of recovery) {
+                console.error(
+                  'new recovery key (the old one no longer works; shown once, store it somewhere safe):',
+                );
+                await writeSecretLine(rec);
+              }
+            } finally {
+              for (const k of stdinKeys) k.fill(0);
+              for (const rec of recovery) rec.fill(0);
             }
             console.log(
               `re-encrypting ${a.target} under a new volume key in the daemon; see atrest status ${a.target}`,

@@ -3,16 +3,19 @@ import { AtrestError } from '../errors/index.js';
 
 /** How many keys one pool can hold at once (one per open volume). */
 export const KEYRING_SLOTS = 64;
+/** Room per slot: the largest XTS key (64 bytes, AES-256-XTS); AES-128-XTS keys use the first 32. */
 export const KEY_BYTES = 64;
-const HEADER_BYTES = KEYRING_SLOTS * 4;
+const HEADER_BYTES = KEYRING_SLOTS * 8;
 
 /**
- * Layout: Int32 generation per slot (0 = empty or wiped), then 64 key bytes per slot. A worker uses a
- * slot only while its generation equals the one in the request, and drops its key schedule otherwise.
+ * Layout: Int32 generation per slot (0 = empty or wiped), Int32 key length per slot, then 64 key
+ * bytes per slot. A worker uses a slot only while its generation equals the one in the request, and
+ * drops its key schedule otherwise.
  */
 export class Keyring {
   readonly buffer: SharedArrayBuffer;
   readonly generations: Int32Array;
+  readonly lengths: Int32Array;
 
   constructor(buffer?: SharedArrayBuffer) {
     this.buffer = buffer ?? new SharedArrayBuffer(HEADER_BYTES + KEYRING_SLOTS * KEY_BYTES);
@@ -20,11 +23,17 @@ export class Keyring {
       throw new AtrestError('INTERNAL', 'the keyring has the wrong size');
     }
     this.generations = new Int32Array(this.buffer, 0, KEYRING_SLOTS);
+    this.lengths = new Int32Array(this.buffer, KEYRING_SLOTS * 4, KEYRING_SLOTS);
   }
 
-  /** The key bytes of a slot (a view into shared memory, not a copy). */
+  /** The whole key area of a slot (KEY_BYTES, a view into shared memory, not a copy). */
   keyView(slot: number): Uint8Array {
     return new Uint8Array(this.buffer, HEADER_BYTES + slot * KEY_BYTES, KEY_BYTES);
+  }
+
+  /** Bytes of the key stored in a slot (32 or 64; 0 when empty). */
+  keyLength(slot: number): number {
+    return Atomics.load(this.lengths, slot);
   }
 
   generation(slot: number): number {
@@ -33,9 +42,13 @@ export class Keyring {
 
   /** Stores a copy of `key` in a free slot under generation `gen` (> 0); returns the slot. */
   store(key: Uint8Array, gen: number): number {
+    if (key.length === 0 || key.length > KEY_BYTES) {
+      throw new AtrestError('INTERNAL', `a ${key.length}-byte key does not fit a keyring slot`);
+    }
     for (let slot = 0; slot < KEYRING_SLOTS; slot++) {
       if (Atomics.load(this.generations, slot) !== 0) continue;
       this.keyView(slot).set(key);
+      Atomics.store(this.lengths, slot, key.length);
       Atomics.store(this.generations, slot, gen);
       return slot;
     }
@@ -59,5 +72,6 @@ export class Keyring {
   clear(slot: number): void {
     Atomics.store(this.generations, slot, 0);
     this.keyView(slot).fill(0);
+    Atomics.store(this.lengths, slot, 0);
   }
 }

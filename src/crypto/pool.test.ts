@@ -9,15 +9,15 @@ function nodeXts(key: Uint8Array, data: Uint8Array, sectorSize: number, first: n
   for (let i = 0; i * sectorSize < data.length; i++) {
     const iv = Buffer.alloc(16);
     iv.writeBigUInt64LE(BigInt(first + (i * sectorSize) / TWEAK_UNIT));
-    const c = createCipheriv('aes-256-xts', key, iv);
+    const c = createCipheriv(key.length === 32 ? 'aes-128-xts' : 'aes-256-xts', key, iv);
     out.set(c.update(data.subarray(i * sectorSize, (i + 1) * sectorSize)), i * sectorSize);
   }
   return out;
 }
 
-function randomKey(): Buffer {
-  const k = randomBytes(64);
-  k[0] = (k[32] ?? 0) ^ 1;
+function randomKey(bytes: 32 | 64 = 64): Buffer {
+  const k = randomBytes(bytes);
+  k[0] = (k[bytes / 2] ?? 0) ^ 1;
   return k;
 }
 
@@ -131,10 +131,46 @@ describe('CryptoPool', () => {
     expect(['ok', 'LOCKED']).toContain(await inFlight);
   });
 
+  it('runs 256-bit (AES-128-XTS) keys through the workers, 512- and 4096-byte sectors, like Node’s aes-128-xts', async () => {
+    const key = randomKey(32);
+    const pk = await pool.addKey(key);
+    for (const [sectorSize, sectors, first] of [
+      [512, 1, 0],
+      [512, 700, 2 ** 33 + 1],
+      [4096, 3, 8],
+      [4096, 80, 2 ** 40],
+    ] as const) {
+      const plain = randomBytes(sectorSize * sectors);
+      const enc = await pk.encrypt(Buffer.from(plain), sectorSize, first);
+      expect(enc.equals(nodeXts(key, plain, sectorSize, first))).toBe(true);
+      expect((await pk.decrypt(Buffer.from(enc), sectorSize, first)).equals(plain)).toBe(true);
+    }
+    await pk.wipe();
+    expect(await code(pk.encrypt(Buffer.alloc(65536), 4096, 0))).toBe('LOCKED');
+  });
+
+  it('keeps 256- and 512-bit keys apart in the keyring, also when a slot is reused with the other size', async () => {
+    for (let round = 0; round < 3; round++) {
+      const keys = [randomKey(64), randomKey(32), randomKey(32), randomKey(64)];
+      const pks = await Promise.all(keys.map((k) => pool.addKey(k)));
+      const plain = randomBytes(128 * 1024);
+      const outs = await Promise.all(pks.map((pk) => pk.encrypt(Buffer.from(plain), 4096, 16)));
+      outs.forEach((o, i) =>
+        expect(o.equals(nodeXts(keys[i] ?? Buffer.alloc(0), plain, 4096, 16))).toBe(true),
+      );
+      // free the slots in another order so the next round puts keys of the other size into them
+      await Promise.all(pks.reverse().map((pk) => pk.wipe()));
+      keys.reverse();
+    }
+  });
+
   it('refuses weak keys, bad runs and bad arguments with AtrestErrors', async () => {
     const half = randomBytes(32);
     expect(await code(pool.addKey(Buffer.concat([half, half])))).toBe('WEAK_KEY');
+    const half16 = randomBytes(16);
+    expect(await code(pool.addKey(Buffer.concat([half16, half16])))).toBe('WEAK_KEY');
     expect(await code(pool.addKey(randomBytes(16)))).toBe('UNSUPPORTED');
+    expect(await code(pool.addKey(randomBytes(48)))).toBe('UNSUPPORTED');
     const pk: PoolKey = await pool.addKey(randomKey());
     expect(await code(pk.encrypt(Buffer.alloc(1000), 512, 0))).toBe('INTERNAL');
     expect(await code(pk.encrypt(Buffer.alloc(512), 300, 0))).toBe('UNSUPPORTED');

@@ -26,11 +26,11 @@ function cipherFor(slot: number, generation: number): XtsCipher | null {
   const entry = cache.get(slot);
   if (entry && entry.generation === generation) return entry.cipher;
   drop(slot);
-  const key = Buffer.alloc(64);
+  const key = Buffer.alloc(keyring.keyLength(slot));
   let cipher: XtsCipher | null = null;
   let failure: unknown = null;
   try {
-    key.set(keyring.keyView(slot));
+    key.set(keyring.keyView(slot).subarray(0, key.length));
     cipher = new XtsCipher(key);
   } catch (err) {
     failure = err;

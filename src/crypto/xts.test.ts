@@ -1,4 +1,5 @@
 import { createCipheriv, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { ecb } from '@noble/ciphers/aes.js';
 import initWabt from 'wabt';
@@ -17,8 +18,8 @@ import { XTS_KERNEL_WASM_BASE64 } from './xts-kernel-wasm.js';
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
 /**
- * Independent XTS for tests only: AES-256 from @noble/ciphers (pure JS, not OpenSSL), GF(2^128)
- * doubling on BigInt, one data unit of `unit` bytes per tweak.
+ * Independent XTS for tests only: AES-128/256 (by key length) from @noble/ciphers (pure JS, not
+ * OpenSSL), GF(2^128) doubling on BigInt, one data unit of `unit` bytes per tweak.
  */
 function refXts(
   key: Uint8Array,
@@ -42,8 +43,9 @@ function refXts(
     for (let i = 0; i < 16; i++) b[i] = Number((v >> BigInt(8 * i)) & 0xffn);
     return b;
   };
+  const half = key.length / 2;
   for (let u = 0; u * unit < data.length; u++) {
-    let t = toBig(aes(key.subarray(32, 64)).encrypt(toBytes(first + BigInt(u * tweakStep))));
+    let t = toBig(aes(key.subarray(half, key.length)).encrypt(toBytes(first + BigInt(u * tweakStep))));
     const masks: bigint[] = [];
     const pre = new Uint8Array(unit);
     for (let j = 0; j < unit / 16; j++) {
@@ -51,7 +53,7 @@ function refXts(
       pre.set(toBytes(toBig(data.subarray(u * unit + 16 * j, u * unit + 16 * j + 16)) ^ t), 16 * j);
       t = ((t << 1n) & mask128) ^ (t >> 127n ? 0x87n : 0n);
     }
-    const k1 = aes(key.subarray(0, 32));
+    const k1 = aes(key.subarray(0, half));
     const mid = enc ? k1.encrypt(pre) : k1.decrypt(pre);
     masks.forEach((m, j) =>
       out.set(toBytes(toBig(mid.subarray(16 * j, 16 * j + 16)) ^ m), u * unit + 16 * j),
@@ -60,13 +62,13 @@ function refXts(
   return out;
 }
 
-/** Node's own aes-256-xts, one data unit per call. */
+/** Node's own aes-128-xts or aes-256-xts (by key length), one data unit per call. */
 function nodeXts(key: Uint8Array, data: Uint8Array, sectorSize: number, first: number): Buffer {
   const out = Buffer.alloc(data.length);
   for (let i = 0; i * sectorSize < data.length; i++) {
     const iv = Buffer.alloc(16);
     iv.writeBigUInt64LE(BigInt(first + (i * sectorSize) / TWEAK_UNIT));
-    const c = createCipheriv('aes-256-xts', key, iv);
+    const c = createCipheriv(key.length === 32 ? 'aes-128-xts' : 'aes-256-xts', key, iv);
     out.set(c.update(data.subarray(i * sectorSize, (i + 1) * sectorSize)), i * sectorSize);
     c.final();
   }
@@ -157,11 +159,128 @@ const IEEE_VECTORS: Array<{ name: string; unit: number; ctx: string }> = [
   },
 ];
 
-function randomKey(): Buffer {
-  const k = randomBytes(64);
-  k[0] = (k[32] ?? 0) ^ 1; // never equal halves
+function randomKey(bytes: 32 | 64 = 64): Buffer {
+  const k = randomBytes(bytes);
+  k[0] = (k[bytes / 2] ?? 0) ^ 1; // never equal halves
   return k;
 }
+
+// IEEE P1619/D16 (IEEE 1619-2007) Annex B, XTS-AES-128 vectors 1-9 (fixtures/xts-aes-128-ieee1619.json)
+interface Aes128Vector {
+  name: string;
+  key: Buffer;
+  unit: number;
+  ptx: Buffer;
+  ctx: Buffer;
+}
+const AES128_VECTORS: Aes128Vector[] = (() => {
+  const raw = JSON.parse(
+    readFileSync(new URL('./fixtures/xts-aes-128-ieee1619.json', import.meta.url), 'utf8'),
+  ) as { vectors: Array<{ name: string; key: string; unit: string; ptx: string; ctx: string }> };
+  let previous: Buffer = Buffer.alloc(0);
+  return raw.vectors.map((v) => {
+    const ptx = v.ptx === 'pattern' ? IEEE_PTX : v.ptx === 'previous' ? previous : hex(v.ptx);
+    previous = hex(v.ctx);
+    return { name: v.name, key: hex(v.key), unit: parseInt(v.unit, 16), ptx, ctx: hex(v.ctx) };
+  });
+})();
+const vector = (name: string): Aes128Vector => {
+  const v = AES128_VECTORS.find((x) => x.name === name);
+  if (!v) throw new Error(`no ${name}`);
+  return v;
+};
+
+describe('IEEE 1619-2007 XTS-AES-128 known answers (vectors 1-9)', () => {
+  it('has all nine vectors, 1-3 of 32 bytes and 4-9 of 512', () => {
+    expect(AES128_VECTORS.map((v) => v.name)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => `vector ${n}`));
+    for (const v of AES128_VECTORS) {
+      expect(v.key.length).toBe(32);
+      expect(v.ptx.length).toBe(v.ctx.length);
+    }
+  });
+
+  it.each(['vector 4', 'vector 5', 'vector 6', 'vector 7', 'vector 8', 'vector 9'])(
+    '%s (512-byte data unit)',
+    (name) => {
+      const { key, unit, ptx, ctx } = vector(name);
+      const data = Buffer.from(ptx);
+      xtsEncryptInPlace(key, data, 512, unit);
+      expect(data.toString('hex')).toBe(ctx.toString('hex'));
+      xtsDecryptInPlace(key, data, 512, unit);
+      expect(data.equals(ptx)).toBe(true);
+      expect(refXts(key, ptx, 512, 1, BigInt(unit), true).equals(ctx)).toBe(true);
+    },
+  );
+
+  it('vectors 4-6 and 7-9 as runs of three consecutive 512-byte sectors', () => {
+    for (const names of [
+      ['vector 4', 'vector 5', 'vector 6'],
+      ['vector 7', 'vector 8', 'vector 9'],
+    ]) {
+      const vs = names.map(vector);
+      const c = new XtsCipher(vs[0]?.key ?? Buffer.alloc(0));
+      const data = Buffer.concat(vs.map((v) => v.ptx));
+      c.encryptInPlace(data, 512, vs[0]?.unit ?? -1);
+      expect(data.equals(Buffer.concat(vs.map((v) => v.ctx)))).toBe(true);
+      c.decryptInPlace(data, 512, vs[0]?.unit ?? -1);
+      expect(data.equals(Buffer.concat(vs.map((v) => v.ptx)))).toBe(true);
+      c.wipe();
+    }
+  });
+
+  it('vectors 2 and 3 (32-byte data units) check the reference used below', () => {
+    for (const name of ['vector 2', 'vector 3']) {
+      const { key, unit, ptx, ctx } = vector(name);
+      expect(refXts(key, ptx, 32, 1, BigInt(unit), true).equals(ctx)).toBe(true);
+      expect(refXts(key, ctx, 32, 1, BigInt(unit), false).equals(ptx)).toBe(true);
+    }
+  });
+
+  it('vector 1 has key1 = key2 (all zeros): the reference matches it, atrest refuses it with WEAK_KEY', () => {
+    const { key, unit, ptx, ctx } = vector('vector 1');
+    expect(refXts(key, ptx, 32, 1, BigInt(unit), true).equals(ctx)).toBe(true);
+    expect(() => new XtsCipher(key)).toThrow(expect.objectContaining({ code: 'WEAK_KEY' }));
+    expect(() => xtsEncryptInPlace(key, Buffer.alloc(512), 512, 0)).toThrow(
+      expect.objectContaining({ code: 'WEAK_KEY' }),
+    );
+  });
+});
+
+describe('XTS-AES-128 (256-bit keys) against independent implementations', () => {
+  it.each(SECTOR_SIZES.map((s) => [s]))('%i-byte sectors match @noble/ciphers-based XTS', (sectorSize) => {
+    const key = randomKey(32);
+    const c = new XtsCipher(key);
+    const step = sectorSize / TWEAK_UNIT;
+    for (const first of [0, 1, 2 ** 32 - step, 2 ** 40 + 3]) {
+      const plain = randomBytes(sectorSize * 3);
+      const data = Buffer.from(plain);
+      c.encryptInPlace(data, sectorSize, first);
+      expect(data.equals(refXts(key, plain, sectorSize, step, BigInt(first), true))).toBe(true);
+      c.decryptInPlace(data, sectorSize, first);
+      expect(data.equals(plain)).toBe(true);
+    }
+    c.wipe();
+  });
+
+  it('matches Node’s native aes-128-xts on random data across chunk boundaries, sizes and tweaks', () => {
+    const key = randomKey(32);
+    const c = new XtsCipher(key);
+    for (const sectorSize of SECTOR_SIZES) {
+      for (const sectors of [1, 2, 127, 128, 129, 300]) {
+        if (sectors * sectorSize > 600 * 1024) continue;
+        for (const first of [0, 8, 2 ** 32 - 1, 2 ** 52 + 8]) {
+          const plain = randomBytes(sectors * sectorSize);
+          const data = Buffer.from(plain);
+          c.encryptInPlace(data, sectorSize, first);
+          expect(data.equals(nodeXts(key, plain, sectorSize, first))).toBe(true);
+          c.decryptInPlace(data, sectorSize, first);
+          expect(data.equals(plain)).toBe(true);
+        }
+      }
+    }
+    c.wipe();
+  });
+});
 
 describe('IEEE 1619-2007 XTS-AES-256 known answers', () => {
   it.each(IEEE_VECTORS)('$name (512-byte data unit)', ({ unit, ctx }) => {
@@ -252,8 +371,25 @@ describe('keys and runs are checked', () => {
     }
   });
 
-  it('refuses keys of the wrong length', () => {
-    expect(() => assertXtsKey(randomBytes(32))).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
+  it('refuses a 256-bit key whose 128-bit halves are equal with WEAK_KEY', () => {
+    const half = randomBytes(16);
+    const weak = Buffer.concat([half, half]);
+    expect(() => assertXtsKey(weak)).toThrow(expect.objectContaining({ code: 'WEAK_KEY' }));
+    expect(() => new XtsCipher(weak)).toThrow(expect.objectContaining({ code: 'WEAK_KEY' }));
+    // halves of a 512-bit key that only agree on their first 128 bits are fine
+    const k = randomKey(64);
+    k.copy(k, 32, 0, 16);
+    expect(() => assertXtsKey(k)).not.toThrow();
+  });
+
+  it('accepts 256- and 512-bit keys and refuses every other length', () => {
+    expect(() => assertXtsKey(randomKey(32))).not.toThrow();
+    expect(() => assertXtsKey(randomKey(64))).not.toThrow();
+    for (const n of [0, 16, 24, 31, 33, 48, 63, 65, 128]) {
+      const k = randomBytes(n);
+      if (n > 0) k[0] = (k[n >> 1] ?? 0) ^ 1;
+      expect(() => assertXtsKey(k)).toThrow(expect.objectContaining({ code: 'UNSUPPORTED' }));
+    }
   });
 
   it('refuses bad sector sizes, partial sectors and bad tweaks', () => {

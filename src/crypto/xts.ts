@@ -1,4 +1,4 @@
-// AES-256-XTS over runs of sectors (dm-crypt aes-xts-plain64): one OpenSSL AES-ECB call per 64 KiB chunk, tweaks by a WebAssembly SIMD kernel.
+// AES-XTS (256- or 512-bit keys) over runs of sectors (dm-crypt aes-xts-plain64): one OpenSSL AES-ECB call per 64 KiB chunk, tweaks by a WebAssembly SIMD kernel.
 import { Buffer } from 'node:buffer';
 import { createCipheriv, createDecipheriv, type Cipher, type Decipher } from 'node:crypto';
 import { AtrestError } from '../errors/index.js';
@@ -10,13 +10,28 @@ export const TWEAK_UNIT = 512;
 /** The sector sizes LUKS2 allows. */
 export const SECTOR_SIZES: readonly number[] = [512, 1024, 2048, 4096];
 
-/** Refuses anything but a 64-byte key whose two halves differ (FIPS 140 / IEEE 1619 requirement). */
+/**
+ * XTS key sizes in bytes: 32 (AES-128-XTS, cryptsetup `--key-size 256`; opened, never created) and
+ * 64 (AES-256-XTS, what atrest creates).
+ */
+export const XTS_KEY_SIZES: readonly number[] = [32, 64];
+
+/**
+ * Refuses anything but a 32- or 64-byte key whose two halves differ (FIPS 140 / IEEE 1619
+ * requirement: key1 != key2).
+ */
 export function assertXtsKey(key: Uint8Array): void {
-  if (!(key instanceof Uint8Array) || key.length !== 64) {
+  if (!(key instanceof Uint8Array) || !XTS_KEY_SIZES.includes(key.length)) {
     const bits = key instanceof Uint8Array ? key.length * 8 : 0;
-    throw new AtrestError('UNSUPPORTED', `AES-256-XTS needs a 512-bit key, got ${bits} bits`);
+    throw new AtrestError(
+      'UNSUPPORTED',
+      `AES-XTS needs a 256-bit (AES-128-XTS) or 512-bit (AES-256-XTS) key, got ${bits} bits`,
+    );
   }
-  if (Buffer.from(key.buffer, key.byteOffset, 32).equals(Buffer.from(key.buffer, key.byteOffset + 32, 32))) {
+  const half = key.length / 2;
+  if (
+    Buffer.from(key.buffer, key.byteOffset, half).equals(Buffer.from(key.buffer, key.byteOffset + half, half))
+  ) {
     throw new AtrestError('WEAK_KEY', 'the two halves of the XTS key are equal, which XTS forbids', {
       hint: 'make a new volume key',
     });
@@ -92,20 +107,25 @@ function getKernel(): Kernel {
   return kernel;
 }
 
+/** The OpenSSL ECB cipher for one XTS half key: aes-128-ecb for 16 bytes, aes-256-ecb for 32. */
+function ecbName(half: Uint8Array): 'aes-128-ecb' | 'aes-256-ecb' {
+  return half.length === 16 ? 'aes-128-ecb' : 'aes-256-ecb';
+}
+
 function ecbCipher(key: Uint8Array): Cipher {
-  const c = createCipheriv('aes-256-ecb', key, null);
+  const c = createCipheriv(ecbName(key), key, null);
   c.setAutoPadding(false);
   return c;
 }
 
 function ecbDecipher(key: Uint8Array): Decipher {
-  const c = createDecipheriv('aes-256-ecb', key, null);
+  const c = createDecipheriv(ecbName(key), key, null);
   c.setAutoPadding(false);
   return c;
 }
 
 /**
- * One AES-256-XTS key, ready to use: the OpenSSL key schedules are made once and reused for every
+ * One AES-XTS key (AES-128-XTS for 32 bytes, AES-256-XTS for 64), ready to use: the OpenSSL key schedules are made once and reused for every
  * run (ECB has no state between calls). Call wipe() when done; afterwards every run throws LOCKED.
  */
 export class XtsCipher {
@@ -116,9 +136,10 @@ export class XtsCipher {
   /** Copies what it needs from `key`; the caller may wipe its copy afterwards. Refuses weak keys. */
   constructor(key: Uint8Array) {
     assertXtsKey(key);
-    this.#enc1 = ecbCipher(key.subarray(0, 32));
-    this.#dec1 = ecbDecipher(key.subarray(0, 32));
-    this.#enc2 = ecbCipher(key.subarray(32, 64));
+    const half = key.length / 2;
+    this.#enc1 = ecbCipher(key.subarray(0, half));
+    this.#dec1 = ecbDecipher(key.subarray(0, half));
+    this.#enc2 = ecbCipher(key.subarray(half, key.length));
     getKernel();
   }
 

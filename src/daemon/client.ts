@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { mkdir, open } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { AtrestError, type AtrestErrorJSON } from '../errors/index.js';
+import { FrameReader, writeFrame } from './framing.js';
 import type { Request, PingResult } from './protocol.js';
 import type { RuntimePaths } from './paths.js';
 
@@ -24,8 +25,24 @@ function isDaemonAbsent(err: unknown): boolean {
   return code === 'ENOENT' || code === 'ECONNREFUSED';
 }
 
-/** Sends one request and waits for its answer (or `timeoutMs`). */
+/** Sends one request and waits for its answer (or `timeoutMs`). Secrets in the answer are wiped. */
 export async function request(paths: RuntimePaths, req: Request, timeoutMs = 120_000): Promise<unknown> {
+  const { result, secrets } = await requestWithSecrets(paths, req, [], timeoutMs);
+  for (const s of secrets) s.fill(0);
+  return result;
+}
+
+/**
+ * Sends one request followed by `secrets` as raw bytes (framing.ts: never JSON, never a string) and
+ * waits for the answer and the secrets that follow it (e.g. new recovery passphrases). The caller
+ * wipes its own `secrets` and the returned ones.
+ */
+export async function requestWithSecrets(
+  paths: RuntimePaths,
+  req: Request,
+  secrets: readonly Uint8Array[],
+  timeoutMs = 120_000,
+): Promise<{ result: unknown; secrets: Buffer[] }> {
   let sock: Socket;
   try {
     sock = await connectOnce(paths.socket);
@@ -42,36 +59,45 @@ export async function request(paths: RuntimePaths, req: Request, timeoutMs = 120
   }
   const id = nextId++;
   return new Promise((resolve, reject) => {
-    let buf = '';
+    let settled = false;
     const timer = setTimeout(() => {
-      sock.destroy();
-      reject(
-        new AtrestError('TIMEOUT', `the atrest daemon did not answer ${req.op} within ${timeoutMs / 1000} s`),
+      finish(() =>
+        reject(
+          new AtrestError(
+            'TIMEOUT',
+            `the atrest daemon did not answer ${req.op} within ${timeoutMs / 1000} s`,
+          ),
+        ),
       );
     }, timeoutMs);
-    const finish = (fn: () => void): void => {
+    const reader = new FrameReader(
+      (frame) => {
+        const msg = frame.message as { ok?: unknown; result?: unknown; error?: AtrestErrorJSON };
+        if (msg.ok === true) {
+          finish(() => resolve({ result: msg.result, secrets: frame.secrets }));
+          return;
+        }
+        for (const s of frame.secrets) s.fill(0);
+        if (msg.error) {
+          const e = msg.error;
+          finish(() => reject(AtrestError.fromJSON(e)));
+        } else
+          finish(() => reject(new AtrestError('INTERNAL', 'the daemon sent an answer without a result')));
+      },
+      (err) => finish(() => reject(err)),
+      'INTERNAL',
+      "the daemon's answer",
+    );
+    function finish(fn: () => void): void {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
+      reader.destroy();
       sock.destroy();
       fn();
-    };
-    sock.setEncoding('utf8');
-    sock.on('data', (chunk: string) => {
-      buf += chunk;
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      let msg: { id?: unknown; ok?: unknown; result?: unknown; error?: AtrestErrorJSON };
-      try {
-        msg = JSON.parse(buf.slice(0, nl)) as typeof msg;
-      } catch {
-        finish(() => reject(new AtrestError('INTERNAL', 'the daemon sent a malformed answer')));
-        return;
-      }
-      if (msg.ok === true) finish(() => resolve(msg.result));
-      else if (msg.error) {
-        const e = msg.error;
-        finish(() => reject(AtrestError.fromJSON(e)));
-      } else finish(() => reject(new AtrestError('INTERNAL', 'the daemon sent an answer without a result')));
-    });
+    }
+    sock.on('data', (chunk: Buffer) => reader.push(chunk));
+    sock.on('end', () => reader.end());
     sock.on('error', (err) =>
       finish(() =>
         reject(new AtrestError('DAEMON_UNAVAILABLE', 'lost the connection to the daemon', { cause: err })),
@@ -82,7 +108,11 @@ export async function request(paths: RuntimePaths, req: Request, timeoutMs = 120
         reject(new AtrestError('DAEMON_UNAVAILABLE', 'the daemon closed the connection without answering')),
       ),
     );
-    sock.write(JSON.stringify({ id, request: req }) + '\n');
+    writeFrame(sock, { id, request: req }, secrets).catch((err: unknown) =>
+      finish(() =>
+        reject(new AtrestError('DAEMON_UNAVAILABLE', 'lost the connection to the daemon', { cause: err })),
+      ),
+    );
   });
 }
 

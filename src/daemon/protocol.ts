@@ -1,4 +1,4 @@
-// The control-socket protocol: one JSON object per line each way, errors as {code, message, hint}.
+// The control-socket protocol: one JSON object per line each way (secrets as raw bytes after it, see framing.ts), errors as {code, message, hint}.
 import { AtrestError, type AtrestErrorJSON } from '../errors/index.js';
 import type { ConvertProgress } from '../volume/index.js';
 
@@ -8,8 +8,11 @@ export interface OpenRequest {
   name: string;
   /** Absolute path of the key file; the daemon reads it itself so the key never crosses the socket. */
   keyFile?: string;
-  /** Key bytes (base64) when the key came from standard input. */
-  keyData?: string;
+  /**
+   * The passphrase when it came from standard input: travels as raw secret bytes after the JSON line
+   * (framing.ts), never in JSON; the daemon wipes it after the open.
+   */
+  passphrase?: Buffer;
   header?: string;
   readOnly: boolean;
   loop: boolean;
@@ -52,7 +55,14 @@ export type Request =
   | { op: 'close'; name: string }
   | { op: 'status'; name?: string }
   | { op: 'convert'; name: string; action: 'pause' | 'resume' }
-  | { op: 'reencrypt'; name: string; keyFiles: string[]; maxRate?: number }
+  | {
+      op: 'reencrypt';
+      name: string;
+      keyFiles: string[];
+      maxRate?: number;
+      /** Passphrases from standard input (raw secret bytes after the JSON line, never JSON); wiped after use. */
+      passphrases?: Buffer[];
+    }
   | { op: 'shutdown' };
 
 export interface VolumeStatus {
@@ -80,6 +90,22 @@ export interface VolumeStatus {
   encryption: EncryptionStatus;
   /** An in-place conversion of this volume (encrypt, reencrypt) and its progress. */
   conversion?: ConvertProgress;
+}
+
+/**
+ * A result whose secrets (e.g. new recovery passphrases) go back as raw bytes after the JSON line
+ * (framing.ts), in order; the server wipes them once written.
+ */
+export class SecretReply {
+  constructor(
+    readonly result: unknown,
+    readonly secrets: Buffer[],
+  ) {}
+}
+
+/** What a reencrypt answers: how many new recovery passphrases follow as secrets. */
+export interface ReencryptResult {
+  recoveryKeys: number;
 }
 
 export interface PingResult {
@@ -112,8 +138,12 @@ function optStr(v: unknown, what: string): string | undefined {
   return v === undefined || v === null ? undefined : str(v, what);
 }
 
-/** Validates a decoded line from a client; throws AtrestError('USAGE') on anything malformed. */
-export function parseEnvelope(value: unknown): Envelope {
+/**
+ * Validates a decoded line from a client and attaches the secrets that followed it (framing.ts): the
+ * passphrase of an open, the passphrases of a reencrypt; other requests take none. Throws
+ * AtrestError('USAGE') on anything malformed. The caller wipes `secrets` after the request.
+ */
+export function parseEnvelope(value: unknown, secrets: readonly Buffer[] = []): Envelope {
   if (typeof value !== 'object' || value === null) throw new AtrestError('USAGE', 'request is not an object');
   const o = value as Record<string, unknown>;
   const id = o.id;
@@ -122,6 +152,13 @@ export function parseEnvelope(value: unknown): Envelope {
   const r = o.request;
   if (typeof r !== 'object' || r === null) throw new AtrestError('USAGE', 'request body missing');
   const q = r as Record<string, unknown>;
+  const takes = q.op === 'open' ? 1 : q.op === 'reencrypt' ? Infinity : 0;
+  if (secrets.length > takes) {
+    throw new AtrestError(
+      'USAGE',
+      `request ${String(q.op)} carries ${secrets.length} secrets; it takes ${takes}`,
+    );
+  }
   switch (q.op) {
     case 'ping':
     case 'shutdown':
@@ -138,6 +175,7 @@ export function parseEnvelope(value: unknown): Envelope {
       const req: Request = { op: 'reencrypt', name: str(q.name, 'name'), keyFiles: files };
       const maxRate = optRate(q.maxRate);
       if (maxRate !== undefined) req.maxRate = maxRate;
+      if (secrets.length > 0) req.passphrases = [...secrets];
       return { id, request: req };
     }
     case 'status': {
@@ -154,10 +192,22 @@ export function parseEnvelope(value: unknown): Envelope {
       };
       if (q.benchPlain === true) req.benchPlain = true;
       const keyFile = optStr(q.keyFile, 'keyFile');
-      const keyData = optStr(q.keyData, 'keyData');
       const header = optStr(q.header, 'header');
+      if (q.keyData !== undefined) {
+        throw new AtrestError(
+          'USAGE',
+          'keyData (a passphrase inside the JSON request) is no longer accepted',
+          {
+            hint: 'use the atrest command of the same version as the daemon',
+          },
+        );
+      }
       if (keyFile !== undefined) req.keyFile = keyFile;
-      if (keyData !== undefined) req.keyData = keyData;
+      if (secrets[0] !== undefined) {
+        if (keyFile !== undefined)
+          throw new AtrestError('USAGE', 'give either keyFile or a passphrase, not both');
+        req.passphrase = secrets[0];
+      }
       if (header !== undefined) req.header = header;
       const kek = optStr(q.kek, 'kek');
       const keyStore = optStr(q.keyStore, 'keyStore');

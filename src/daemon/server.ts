@@ -6,11 +6,13 @@ import { pino, type Logger } from 'pino';
 import { AtrestError, isAtrestError } from '../errors/index.js';
 import { requireFips } from '../crypto/index.js';
 import { fileAuditSink } from './audit.js';
+import { excludeMemoryFromCoreDumps } from './core-dumps.js';
 import { loadConfig } from './config.js';
 import { Notifier } from './notify.js';
 import { cleanupStaleMounts } from './stale.js';
 import { ping } from './client.js';
-import { parseEnvelope, type Request, type Response } from './protocol.js';
+import { FrameReader, writeFrame, type Frame } from './framing.js';
+import { parseEnvelope, SecretReply, type Request, type Response } from './protocol.js';
 import type { RuntimePaths } from './paths.js';
 import { VolumeService } from './service.js';
 
@@ -94,6 +96,11 @@ export class Daemon {
       throw new AtrestError('NOT_ROOT', 'the atrest daemon must run as root', { hint: 'run it with sudo' });
     }
     if (this.opts.fips === true) requireFips();
+    if (!(await excludeMemoryFromCoreDumps()))
+      this.log.warn(
+        { event: 'coredump-filter' },
+        'could not keep memory out of core dumps; run with LimitCORE=0',
+      );
     // a bad configuration stops the start before anything (image, mount, socket) is touched
     const config = this.opts.config === undefined ? null : await loadConfig(this.opts.config);
     await mkdir(paths.stateDir, { recursive: true, mode: 0o700 });
@@ -148,38 +155,42 @@ export class Daemon {
 
   private onConnection(sock: Socket): void {
     this.sockets.add(sock);
-    sock.on('close', () => this.sockets.delete(sock));
-    sock.on('error', () => undefined);
-    sock.setEncoding('utf8');
-    let buf = '';
-    sock.on('data', (chunk: string) => {
-      buf += chunk;
-      if (buf.length > 1 << 20) {
-        sock.destroy();
-        return;
-      }
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        void this.handleLine(sock, line);
-      }
+    const reader = new FrameReader(
+      (frame) => void this.handleFrame(sock, frame),
+      (err) => {
+        // the stream is out of step: answer once, then hang up
+        if (!sock.destroyed) {
+          const res: Response = { id: 0, ok: false, error: err.toJSON() };
+          void writeFrame(sock, { ...res }).finally(() => sock.destroy());
+        }
+      },
+      'USAGE',
+      'control request',
+    );
+    sock.on('close', () => {
+      reader.destroy();
+      this.sockets.delete(sock);
     });
+    sock.on('error', () => undefined);
+    sock.on('end', () => reader.end());
+    sock.on('data', (chunk: Buffer) => reader.push(chunk));
   }
 
-  private async handleLine(sock: Socket, line: string): Promise<void> {
+  /** Answers one request; its secrets (and those of the reply) are wiped whatever happens. */
+  private async handleFrame(sock: Socket, frame: Frame): Promise<void> {
     let id = 0;
     let res: Response;
+    let replySecrets: Buffer[] = [];
     try {
-      let decoded: unknown;
-      try {
-        decoded = JSON.parse(line);
-      } catch {
-        throw new AtrestError('USAGE', 'request is not JSON');
-      }
-      const env = parseEnvelope(decoded);
+      const env = parseEnvelope(frame.message, frame.secrets);
       id = env.id;
-      res = { id, ok: true, result: await this.dispatch(env.request) };
+      const result = await this.dispatch(env.request);
+      if (result instanceof SecretReply) {
+        replySecrets = result.secrets;
+        res = { id, ok: true, result: result.result };
+      } else {
+        res = { id, ok: true, result };
+      }
     } catch (err) {
       if (!isAtrestError(err)) {
         this.log.error(
@@ -191,8 +202,16 @@ export class Daemon {
         ? err
         : new AtrestError('INTERNAL', 'internal error in the daemon; see its log');
       res = { id, ok: false, error: e.toJSON() };
+    } finally {
+      for (const s of frame.secrets) s.fill(0);
     }
-    if (!sock.destroyed) sock.write(JSON.stringify(res) + '\n');
+    try {
+      if (!sock.destroyed) await writeFrame(sock, { ...res }, replySecrets);
+    } catch {
+      // the client went away; nothing to answer
+    } finally {
+      for (const s of replySecrets) s.fill(0);
+    }
   }
 
   private async dispatch(req: Request): Promise<unknown> {
@@ -211,8 +230,16 @@ export class Daemon {
         return { closed: req.name };
       case 'status':
         return this.service.status(req.name);
-      case 'reencrypt':
-        return this.service.reencrypt(req.name, req.keyFiles, req.maxRate);
+      case 'reencrypt': {
+        const { recovery } = await this.service.reencrypt(
+          req.name,
+          req.keyFiles,
+          req.maxRate,
+          req.passphrases,
+        );
+        // new recovery passphrases go back as raw secret bytes after the JSON line, never in it
+        return new SecretReply({ recoveryKeys: recovery.length }, recovery);
+      }
       case 'convert':
         this.service.controlConversion(req.name, req.action);
         return { [req.action === 'pause' ? 'paused' : 'resumed']: req.name };

@@ -190,7 +190,7 @@ describe('KEK check (watchdog)', () => {
       name: 'pass',
       readOnly: false,
       loop: false,
-      keyData: pass.toString('base64'),
+      passphrase: Buffer.from(pass),
     });
     await passes(3);
     await stillLocks();

@@ -521,7 +521,12 @@ export class VolumeService {
    * (keyslots by the same methods), then the volume serves converted data with the new key and the
    * rest with the old one while the conversion runs. Returns new recovery passphrases to print once.
    */
-  async reencrypt(name: string, keyFiles: string[], maxRate?: number): Promise<{ recovery: string[] }> {
+  async reencrypt(
+    name: string,
+    keyFiles: string[],
+    maxRate?: number,
+    passphrases: readonly Buffer[] = [],
+  ): Promise<{ recovery: Buffer[] }> {
     const v = this.volumes.get(name);
     if (!v)
       throw new AtrestError('NOT_OPEN', `no open volume is named ${name}`, { hint: 'see `atrest status`' });
@@ -537,7 +542,9 @@ export class VolumeService {
       throw new AtrestError('NAME_IN_USE', `volume ${name} is busy`, { hint: 'try again' });
     this.busy.add(name);
     const files: Buffer[] = [];
+    let recoveryKeys: Buffer[] = []; // wiped here unless handed to the caller
     try {
+      for (const p of passphrases) files.push(Buffer.from(p));
       for (const f of keyFiles) files.push(await readKeyFile(f));
       const km =
         v.binding?.km ??
@@ -550,6 +557,7 @@ export class VolumeService {
         });
       const header = v.header === v.image ? {} : { header: v.header };
       const { recovery } = await startReencrypt(v.image, { ...header, keys: { km, keyFiles: files } });
+      recoveryKeys = recovery.map((r) => r.passphrase);
       const conv = await openConversion(v.image, { ...header, start: false, keys: { km, keyFiles: files } });
       let newKey: PoolKey | null = null;
       let oldKey: PoolKey | null = null;
@@ -591,8 +599,12 @@ export class VolumeService {
       v.conversion = { converter, done: null, oldKey };
       this.runConversion(v);
       this.log.info({ event: 'reencrypt-start', volume: name }, 're-encrypting under a new volume key');
-      return { recovery: recovery.map((r) => r.passphrase.toString('latin1')) };
+      // the caller sends them as raw bytes and wipes them
+      const out = recoveryKeys;
+      recoveryKeys = [];
+      return { recovery: out };
     } finally {
+      for (const r of recoveryKeys) r.fill(0);
       for (const f of files) f.fill(0);
       this.busy.delete(name);
     }
@@ -769,7 +781,7 @@ export class VolumeService {
       ...(req.kek === undefined ? {} : { kekOverride: req.kek }),
     });
     try {
-      if (req.keyData !== undefined) passphrase = Buffer.from(req.keyData, 'base64');
+      if (req.passphrase !== undefined) passphrase = Buffer.from(req.passphrase);
       else if (req.keyFile !== undefined) passphrase = await readKeyFile(req.keyFile);
       // an in-place conversion to resume, or (only when asked) a plaintext image to encrypt
       const conv = await openConversion(image, {

@@ -79,6 +79,13 @@ function fileExists(path: string): AtrestError {
 
 function newVolumeKey(given: Buffer | undefined): Buffer {
   if (given !== undefined) {
+    // atrest opens AES-128-XTS volumes but only ever creates AES-256-XTS ones
+    if (given.length !== VOLUME_KEY_SIZE) {
+      throw new AtrestError(
+        'UNSUPPORTED',
+        `atrest formats AES-256-XTS volumes only: the volume key must be ${VOLUME_KEY_SIZE * 8} bits, got ${given.length * 8}`,
+      );
+    }
     assertXtsKey(given);
     return Buffer.from(given);
   }

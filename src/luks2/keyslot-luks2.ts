@@ -1,6 +1,6 @@
 // Keyslot handlers by LUKS2 type name: 'luks2' = KDF(passphrase) → AES-XTS over the raw area (512-byte sectors from 0) → AF merge.
 import { Buffer } from 'node:buffer';
-import { xtsDecryptInPlace, xtsEncryptInPlace } from '../crypto/xts.js';
+import { XTS_KEY_SIZES, xtsDecryptInPlace, xtsEncryptInPlace } from '../crypto/xts.js';
 import { afHashSupported, afMerge, afSplit } from './af.js';
 import { kdfHandler } from './kdf-table.js';
 import { getInt, getObject, getString, getU64, type JsonObject } from './metadata.js';
@@ -65,8 +65,8 @@ const luks2Keyslot: KeyslotHandler = {
     const areaType = getString(area, 'type', 'keyslot.area');
     if (areaType !== 'raw') return `keyslot area type ${areaType} is not supported`;
     const enc = getString(area, 'encryption', 'keyslot.area');
-    if (enc !== 'aes-xts-plain64' || p.areaKeySize !== 64) {
-      return `keyslot cipher ${enc} with a ${p.areaKeySize * 8}-bit key is not supported (only aes-xts-plain64, 512 bits)`;
+    if (enc !== 'aes-xts-plain64' || !XTS_KEY_SIZES.includes(p.areaKeySize)) {
+      return `keyslot cipher ${enc} with a ${p.areaKeySize * 8}-bit key is not supported (only aes-xts-plain64, 256 or 512 bits)`;
     }
     if (p.areaOffset % KEYSLOT_SECTOR !== 0)
       return `keyslot area offset ${p.areaOffset} is not sector aligned`;

@@ -2,6 +2,7 @@
 import { Buffer } from 'node:buffer';
 import type { Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { XTS_KEY_SIZES } from '../crypto/xts.js';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { digestHandler } from './digest-pbkdf2.js';
 import { openFile, readAt, readHeaders, writeHeaders } from './disk.js';
@@ -36,7 +37,7 @@ export interface Luks2Volume {
   label: string;
   subsystem: string;
   cipher: 'aes-xts-plain64';
-  /** Bytes of the volume key (64: AES-256-XTS). */
+  /** Bytes of the volume key (64: AES-256-XTS, what atrest creates; 32: AES-128-XTS, opened only). */
   keySize: number;
   sectorSize: number;
   /** Tweak of the first data sector, in 512-byte units (segment iv_tweak). */
@@ -171,13 +172,14 @@ export function checkSupported(
   if (reason !== null) return fail('UNSUPPORTED', reason);
   const sizes = new Set(copy.keyslots.filter((k) => digest.keyslots.includes(k.id)).map((k) => k.keySize));
   for (const size of sizes) {
-    if (size !== 64) {
+    if (!XTS_KEY_SIZES.includes(size)) {
       return fail(
         'UNSUPPORTED',
-        `volume key is ${size * 8} bits; atrest supports AES-256-XTS (512-bit keys) only`,
+        `volume key is ${size * 8} bits; atrest supports aes-xts-plain64 with 256-bit (AES-128-XTS) or 512-bit (AES-256-XTS) keys only`,
       );
     }
   }
+
   return { segment, digest };
 
   function fail(code: 'UNSUPPORTED' | 'REENCRYPT_IN_PROGRESS', what: string): never {
