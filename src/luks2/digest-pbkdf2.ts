@@ -1,11 +1,8 @@
 // Digest handlers by LUKS2 type name: 'pbkdf2' checks a candidate volume key (cryptsetup luks2_digest_pbkdf2.c).
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import {
-  KDF_SALT_LEN,
-  pbkdf2AnyHash,
-  pbkdf2HashSupported,
-  pbkdf2IterationsUnsupported,
-} from './kdf-table.js';
+import { pbkdf2Any } from '../crypto/kdf.js';
+import { kdfLimitViolation } from '../crypto/kdf-limits.js';
+import { KDF_SALT_LEN, pbkdf2HashSupported } from './kdf-table.js';
 import { getBase64, getInt, getString, InvalidMetadata, type JsonObject } from './metadata.js';
 
 export interface DigestHandler {
@@ -26,7 +23,7 @@ const pbkdf2Digest: DigestHandler = {
       throw new InvalidMetadata('digest salt is not 32 bytes');
     }
     if (!pbkdf2HashSupported(hash)) return `digest hash ${hash} is not available in this Node.js`;
-    const tooMany = pbkdf2IterationsUnsupported(iterations);
+    const tooMany = kdfLimitViolation({ type: 'pbkdf2', iterations });
     if (tooMany !== null) return `digest: ${tooMany}`;
     const len = getBase64(d, 'digest', 'digest').length;
     const hashLen = createHash(hash).digest().length;
@@ -37,7 +34,7 @@ const pbkdf2Digest: DigestHandler = {
   },
   async verify(d, volumeKey) {
     const expected = getBase64(d, 'digest', 'digest');
-    const got = await pbkdf2AnyHash(
+    const got = await pbkdf2Any(
       volumeKey,
       getBase64(d, 'salt', 'digest'),
       getInt(d, 'iterations', 'digest', 1),
@@ -53,7 +50,7 @@ const pbkdf2Digest: DigestHandler = {
   async create(volumeKey, iterations, hash) {
     const salt = randomBytes(KDF_SALT_LEN);
     const len = createHash(hash).digest().length;
-    const digest = await pbkdf2AnyHash(volumeKey, salt, iterations, len, hash);
+    const digest = await pbkdf2Any(volumeKey, salt, iterations, len, hash);
     const out: JsonObject = {
       type: 'pbkdf2',
       keyslots: [],

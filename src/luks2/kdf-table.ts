@@ -31,22 +31,6 @@ export function pbkdf2HashSupported(hash: string): boolean {
   return ok;
 }
 
-/** Why PBKDF2 with these iterations cannot run here (beyond cryptsetup's limits, kdf-limits.ts), or null. */
-export function pbkdf2IterationsUnsupported(iterations: number): string | null {
-  return kdfLimitViolation({ type: 'pbkdf2', iterations });
-}
-
-/** PBKDF2 with any hash Node has, in a KDF worker thread within the KDF budget. */
-export async function pbkdf2AnyHash(
-  password: Uint8Array,
-  salt: Uint8Array,
-  iterations: number,
-  keyLength: number,
-  hash: string,
-): Promise<Buffer> {
-  return pbkdf2Any(password, salt, iterations, keyLength, hash);
-}
-
 function salt(kdf: JsonObject): Buffer {
   const s = getBase64(kdf, 'salt', 'kdf');
   if (s.length !== KDF_SALT_LEN) throw new InvalidMetadata(`kdf salt is ${s.length} bytes, not 32`);
@@ -59,10 +43,10 @@ const pbkdf2Handler: KdfHandler = {
     const iterations = getInt(kdf, 'iterations', 'kdf', 1);
     salt(kdf);
     if (!pbkdf2HashSupported(hash)) return `PBKDF2 hash ${hash} is not available in this Node.js`;
-    return pbkdf2IterationsUnsupported(iterations);
+    return kdfLimitViolation({ type: 'pbkdf2', iterations });
   },
   derive(kdf, passphrase, keyLength) {
-    return pbkdf2AnyHash(
+    return pbkdf2Any(
       passphrase,
       salt(kdf),
       getInt(kdf, 'iterations', 'kdf', 1),
