@@ -33,10 +33,11 @@ import { writeSecretLine } from './secret-output.js';
 import { formatBytes, parseSize } from './size.js';
 
 const ENTRY = fileURLToPath(new URL('../../bin/atrest.js', import.meta.url));
-/** The version in package.json (read once; the package file is never on a FUSE mount). */
-const VERSION = (
-  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
+/** The version in package.json, read only by the commands that print it (not at every start-up). */
+function version(): string {
+  const pkg = readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
+  return (JSON.parse(pkg) as { version: string }).version;
+}
 
 function requireRoot(): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
@@ -643,7 +644,7 @@ export async function main(argv: string[]): Promise<number> {
         const date = (Number.isFinite(epoch) && epoch > 0 ? new Date(epoch * 1000) : new Date())
           .toISOString()
           .slice(0, 10);
-        process.stdout.write(await manPage(ENTRY, VERSION, date));
+        process.stdout.write(await manPage(ENTRY, version(), date));
       },
     )
     .completion('completion', 'print the bash completion script (scripts/install installs it)', ((
@@ -671,7 +672,7 @@ export async function main(argv: string[]): Promise<number> {
     .version(false) // `key revoke/restore --version N` is theirs; `atrest --version` is handled before parsing
     .wrap(Math.min(110, process.stdout.columns || Number(process.env.COLUMNS) || 100));
   if (argv.length === 1 && (argv[0] === '--version' || argv[0] === '-V')) {
-    console.log(VERSION);
+    console.log(version());
     return 0;
   }
   const completing = argv.indexOf('--get-yargs-completions');
