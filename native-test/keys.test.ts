@@ -4,7 +4,8 @@ import { getFips, randomBytes } from 'node:crypto';
 import { chmod, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { makeAtrestEnv, must, run, type AtrestEnv } from './helpers/cli.js';
+import { makeAtrestEnv, must, run, type AtrestEnv, encryptionOf } from './helpers/cli.js';
+import type { EncryptionStatus } from '../src/daemon/protocol.js';
 import { decryptSector, dumpVolumeKey } from './helpers/cryptsetup.js';
 import { expectOneLineError, readDisk, sha256File, writeDisk } from './helpers/disk.js';
 import { createSoftHsm, USER_PIN, type SoftHsm } from './helpers/softhsm.js';
@@ -29,23 +30,7 @@ afterEach(async () => {
   await t.cleanup();
 });
 
-interface Encryption {
-  enabled: boolean;
-  cipher: string;
-  keySource: string;
-  kek: string | null;
-  kekVersion: number | null;
-  locked: boolean;
-  lockedReason?: string;
-  lockedAt?: string;
-}
-
-async function encryption(name: string): Promise<Encryption> {
-  const r = await t.atrest(['status', name, '--json']);
-  expect(r.code, r.stderr).toBe(0);
-  return (JSON.parse(r.stdout) as { volumes: Array<{ encryption: Encryption }> }).volumes[0]
-    ?.encryption as Encryption;
-}
+const encryption = (name: string): Promise<EncryptionStatus> => encryptionOf(t, name);
 
 /** Writes the private providers.json (ATREST_PROVIDERS of the test environment). */
 async function providers(entries: Record<string, Record<string, string>>): Promise<void> {

@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { makeAtrestEnv, run, type AtrestEnv } from './helpers/cli.js';
+import { makeAtrestEnv, run, type AtrestEnv, encryptionOf } from './helpers/cli.js';
+import type { EncryptionStatus } from '../src/daemon/protocol.js';
 import { sha256File, writeDisk } from './helpers/disk.js';
 
 /** Short check interval; locking is asserted within LOCK_WITHIN_MS of the revocation (generous margin). */
@@ -38,19 +39,7 @@ async function customerKek(name: string): Promise<{ arg: string; file: string }>
   return { arg: name, file };
 }
 
-interface Encryption {
-  locked: boolean;
-  keySource: string;
-  lockedReason?: string;
-  lockedAt?: string;
-}
-
-async function encryption(name: string): Promise<Encryption> {
-  const r = await t.atrest(['status', name, '--json']);
-  expect(r.code, r.stderr).toBe(0);
-  return (JSON.parse(r.stdout) as { volumes: Array<{ encryption: Encryption }> }).volumes[0]
-    ?.encryption as Encryption;
-}
+const encryption = (name: string): Promise<EncryptionStatus> => encryptionOf(t, name);
 
 async function must(args: string[]): Promise<string> {
   const r = await t.atrest(args);

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import type { EncryptionStatus } from '../../src/daemon/protocol.js';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
 export const BIN = join(ROOT, 'bin', 'atrest.js');
@@ -114,4 +115,14 @@ export async function waitForExit(pid: number, timeoutMs: number): Promise<boole
     await new Promise((r) => setTimeout(r, 100));
   }
   return true;
+}
+
+/** The encryption block of open volume NAME (`atrest status NAME --json`); throws when status fails. */
+export async function encryptionOf(t: AtrestEnv, name: string): Promise<EncryptionStatus> {
+  const r = await t.atrest(['status', name, '--json']);
+  if (r.code !== 0) throw new Error(`atrest status ${name} exited ${r.code}: ${r.stderr}`);
+  const e = (JSON.parse(r.stdout) as { volumes: Array<{ encryption: EncryptionStatus }> }).volumes[0]
+    ?.encryption;
+  if (e === undefined) throw new Error(`atrest status ${name}: no volume`);
+  return e;
 }
