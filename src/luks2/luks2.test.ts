@@ -3,7 +3,6 @@ import { mkdtemp, open, readdir, readFile, rm, stat, truncate, writeFile } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AtrestError } from '../errors/index.js';
 import { encodeBinaryHeader, setChecksum } from './binary-header.js';
 import { readHeaders, writeHeaders, readAt, writeAt } from './disk.js';
 import {
@@ -17,6 +16,7 @@ import {
   unlockVolumeKey,
   type JsonObject,
 } from './index.js';
+import { rejects } from '../errors/rejects.test-helper.js';
 
 const PASS = Buffer.from('correct horse battery staple');
 const FAST = 1000;
@@ -39,18 +39,6 @@ async function fresh(name = 'a.img', sectorSize: 512 | 4096 = 4096): Promise<str
     pbkdf2Iterations: FAST,
   });
   return path;
-}
-
-async function rejects(p: Promise<unknown>, code: string, text?: RegExp): Promise<AtrestError> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(AtrestError);
-  const e = err as AtrestError;
-  expect(e.code).toBe(code);
-  if (text) expect(e.message).toMatch(text);
-  return e;
 }
 
 /** Rewrites the JSON of one or both copies with `mutate`, bypassing validation (crafts bad headers). */

@@ -4,7 +4,6 @@ import { mkdtemp, open, readFile, rm, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AtrestError } from '../errors/index.js';
 import { encodeBinaryHeader, setChecksum } from './binary-header.js';
 import { readAt, readHeaders, writeAt } from './disk.js';
 import {
@@ -16,6 +15,7 @@ import {
   writeMetadata,
   type JsonObject,
 } from './index.js';
+import { rejects } from '../errors/rejects.test-helper.js';
 
 const PASS = Buffer.from('validation passphrase');
 let dir: string;
@@ -31,18 +31,6 @@ async function fresh(name: string): Promise<string> {
   const path = join(dir, name);
   await formatLuks2({ imagePath: path, dataSize: 1 << 20, passphrase: PASS, pbkdf2Iterations: 1000 });
   return path;
-}
-
-async function rejects(p: Promise<unknown>, code: string, text?: RegExp): Promise<AtrestError> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(AtrestError);
-  const e = err as AtrestError;
-  expect(e.code, e.message).toBe(code);
-  if (text) expect(e.message).toMatch(text);
-  return e;
 }
 
 /** Writes `text` (made from the current JSON) as the JSON of both header copies, valid checksums, seqid + 1. */
