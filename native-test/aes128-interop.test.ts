@@ -64,29 +64,28 @@ async function encryptIntoImage(
   }
 }
 
+/** A 32 MiB cryptsetup LUKS2 volume with a 256-bit key of `cipher` and a random key file (cheap PBKDF2). */
+async function cryptsetupVolume(
+  name: string,
+  cipher: string,
+  extra: string[] = [],
+): Promise<{ img: string; key: string }> {
+  const key = join(t.dir, 'key');
+  await writeFile(key, randomBytes(40), { mode: 0o600 });
+  const img = join(t.dir, name);
+  await writeFile(img, '');
+  await truncate(img, 32 << 20);
+  const format = ['luksFormat', '--type', 'luks2', '--batch-mode', '--key-file', key, '--cipher', cipher];
+  await must('cryptsetup', [...format, '--key-size', '256', ...extra, ...PBKDF2_FAST, img]);
+  return { img, key };
+}
+
 describe.skipIf(!haveCryptsetup)('cryptsetup luksFormat --key-size 256 (AES-128-XTS)', () => {
   for (const sectorSize of [512, 4096]) {
     it(`status and key list show it; atrest reads cryptsetup's data and cryptsetup's key reads atrest's writes (${sectorSize}-byte sectors)`, async () => {
-      const key = join(t.dir, 'key');
-      await writeFile(key, randomBytes(40), { mode: 0o600 });
-      const img = join(t.dir, 'cs128.img');
-      await writeFile(img, '');
-      await truncate(img, 32 << 20);
-      await must('cryptsetup', [
-        'luksFormat',
-        '--type',
-        'luks2',
-        '--batch-mode',
-        '--key-file',
-        key,
-        '--cipher',
-        'aes-xts-plain64',
-        '--key-size',
-        '256',
+      const { img, key } = await cryptsetupVolume('cs128.img', 'aes-xts-plain64', [
         '--sector-size',
         String(sectorSize),
-        ...PBKDF2_FAST,
-        img,
       ]);
       const dump = (await must('cryptsetup', ['luksDump', img])).stdout;
       expect(dump).toMatch(/cipher:\s+aes-xts-plain64/);
@@ -152,25 +151,7 @@ describe.skipIf(!haveCryptsetup)('cryptsetup luksFormat --key-size 256 (AES-128-
   }
 
   it('a 256-bit aes-cbc-essiv volume is still refused, by status and open', async () => {
-    const key = join(t.dir, 'key');
-    await writeFile(key, randomBytes(40), { mode: 0o600 });
-    const img = join(t.dir, 'cbc.img');
-    await writeFile(img, '');
-    await truncate(img, 32 << 20);
-    await must('cryptsetup', [
-      'luksFormat',
-      '--type',
-      'luks2',
-      '--batch-mode',
-      '--key-file',
-      key,
-      '--cipher',
-      'aes-cbc-essiv:sha256',
-      '--key-size',
-      '256',
-      ...PBKDF2_FAST,
-      img,
-    ]);
+    const { img, key } = await cryptsetupVolume('cbc.img', 'aes-cbc-essiv:sha256');
     expectOneLineError(await t.atrest(['status', img]), 5, /cipher aes-cbc-essiv:sha256 is not supported/);
     expectOneLineError(
       await t.atrest(['open', img, 'cbc', '--key-file', key]),
