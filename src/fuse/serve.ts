@@ -120,10 +120,8 @@ async function mountKernel(opts: ServeDiskOptions): Promise<FuseDisk> {
   if (opts.disk.descriptor === undefined) {
     throw new AtrestError(
       'UNSUPPORTED',
-      `this disk cannot be served by the kernel FUSE backend (${opts.mountPath})`,
-      {
-        hint: 'use the libfuse backend for it',
-      },
+      `the kernel FUSE backend cannot serve ${opts.mountPath}: its disk has no shared-memory descriptor`,
+      { hint: 'serve it with the libfuse backend (--fuse-backend libfuse)' },
     );
   }
   return serveKernel({
