@@ -109,6 +109,13 @@ describe('libfuse fallback backend', () => {
     r = await t.atrest(['daemon', '--config', config], { timeoutMs: 30_000 });
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`${config}: fuseBackend: unknown FUSE backend "fuse2"`);
+    // `open`, which starts the daemon, checks the environment the daemon will read
+    r = await run(process.execPath, [BIN, 'open', join(t.dir, 'none.img'), 'x'], {
+      env: { ...t.env, ATREST_FUSE_BACKEND: 'fuse3' },
+      timeoutMs: 30_000,
+    });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/ATREST_FUSE_BACKEND: unknown FUSE backend "fuse3"/);
     // nothing was started
     expect(await stat(join(t.dir, 'state', 'control.sock')).catch(() => null)).toBeNull();
   }, 120_000);

@@ -335,6 +335,9 @@ export async function main(argv: string[]): Promise<number> {
         } else {
           keyArgs.keyFile = resolve(keyFile);
         }
+        // a daemon this starts reads ATREST_FUSE_*: a bad value fails now, not after the start timeout
+        const fuse = fuseSettings({}, process.env);
+        if (fuse.backend !== undefined) requireFuseBackend(fuse.backend);
         let v: VolumeStatus;
         try {
           await ensureDaemon(paths, ENTRY);
