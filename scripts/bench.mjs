@@ -1,13 +1,17 @@
 #!/usr/bin/env node
-// npm run bench: sector crypto vs `openssl speed`, pool scaling, and I/O through the disk file, encrypted vs
-// the same daemon serving an unencrypted image (bench-only backend). Every ratio comes from one run.
+// npm run bench: sector crypto vs `openssl speed`, pool scaling, I/O through the disk file vs the raw file for
+// each FUSE backend (bench-io.mjs), and in-place conversion. Every ratio comes from one run. --quick: a short smoke run.
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile, truncate } from 'node:fs/promises';
+import { access, mkdtemp, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { benchCrypto } from './bench-crypto.mjs';
 import { privateEnv } from './bench-env.mjs';
+import { benchIo, printIo } from './bench-io.mjs';
+
+const QUICK = process.argv.includes('--quick');
 
 const ROOT = resolve(import.meta.dirname, '..');
 const BIN = join(ROOT, 'bin', 'atrest.js');
@@ -66,45 +70,6 @@ async function withPrivateAtrest(prefix, extraEnv, fn) {
     await run('bash', [join(ROOT, 'scripts', 'cleanup'), dir]).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   }
-}
-
-async function ioBench() {
-  return withPrivateAtrest('atrest-bench-', { ATREST_BENCH_PLAIN: '1' }, async (dir, env, atrest) => {
-    const size = 512 * 2 ** 20;
-    const key = join(dir, 'key');
-    await writeFile(key, randomBytes(32));
-    const enc = join(dir, 'enc.img');
-    const plain = join(dir, 'plain.img');
-    await atrest([
-      'format',
-      enc,
-      '--size',
-      String(size),
-      '--key-file',
-      key,
-      '--pbkdf-force-iterations',
-      '1000',
-    ]);
-    await writeFile(plain, '');
-    await truncate(plain, size);
-    await atrest(['open', enc, 'enc', '--key-file', key]);
-    await atrest(['open', plain, 'plain', '--bench-plain']);
-    const rows = [];
-    const tests = [
-      ['seq write 1M', 'write', '1M', 8, 'mbps'],
-      ['seq read 1M', 'read', '1M', 8, 'mbps'],
-      ['rand write 4k', 'randwrite', '4k', 16, 'iops'],
-      ['rand read 4k', 'randread', '4k', 16, 'iops'],
-    ];
-    for (const [label, rw, bs, depth, unit] of tests) {
-      const e = await fio(join(env.ATREST_RUN_DIR, 'enc'), 'enc', rw, bs, depth, '256M', 8);
-      const p = await fio(join(env.ATREST_RUN_DIR, 'plain'), 'plain', rw, bs, depth, '256M', 8);
-      rows.push({ label, unit, enc: e[unit], plain: p[unit], ratio: e[unit] / p[unit] });
-    }
-    await atrest(['close', 'enc']);
-    await atrest(['close', 'plain']);
-    return rows;
-  });
 }
 
 /** A plaintext image of `size` bytes: random data after a zero first block (written in 8 MiB chunks). */
@@ -175,12 +140,6 @@ async function convBench() {
   });
 }
 
-if (process.argv.includes('--conversion-only')) {
-  const c = await convBench();
-  printConv(c);
-  process.exit(0);
-}
-
 function printConv(c) {
   console.log('== in-place conversion (1 GiB image), same run');
   console.log(
@@ -191,7 +150,38 @@ function printConv(c) {
   );
 }
 
-const crypto = await benchCrypto({ print: false });
+/**
+ * The conversion part: scripts/bench-convert.mjs's benchConvert() when that file exists (it prints or
+ * returns its figures), else the in-place conversion figures above. Fails soft.
+ */
+async function conversion() {
+  const file = join(import.meta.dirname, 'bench-convert.mjs');
+  try {
+    if (
+      await access(file).then(
+        () => true,
+        () => false,
+      )
+    ) {
+      const mod = await import(pathToFileURL(file).href);
+      const r = await mod.benchConvert({ quick: QUICK });
+      if (typeof r === 'string') console.log(r);
+      else if (Array.isArray(r?.lines)) for (const l of r.lines) console.log(l);
+      else if (r !== undefined)
+        console.log(`== conversion (scripts/bench-convert.mjs)\n${JSON.stringify(r, null, 2)}`);
+    } else if (QUICK) console.log('== conversion: skipped with --quick');
+    else printConv(await convBench());
+  } catch (err) {
+    console.log(`== conversion: failed: ${String(err?.message ?? err).split('\n')[0]}`);
+  }
+}
+
+if (process.argv.includes('--conversion-only')) {
+  await conversion();
+  process.exit(0);
+}
+
+const crypto = await benchCrypto({ print: false, ...(QUICK ? { ms: 300 } : {}) });
 console.log('\n== sector crypto (one worker) vs openssl speed -evp aes-256-xts, same run');
 for (const r of crypto.sectors) {
   console.log(
@@ -201,15 +191,8 @@ for (const r of crypto.sectors) {
 console.log('== pool scaling');
 for (const r of crypto.pool) console.log(`  ${r.workers} worker(s): ${r.mbps.toFixed(0)} MB/s`);
 if (process.getuid?.() === 0) {
-  const io = await ioBench();
-  console.log('== through the disk file (fio, O_DIRECT, libaio), encrypted vs unencrypted, same daemon');
-  for (const r of io) {
-    const u = r.unit === 'mbps' ? 'MB/s' : 'IOPS';
-    console.log(
-      `  ${r.label.padEnd(14)} encrypted ${r.enc.toFixed(0).padStart(7)} ${u}  unencrypted ${r.plain.toFixed(0).padStart(7)} ${u}  ratio ${r.ratio.toFixed(3)}`,
-    );
-  }
-  printConv(await convBench());
+  printIo(await benchIo({ quick: QUICK, log: (l) => console.error(l) }));
+  await conversion();
 } else {
   console.log('(not root: skipping the disk-file benchmark)');
 }

@@ -23,6 +23,7 @@ import { DEFAULT_CONFIG, loadConfig } from '../daemon/config.js';
 import { ensureDaemon, request, requestWithSecrets, waitForDaemonExit } from '../daemon/client.js';
 import { runtimePaths } from '../daemon/paths.js';
 import { Daemon } from '../daemon/server.js';
+import { fuseSettings, requireFuseBackend } from '../fuse/backend.js';
 import type { EncryptionStatus, VolumeStatus } from '../daemon/protocol.js';
 import { encryptOffline, progressLine, reencryptOffline } from './convert.js';
 import { joinStdinValues } from './argv.js';
@@ -117,6 +118,7 @@ function printStatus(list: VolumeStatus[]): void {
       ['key slot', String(v.keyslot)],
       ['mode', v.readOnly ? 'read-only' : 'read-write'],
       ['loop device', v.loopDevice ?? '-'],
+      ...(v.fuseBackend === undefined ? [] : ([['fuse backend', v.fuseBackend]] as Array<[string, string]>)),
       ['read', formatBytes(v.bytesRead)],
       ['written', formatBytes(v.bytesWritten)],
       ...encryptionRows(v.encryption),
@@ -333,6 +335,9 @@ export async function main(argv: string[]): Promise<number> {
         } else {
           keyArgs.keyFile = resolve(keyFile);
         }
+        // a daemon this starts reads ATREST_FUSE_*: a bad value fails now, not after the start timeout
+        const fuse = fuseSettings({}, process.env);
+        if (fuse.backend !== undefined) requireFuseBackend(fuse.backend);
         let v: VolumeStatus;
         try {
           await ensureDaemon(paths, ENTRY);
@@ -608,6 +613,16 @@ export async function main(argv: string[]): Promise<number> {
             type: 'number',
             describe:
               'seconds between KEK checks (revocation, new versions); default 5, env ATREST_KEY_CHECK_INTERVAL',
+          })
+          .option('fuse-backend', {
+            type: 'string',
+            describe:
+              'kernel (default: atrest speaks the FUSE protocol itself) or libfuse (the optional fallback); env ATREST_FUSE_BACKEND, config fuseBackend',
+          })
+          .option('fuse-workers', {
+            type: 'number',
+            describe:
+              'threads serving FUSE requests per volume, kernel backend: 1-64, default 4; env ATREST_FUSE_WORKERS',
           }),
       async (a) => {
         requireRoot();
@@ -624,12 +639,15 @@ export async function main(argv: string[]): Promise<number> {
         const fips = globals.fips || process.env.ATREST_FIPS === '1';
         if (fips && !fipsActive()) requireFips();
         const config = a.config ?? process.env.ATREST_CONFIG;
+        const fuse = fuseSettings({ backend: a['fuse-backend'], workers: a['fuse-workers'] }, process.env);
+        if (fuse.backend !== undefined) requireFuseBackend(fuse.backend);
         const d = new Daemon({
           paths: { ...paths, providers: globals.providers },
           logLevel: a['log-level'],
           ...(config === undefined || config === '' ? {} : { config: resolve(config) }),
           keyCheckIntervalMs: Math.round(interval * 1000),
           fips,
+          fuse,
         });
         await d.start();
         exitCode = -1; // keep running

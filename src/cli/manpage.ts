@@ -70,11 +70,24 @@ export const ENVIRONMENT: Array<[string, string]> = [
     'ATREST_HOST_MNT_NS',
     "the host's mount namespace, where mounts are made when the daemon runs in its own (default /proc/1/ns/mnt)",
   ],
+  [
+    'ATREST_FUSE_BACKEND',
+    "the daemon's FUSE backend: kernel (default) or libfuse (the optional fallback); --fuse-backend overrides it, it overrides the configuration file's fuseBackend",
+  ],
+  [
+    'ATREST_FUSE_WORKERS',
+    'threads serving FUSE requests per volume with the kernel backend, 1 to 64 (default 4); --fuse-workers overrides it',
+  ],
   ['ATREST_DEBUG', 'set: internal errors also print their stack'],
 ];
 
 /** Variables read in src/ that are for tests and benchmarks only, never for users. */
-export const INTERNAL_ENV = ['ATREST_TEST_KILL_AT', 'ATREST_BENCH_PLAIN'];
+export const INTERNAL_ENV = [
+  'ATREST_TEST_KILL_AT',
+  'ATREST_BENCH_PLAIN',
+  // the highest FUSE protocol minor the kernel backend accepts (tests of older kernels), 31 to 255
+  'ATREST_FUSE_MAX_MINOR',
+];
 
 const FILES: Array<[string, string]> = [
   ['/run/atrest/NAME', 'the plaintext disk file of open volume NAME (root only)'],

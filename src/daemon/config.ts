@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { VOLUME_NAME_RE } from './paths.js';
+import { parseFuseBackend, type FuseBackend } from '../fuse/backend.js';
 
 export const DEFAULT_CONFIG = '/etc/atrest/volumes.json';
 
@@ -26,6 +27,8 @@ export interface VolumeConfig {
 export interface Config {
   path: string;
   volumes: VolumeConfig[];
+  /** The FUSE backend the daemon serves volumes with (its --fuse-backend / ATREST_FUSE_BACKEND win). */
+  fuseBackend?: FuseBackend;
 }
 
 const FSTYPE_RE = /^[a-z0-9][a-z0-9._-]{0,31}$/;
@@ -38,13 +41,21 @@ const VOLUME_KEYS = new Set(['name', 'image', 'header', 'key', 'readOnly', 'loop
 export function parseConfig(value: unknown, path: string): Config {
   const problems: string[] = [];
   const out: VolumeConfig[] = [];
+  let fuseBackend: FuseBackend | undefined;
   const obj = (v: unknown): v is Record<string, unknown> =>
     typeof v === 'object' && v !== null && !Array.isArray(v);
   if (!obj(value)) {
     problems.push('the top level must be an object: { "volumes": [ ... ] }');
   } else {
     for (const k of Object.keys(value))
-      if (k !== 'volumes') problems.push(`unknown field "${k}" at the top level`);
+      if (k !== 'volumes' && k !== 'fuseBackend') problems.push(`unknown field "${k}" at the top level`);
+    if (value.fuseBackend !== undefined) {
+      try {
+        fuseBackend = parseFuseBackend(value.fuseBackend, 'fuseBackend');
+      } catch (err) {
+        problems.push((err as Error).message);
+      }
+    }
     const vols = value.volumes;
     if (!Array.isArray(vols)) problems.push('"volumes" must be an array');
     else {
@@ -146,7 +157,7 @@ export function parseConfig(value: unknown, path: string): Config {
       },
     );
   }
-  return { path, volumes: out };
+  return { path, volumes: out, ...(fuseBackend === undefined ? {} : { fuseBackend }) };
 }
 
 /** Reads and validates the configuration file; a missing file is an empty configuration. */

@@ -84,6 +84,8 @@ export interface VolumeStatus {
   keyslot: number;
   readOnly: boolean;
   loopDevice: string | null;
+  /** The FUSE backend serving the disk file (kernel, or the libfuse fallback); absent when not open. */
+  fuseBackend?: 'kernel' | 'libfuse';
   bytesRead: number;
   bytesWritten: number;
   openedAt: string;

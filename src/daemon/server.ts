@@ -15,6 +15,7 @@ import { FrameReader, writeFrame, type Frame } from './framing.js';
 import { parseEnvelope, SecretReply, type Request, type Response } from './protocol.js';
 import type { RuntimePaths } from './paths.js';
 import { VolumeService } from './service.js';
+import { DEFAULT_FUSE_BACKEND, requireFuseBackend, type FuseSettings } from '../fuse/backend.js';
 
 export const VERSION = '0.1.0';
 
@@ -27,6 +28,8 @@ export interface DaemonOptions {
   fips?: boolean;
   /** Configuration file of volumes to open at start (and on SIGHUP). */
   config?: string;
+  /** FUSE backend, workers (--fuse-backend, --fuse-workers, ATREST_FUSE_*). */
+  fuse?: FuseSettings;
 }
 
 const LEVELS: Record<number, string> = {
@@ -86,6 +89,7 @@ export class Daemon {
       audit: fileAuditSink(opts.paths.auditLog, { source: 'daemon' }),
       ...(opts.keyCheckIntervalMs === undefined ? {} : { keyCheckIntervalMs: opts.keyCheckIntervalMs }),
       fips: opts.fips === true,
+      ...(opts.fuse === undefined ? {} : { fuse: opts.fuse }),
     });
   }
 
@@ -103,6 +107,8 @@ export class Daemon {
       );
     // a bad configuration stops the start before anything (image, mount, socket) is touched
     const config = this.opts.config === undefined ? null : await loadConfig(this.opts.config);
+    // so does choosing the libfuse fallback when its binding is not built
+    requireFuseBackend(this.opts.fuse?.backend ?? config?.fuseBackend ?? DEFAULT_FUSE_BACKEND);
     await mkdir(paths.stateDir, { recursive: true, mode: 0o700 });
     await chmod(paths.stateDir, 0o700);
     await mkdir(paths.lockDir, { recursive: true, mode: 0o700 });

@@ -11,7 +11,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CryptoPool, type PoolKey } from '../crypto/index.js';
 import { KeyManager, type KeyEvent } from '../keys/index.js';
 import { formatLuks2 } from '../luks2/index.js';
-import type { FuseDisk } from '../fuse/index.js';
+import type { FuseDisk, ServeDiskOptions } from '../fuse/index.js';
 import { VolumeService, type VolumeServiceOptions } from './service.js';
 import type { RuntimePaths } from './paths.js';
 
@@ -41,9 +41,10 @@ function paths(): RuntimePaths {
 }
 
 /** Serves nothing: the tests use the Volume through the service only. */
-function fakeServe({ mountPath }: { mountPath: string }): Promise<FuseDisk> {
+function fakeServe({ mountPath, backend }: ServeDiskOptions): Promise<FuseDisk> {
   return Promise.resolve({
     mountPath,
+    backend: backend ?? 'kernel',
     connection: 0,
     options: '',
     inFlight: 0,

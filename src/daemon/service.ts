@@ -36,6 +36,7 @@ import { Periodic, SingleFlight, withTimeout } from './periodic.js';
 import { VolumeKeys, type KeyPool } from './volume-keys.js';
 import { refuseNotLuks2 } from './plaintext-refusal.js';
 import { mounts, serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
+import { DEFAULT_FUSE_BACKEND, type FuseBackend, type FuseSettings } from '../fuse/backend.js';
 import { VOLUME_NAME_RE, type RuntimePaths } from './paths.js';
 import type { EncryptionStatus, OpenRequest, VolumeStatus } from './protocol.js';
 
@@ -87,6 +88,11 @@ export interface VolumeServiceOptions {
   pool?: KeyPool & { destroy(): Promise<void> };
   /** Tests: serves a volume's disk file (default: FUSE). */
   serveDisk?: typeof serveDisk;
+  /**
+   * FUSE backend and workers (the daemon's --fuse-backend / --fuse-workers / ATREST_FUSE_*): a
+   * backend given here wins over the configuration file's fuseBackend; default kernel.
+   */
+  fuse?: FuseSettings;
   /** Tests: called at named steps of open and reencrypt; throwing there injects a failure. */
   failPoint?: (name: string) => void;
 }
@@ -357,6 +363,14 @@ export class VolumeService {
     this.log.error({ event: 'locked', volume: v.name, reason }, 'volume locked, keys wiped');
   }
 
+  /** The configuration file's fuseBackend (volumes opened from now on; a daemon option wins). */
+  private configFuseBackend: FuseBackend | undefined;
+
+  /** The FUSE backend new volumes are served with. */
+  get fuseBackend(): FuseBackend {
+    return this.opts.fuse?.backend ?? this.configFuseBackend ?? DEFAULT_FUSE_BACKEND;
+  }
+
   /** Volumes from the configuration file, with why the last open failed (null: served). */
   private readonly configured = new Map<string, { spec: VolumeConfig; error: string | null }>();
 
@@ -365,6 +379,7 @@ export class VolumeService {
    * changed, opens new ones, leaves the others untouched. A volume that fails does not stop the rest.
    */
   async applyConfig(cfg: Config): Promise<{ opened: string[]; failed: string[]; closed: string[] }> {
+    this.configFuseBackend = cfg.fuseBackend;
     const wanted = new Map(cfg.volumes.map((v) => [v.name, v]));
     const r = { opened: [] as string[], failed: [] as string[], closed: [] as string[] };
     for (const [name, c] of [...this.configured]) {
@@ -720,7 +735,14 @@ export class VolumeService {
       u.conversion?.converter.attach(volume);
       undo.push(() => volume.close());
       const diskPath = join(this.paths.runDir, req.name);
-      const disk = await (this.opts.serveDisk ?? serveDisk)({ mountPath: diskPath, disk: volume });
+      const fuse = this.opts.fuse;
+      const disk = await (this.opts.serveDisk ?? serveDisk)({
+        mountPath: diskPath,
+        disk: volume,
+        backend: this.fuseBackend,
+        ...(fuse === undefined ? {} : { workers: fuse.workers }),
+        ...(fuse?.maxMinor === undefined ? {} : { maxMinor: fuse.maxMinor }),
+      });
       undo.push(() => disk.close());
       let loopDevice: string | null = null;
       if (req.loop) {
@@ -999,6 +1021,7 @@ export class VolumeService {
       keyslot: v.keyslot,
       readOnly: v.readOnly,
       loopDevice: v.loopDevice,
+      fuseBackend: v.disk.backend,
       bytesRead: c.bytesRead,
       bytesWritten: c.bytesWritten,
       openedAt: v.openedAt.toISOString(),

@@ -1,6 +1,15 @@
 // FUSE layer: serves each volume as one plaintext regular file (its own mount), plus safe helper spawning and unmounting.
 export { serveDisk, fuseOptions, type DiskBackend, type FuseDisk, type ServeDiskOptions } from './serve.js';
 export {
+  DEFAULT_FUSE_BACKEND,
+  FUSE_BACKENDS,
+  fuseSettings,
+  requireFuseBackend,
+  type FuseBackend,
+  type FuseSettings,
+} from './backend.js';
+export { libfuseAvailable } from './native.js';
+export {
   spawnHelper,
   fuseDeviceFds,
   inPrivateMountNamespace,

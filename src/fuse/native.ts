@@ -1,7 +1,8 @@
-// The small part of @cocalc/fuse-native atrest uses, typed; mounting goes around its directory-only open().
+// The small part of @cocalc/fuse-native (the optional libfuse fallback, loaded lazily) atrest uses, typed; mounting goes around its directory-only open().
 import { Buffer } from 'node:buffer';
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
+import { AtrestError } from '../errors/index.js';
 
 /** Callback conventions of fuse-native: a negative errno, or 0 / a byte count, then results. */
 export type StatCb = (err: number, stat?: NativeStat) => void;
@@ -77,13 +78,65 @@ interface FuseBinding {
 
 type FuseCtor = new (mnt: string, ops: NativeOps, opts: { timeout: false }) => FuseInternals;
 
-const require = createRequire(import.meta.url);
-const FuseClass = require('@cocalc/fuse-native') as FuseCtor;
-// The same .node file index.js loaded (require caches it), so op numbers and handlers agree.
-const pkgDir = dirname(require.resolve('@cocalc/fuse-native/package.json'));
-const binding = (
-  createRequire(require.resolve('@cocalc/fuse-native'))('node-gyp-build') as (dir: string) => FuseBinding
-)(pkgDir);
+interface FuseNative {
+  FuseClass: FuseCtor;
+  binding: FuseBinding;
+}
+
+const NOT_BUILT_HINT =
+  'install libfuse2 and libfuse-dev (apt-get install libfuse2 libfuse-dev pkg-config make g++), then run scripts/setup again (or npm rebuild @cocalc/fuse-native); or use the default kernel backend (--fuse-backend kernel)';
+
+let loaded: FuseNative | null = null;
+
+/**
+ * Loads the optional libfuse2 binding (@cocalc/fuse-native) on first use: only the libfuse fallback
+ * backend needs it, and its build may have failed at set-up (npm skips a failed optional dependency).
+ * A missing module, an unbuilt binding or a missing libfuse.so.2 is MISSING_TOOL saying which.
+ */
+export function loadFuseNative(): FuseNative {
+  loaded ??= loadFuseNativeWith(createRequire(import.meta.url));
+  return loaded;
+}
+
+/** loadFuseNative through `req` (tests inject one), not cached. */
+export function loadFuseNativeWith(req: NodeJS.Require): FuseNative {
+  try {
+    const FuseClass = req('@cocalc/fuse-native') as FuseCtor;
+    // The same .node file index.js loaded (require caches it), so op numbers and handlers agree.
+    const pkgDir = dirname(req.resolve('@cocalc/fuse-native/package.json'));
+    const binding = (
+      createRequire(req.resolve('@cocalc/fuse-native'))('node-gyp-build') as (dir: string) => FuseBinding
+    )(pkgDir);
+    return { FuseClass, binding };
+  } catch (err) {
+    throw new AtrestError('MISSING_TOOL', `the libfuse fallback backend is not built: ${whyNotBuilt(err)}`, {
+      hint: NOT_BUILT_HINT,
+      cause: err,
+    });
+  }
+}
+
+/** Whether the libfuse fallback backend can be used here (its binding loads). */
+export function libfuseAvailable(): boolean {
+  try {
+    loadFuseNative();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** One line on why the binding did not load. */
+function whyNotBuilt(err: unknown): string {
+  const e = err as { code?: unknown; message?: unknown };
+  const msg = typeof e.message === 'string' ? (e.message.split('\n')[0] ?? '') : String(err);
+  if (e.code === 'MODULE_NOT_FOUND' && msg.includes('@cocalc/fuse-native'))
+    return 'the optional npm package @cocalc/fuse-native is not installed (its build failed or was skipped at set-up)';
+  if (/No native build was found/i.test(msg))
+    return '@cocalc/fuse-native is installed but its native part was not compiled (no build/Release/fuse.node)';
+  if (/libfuse\.so/.test(msg)) return `the system library libfuse2 is missing (${msg})`;
+  return `@cocalc/fuse-native did not load (${msg})`;
+}
 
 /**
  * One fuse-native session. We keep fuse-native's op dispatch (native thread pool → JS handlers),
@@ -100,8 +153,12 @@ export class NativeSession {
   readonly #mnt: string;
   #thread: Buffer | null = null;
 
+  readonly #binding: FuseBinding;
+
   constructor(mnt: string, ops: NativeOps) {
+    const { FuseClass, binding } = loadFuseNative();
     this.#mnt = mnt;
+    this.#binding = binding;
     this.#fuse = new FuseClass(mnt, ops, { timeout: false });
   }
 
@@ -110,10 +167,10 @@ export class NativeSession {
    * kernel's INIT has been answered. `options` is the text after `-o`.
    */
   mount(options: string, onInit: () => void): void {
-    const thread = Buffer.alloc(binding.sizeof_fuse_thread_t);
+    const thread = Buffer.alloc(this.#binding.sizeof_fuse_thread_t);
     this.#fuse._thread = thread;
     this.#fuse._openCallback = () => onInit();
-    binding.fuse_native_mount(
+    this.#binding.fuse_native_mount(
       this.#mnt,
       `-o${options}`,
       thread,
@@ -128,7 +185,7 @@ export class NativeSession {
   /** Lets the native side go (after the kernel mount is gone): the event loop may exit again. */
   release(): void {
     if (this.#thread === null) return;
-    binding.fuse_native_unmount(this.#mnt, this.#thread);
+    this.#binding.fuse_native_unmount(this.#mnt, this.#thread);
     this.#thread = null;
   }
 }

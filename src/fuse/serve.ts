@@ -6,7 +6,10 @@ import { constants as osConstants } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { AtrestError, errnoOf } from '../errors/index.js';
 import { abortConnection, fuseMountAt, unmountFuse } from './mounts.js';
-import { NativeSession, type NativeOps, type NativeStat } from './native.js';
+import type { DiskIoDescriptor } from '../volume/disk-io.js';
+import { DEFAULT_FUSE_BACKEND, type FuseBackend } from './backend.js';
+import { loadFuseNative, NativeSession, type NativeOps, type NativeStat } from './native.js';
+import { serveKernel } from './serve-kernel.js';
 import { fuseDeviceFds, inPrivateMountNamespace } from './spawn.js';
 
 /** What serveDisk needs from a volume (Volume satisfies it). */
@@ -16,6 +19,8 @@ export interface DiskBackend {
   read(position: number, length: number): Promise<Buffer>;
   write(position: number, data: Buffer): Promise<number>;
   fsync(datasync: boolean): Promise<void>;
+  /** The shared-memory handle the kernel backend's worker threads serve from (Volume has it). */
+  descriptor?(): DiskIoDescriptor;
 }
 
 export interface ServeDiskOptions {
@@ -31,10 +36,18 @@ export interface ServeDiskOptions {
   mountTimeoutMs?: number;
   /** Per unmount step (default 5 s). */
   unmountTimeoutMs?: number;
+  /** kernel (default): atrest's own FUSE protocol server; libfuse: the optional libfuse2 fallback. */
+  backend?: FuseBackend;
+  /** Kernel backend: worker threads serving requests (default 4). */
+  workers?: number;
+  /** Kernel backend, tests only: the highest FUSE protocol minor to accept. */
+  maxMinor?: number;
 }
 
 export interface FuseDisk {
   readonly mountPath: string;
+  /** Which backend serves it. */
+  readonly backend: FuseBackend;
   /** FUSE connection number (/sys/fs/fuse/connections/N). */
   readonly connection: number;
   /** The mount options passed to libfuse. */
@@ -43,6 +56,11 @@ export interface FuseDisk {
   readonly inFlight: number;
   /** Unmounts robustly, waits for requests in flight, releases the native side. Idempotent. */
   close(): Promise<void>;
+  /**
+   * Kernel backend: makes every serving thread drop its key schedules (after the keyring was wiped)
+   * and resolves true once all acknowledged. The libfuse backend serves from the main thread and has none.
+   */
+  dropKeys?(): Promise<boolean>;
 }
 
 /** FUSE wants `-errno`. */
@@ -90,12 +108,35 @@ let mountQueue: Promise<unknown> = Promise.resolve();
  * connection and a stat of the file shows it. Fails with NAME_IN_USE if something is mounted there.
  */
 export async function serveDisk(opts: ServeDiskOptions): Promise<FuseDisk> {
-  const run = mountQueue.then(() => mountDisk(opts));
+  // both backends in the one queue: the libfuse path finds its /dev/fuse descriptor by difference
+  const backend = opts.backend ?? DEFAULT_FUSE_BACKEND;
+  const run = mountQueue.then(() => (backend === 'kernel' ? mountKernel(opts) : mountDisk(opts)));
   mountQueue = run.catch(() => undefined);
   return run;
 }
 
+/** The kernel backend: its worker threads serve the volume through its shared-memory descriptor. */
+async function mountKernel(opts: ServeDiskOptions): Promise<FuseDisk> {
+  if (opts.disk.descriptor === undefined) {
+    throw new AtrestError(
+      'UNSUPPORTED',
+      `the kernel FUSE backend cannot serve ${opts.mountPath}: its disk has no shared-memory descriptor`,
+      { hint: 'serve it with the libfuse backend (--fuse-backend libfuse)' },
+    );
+  }
+  return serveKernel({
+    mountPath: resolve(opts.mountPath),
+    disk: opts.disk.descriptor(),
+    ...(opts.workers === undefined ? {} : { workers: opts.workers }),
+    ...(opts.maxMinor === undefined ? {} : { maxMinor: opts.maxMinor }),
+    ...(opts.mountTimeoutMs === undefined ? {} : { mountTimeoutMs: opts.mountTimeoutMs }),
+    ...(opts.unmountTimeoutMs === undefined ? {} : { unmountTimeoutMs: opts.unmountTimeoutMs }),
+  });
+}
+
+/** The libfuse fallback backend (@cocalc/fuse-native): requests are served on the main thread. */
 async function mountDisk(opts: ServeDiskOptions): Promise<FuseDisk> {
+  loadFuseNative(); // a missing binding fails here, before anything is created
   const mountPath = resolve(opts.mountPath);
   const disk = opts.disk;
   // In a private mount namespace, libfuse's own mount would stay inside it: `auto_unmount` makes
@@ -299,6 +340,7 @@ async function mountDisk(opts: ServeDiskOptions): Promise<FuseDisk> {
 
   return {
     mountPath,
+    backend: 'libfuse',
     connection,
     options,
     get inFlight() {

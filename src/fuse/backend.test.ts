@@ -1,0 +1,55 @@
+// FUSE backend settings: flags win over the environment, every bad value is a USAGE error naming its source.
+import { describe, expect, it } from 'vitest';
+import { fuseSettings, parseFuseBackend, parseFuseMaxMinor, parseFuseWorkers } from './backend.js';
+import { isAtrestError } from '../errors/index.js';
+
+function usage(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    expect(isAtrestError(err) && err.code).toBe('USAGE');
+    return (err as Error).message;
+  }
+  throw new Error('expected a USAGE error');
+}
+
+describe('FUSE backend settings', () => {
+  it('default: kernel chosen later (no backend), 4 workers, no forced minor', () => {
+    expect(fuseSettings({}, {})).toEqual({ workers: 4 });
+  });
+
+  it('takes the environment, and a flag over it', () => {
+    const env = { ATREST_FUSE_BACKEND: 'libfuse', ATREST_FUSE_WORKERS: '2', ATREST_FUSE_MAX_MINOR: '31' };
+    expect(fuseSettings({}, env)).toEqual({ backend: 'libfuse', workers: 2, maxMinor: 31 });
+    expect(fuseSettings({ backend: 'kernel', workers: 8 }, env)).toEqual({
+      backend: 'kernel',
+      workers: 8,
+      maxMinor: 31,
+    });
+    expect(fuseSettings({}, { ATREST_FUSE_BACKEND: '', ATREST_FUSE_WORKERS: '' })).toEqual({ workers: 4 });
+  });
+
+  it('refuses unknown backends and out-of-range numbers, naming where the value came from', () => {
+    expect(usage(() => fuseSettings({ backend: 'fuse3' }, {}))).toMatch(
+      /--fuse-backend: unknown FUSE backend "fuse3": choose kernel or libfuse/,
+    );
+    expect(usage(() => fuseSettings({}, { ATREST_FUSE_BACKEND: 'Kernel' }))).toMatch(
+      /^ATREST_FUSE_BACKEND: /,
+    );
+    expect(usage(() => fuseSettings({ workers: 0 }, {}))).toMatch(/--fuse-workers: .* from 1 to 64/);
+    expect(usage(() => fuseSettings({ workers: 65 }, {}))).toMatch(/from 1 to 64/);
+    expect(usage(() => fuseSettings({ workers: 1.5 }, {}))).toMatch(/whole number/);
+    expect(usage(() => fuseSettings({}, { ATREST_FUSE_WORKERS: '4x' }))).toMatch(/^ATREST_FUSE_WORKERS: /);
+    expect(usage(() => fuseSettings({}, { ATREST_FUSE_MAX_MINOR: '19' }))).toMatch(
+      /ATREST_FUSE_MAX_MINOR: .* from 31 to 255/,
+    );
+    expect(usage(() => parseFuseBackend(undefined, 'x'))).toMatch(/^x: /);
+  });
+
+  it('accepts the bounds', () => {
+    expect(parseFuseWorkers(1, 'w')).toBe(1);
+    expect(parseFuseWorkers('64', 'w')).toBe(64);
+    expect(parseFuseMaxMinor(' 45 ', 'm')).toBe(45);
+    expect(parseFuseBackend('libfuse', 'b')).toBe('libfuse');
+  });
+});
