@@ -1,14 +1,24 @@
 // The data path under load, through the daemon and CLI: fio verify across close/reopen, concurrent unaligned writers,
 // SIGKILL and close mid-load (no hung process, scripts/cleanup recovers), fsynced writes durable in the image.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { open, readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
+import { open, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { makeAtrestEnv, ROOT, run, waitForExit, type AtrestEnv, type RunResult } from './helpers/cli.js';
+import { makeAtrestEnv, ROOT, run, waitForExit, type AtrestEnv } from './helpers/cli.js';
 import { decryptRange, dumpVolumeKey } from './helpers/cryptsetup.js';
 import { readDisk } from './helpers/disk.js';
+import {
+  fioLoad,
+  fioVerify,
+  lastingHolders,
+  mountedAt,
+  sleep,
+  start,
+  within,
+  type Started,
+} from './helpers/load.js';
 
 const MiB = 1024 * 1024;
 const FAST = ['--pbkdf-force-iterations', '1000'];
@@ -29,51 +39,6 @@ afterEach(async () => {
   }
   await t.cleanup();
 });
-
-interface Started {
-  child: ChildProcess;
-  /** Resolves when the process has exited (output collected), with when it exited. */
-  done: Promise<RunResult & { exitedAt: number }>;
-}
-
-/** Starts a program in the background, tracked for afterEach; SIGKILLed after timeoutMs. */
-function start(cmd: string, args: string[], timeoutMs = 120_000, env = process.env): Started {
-  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  const done = new Promise<RunResult & { exitedAt: number }>((res) => {
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      res({ code: code ?? (signal ? 128 : 1), stdout, stderr, exitedAt: Date.now() });
-    });
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      res({ code: 127, stdout, stderr: String(err), exitedAt: Date.now() });
-    });
-  });
-  return { child, done };
-}
-
-/** Resolves with the value, or rejects naming `what` when it takes longer than ms. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, rej) => {
-        timer = setTimeout(() => rej(new Error(`${what} did not finish within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function keyFile(): Promise<string> {
   const p = join(t.dir, 'key');
@@ -102,81 +67,6 @@ async function reopen(img: string, name: string, key: string): Promise<string> {
   const r = await t.atrest(['open', img, name, '--key-file', key]);
   expect(r.code, r.stderr).toBe(0);
   return r.stdout.trim();
-}
-
-/**
- * fio arguments for crc32c-verified O_DIRECT libaio random writes (mixed 4k/1M, iodepth 16), one job per
- * entry of `regions` ([name, offset]) of `size` each; `global` goes before the jobs, so it applies to all.
- */
-function fioVerify(
-  file: string,
-  size: string,
-  regions: Array<[string, string]>,
-  global: string[] = [],
-): string[] {
-  return [
-    `--filename=${file}`,
-    '--ioengine=libaio',
-    '--direct=1',
-    '--iodepth=16',
-    '--rw=randwrite',
-    '--bssplit=4k/70:1M/30',
-    `--size=${size}`,
-    '--verify=crc32c',
-    '--verify_fatal=1',
-    ...global,
-    ...regions.flatMap(([name, offset]) => [`--name=${name}`, `--offset=${offset}`]),
-  ];
-}
-
-/** Background fio write load (errors expected when the disk goes away): time based, several jobs. */
-function fioLoad(name: string, file: string, offset: string, size: string): Started {
-  return start('fio', [
-    `--name=${name}`,
-    `--filename=${file}`,
-    '--ioengine=libaio',
-    '--direct=1',
-    '--iodepth=16',
-    '--numjobs=2',
-    '--rw=randrw',
-    '--bssplit=4k/70:1M/30',
-    `--offset=${offset}`,
-    `--size=${size}`,
-    '--time_based',
-    '--runtime=60',
-    '--fsync=32',
-  ]);
-}
-
-/** Processes (other than us) holding an open descriptor on any of `paths`. */
-async function holders(paths: string[]): Promise<string[]> {
-  const out: string[] = [];
-  for (const pid of await readdir('/proc').catch(() => [])) {
-    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
-    const fds = await readdir(`/proc/${pid}/fd`).catch(() => []);
-    for (const fd of fds) {
-      const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
-      if (paths.includes(target)) {
-        const comm = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '?')).trim();
-        out.push(`${pid} (${comm}) -> ${target}`);
-      }
-    }
-  }
-  return out;
-}
-
-/** Holders of `paths` that stay for 10 s (a passing probe such as udev's blkid is not a hung process). */
-async function lastingHolders(paths: string[]): Promise<string[]> {
-  let h = await holders(paths);
-  for (let i = 0; i < 20 && h.length > 0; i++) {
-    await sleep(500);
-    h = await holders(paths);
-  }
-  return h;
-}
-
-async function mountedAt(path: string): Promise<boolean> {
-  return (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').some((l) => l.split(' ')[4] === path);
 }
 
 async function loopsOn(file: string): Promise<string> {
@@ -296,10 +186,16 @@ const write = (pos, buf) => new Promise((res, rej) => fs.write(fd, buf, 0, buf.l
       const plan = join(t.dir, `plan-${k}.json`);
       await writeFile(plan, JSON.stringify({ slices: owned[k], base }));
       procs.push(
-        start(process.execPath, ['-e', WRITER, disk, plan, files.p1, files.p2, String(go)], 120_000, {
-          ...process.env,
-          UV_THREADPOOL_SIZE: '8',
-        }),
+        start(
+          children,
+          process.execPath,
+          ['-e', WRITER, disk, plan, files.p1, files.p2, String(go)],
+          120_000,
+          {
+            ...process.env,
+            UV_THREADPOOL_SIZE: '8',
+          },
+        ),
       );
     }
     for (const p of procs) {
@@ -341,7 +237,10 @@ describe('load while the server goes away', () => {
     const pre = await run('fio', durableJob(disk, '--do_verify=1'), { timeoutMs: 120_000 });
     expect(pre.code, pre.stdout + pre.stderr).toBe(0);
     const since = (await stat(img)).mtimeMs;
-    const loads = [fioLoad('file', disk, '8M', '24M'), fioLoad('loop', loopDev!, '32M', '32M')];
+    const loads = [
+      fioLoad(children, 'file', disk, '8M', '24M'),
+      fioLoad(children, 'loop', loopDev!, '32M', '32M'),
+    ];
     await loadReached(img, since);
     const pid = await daemonPid();
     process.kill(pid, 'SIGKILL');
@@ -376,7 +275,10 @@ describe('load while the server goes away', () => {
     const pre = await run('fio', durableJob(disk, '--do_verify=1'), { timeoutMs: 120_000 });
     expect(pre.code, pre.stdout + pre.stderr).toBe(0);
     const since = (await stat(img)).mtimeMs;
-    const loads = [fioLoad('file', disk, '8M', '24M'), fioLoad('loop', loopDev!, '32M', '32M')];
+    const loads = [
+      fioLoad(children, 'file', disk, '8M', '24M'),
+      fioLoad(children, 'loop', loopDev!, '32M', '32M'),
+    ];
     await loadReached(img, since);
     const t0 = Date.now();
     // README: close flushes, detaches the loop device it made (deferred by the kernel while fio holds
