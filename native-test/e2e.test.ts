@@ -4,7 +4,7 @@ import { mkdir, open, readFile, stat, truncate, writeFile } from 'node:fs/promis
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BIN, makeAtrestEnv, must, run, waitForExit, type AtrestEnv } from './helpers/cli.js';
-import { decryptSector, dumpVolumeKey } from './helpers/cryptsetup.js';
+import { decryptRange, dumpVolumeKey } from './helpers/cryptsetup.js';
 import { readDisk, sha256File, writeDisk } from './helpers/disk.js';
 
 const FAST = ['--pbkdf-force-iterations', '1000'];
@@ -21,29 +21,6 @@ async function keyFile(name = 'key'): Promise<string> {
   const p = join(t.dir, name);
   await writeFile(p, randomBytes(48), { mode: 0o600 });
   return p;
-}
-
-/** Decrypts `length` bytes of the data segment at `pos` with a volume key, sector by sector (plain64). */
-async function decryptWithKey(
-  image: string,
-  volumeKey: Buffer,
-  dataOffset: number,
-  sectorSize: number,
-  pos: number,
-  length: number,
-): Promise<Buffer> {
-  const fh = await open(image, 'r');
-  try {
-    const out = Buffer.alloc(length);
-    for (let o = 0; o < length; o += sectorSize) {
-      const ct = Buffer.alloc(sectorSize);
-      await fh.read(ct, 0, sectorSize, dataOffset + pos + o);
-      decryptSector(volumeKey, ct, (pos + o) / 512).copy(out, o);
-    }
-    return out;
-  } finally {
-    await fh.close();
-  }
 }
 
 describe('format, open, use, close', () => {
@@ -200,7 +177,7 @@ describe('interop with cryptsetup', () => {
       await writeDisk(disk, 1 * 2 ** 20, data);
       expect((await t.atrest(['close', 'cs'])).code).toBe(0);
       const vk = await dumpVolumeKey(t.dir, img, key);
-      const plain = await decryptWithKey(img, vk, 16 * 2 ** 20, sectorSize, 1 * 2 ** 20, data.length);
+      const plain = await decryptRange(img, vk, 16 * 2 ** 20, sectorSize, 1 * 2 ** 20, data.length);
       expect(plain.equals(data)).toBe(true);
     });
   }
@@ -223,7 +200,7 @@ describe('interop with cryptsetup', () => {
       expect((await t.atrest(['close', 'ours'])).code).toBe(0);
       const vk = await dumpVolumeKey(t.dir, detached ? hdr : img, key);
       const off = detached ? 0 : 16 * 2 ** 20;
-      expect((await decryptWithKey(img, vk, off, 4096, 4096 * 5, data.length)).equals(data)).toBe(true);
+      expect((await decryptRange(img, vk, off, 4096, 4096 * 5, data.length)).equals(data)).toBe(true);
     }
   });
 });

@@ -1,6 +1,6 @@
 // What the native tests ask of the real cryptsetup and of an independent (OpenSSL, per-sector) decryptor.
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { must } from './cli.js';
 
@@ -49,4 +49,27 @@ export function decryptSector(volumeKey: Buffer, ciphertext: Buffer, tweak: numb
 export function encryptSector(volumeKey: Buffer, plaintext: Buffer, tweak: number): Buffer {
   const c = createCipheriv(xtsName(volumeKey), volumeKey, plain64(tweak));
   return Buffer.concat([c.update(plaintext), c.final()]);
+}
+
+/** Decrypts `length` bytes of a data segment at `pos` from the image file with a volume key, sector by sector (plain64). */
+export async function decryptRange(
+  image: string,
+  volumeKey: Buffer,
+  dataOffset: number,
+  sectorSize: number,
+  pos: number,
+  length: number,
+): Promise<Buffer> {
+  const fh = await open(image, 'r');
+  try {
+    const out = Buffer.alloc(length);
+    for (let o = 0; o < length; o += sectorSize) {
+      const ct = Buffer.alloc(sectorSize);
+      await fh.read(ct, 0, sectorSize, dataOffset + pos + o);
+      decryptSector(volumeKey, ct, (pos + o) / 512).copy(out, o);
+    }
+    return out;
+  } finally {
+    await fh.close();
+  }
 }
