@@ -47,16 +47,19 @@ function lcg(seed: number): () => number {
 
 function run(job: WorkerJob): WorkerReply {
   if (job.kind === 'counter') {
-    // read-modify-write of a plain (non-atomic) counter inside the lock; a lost update shows a broken lock
+    // read-modify-write of plain (non-atomic) per-unit counters [start, start + 4) inside the lock over
+    // that range; a lost update shows a broken lock
     const lock = new SharedRangeLock(job.locks);
     const c = new Float64Array(job.counter);
     const rand = lcg(job.seed);
     for (let i = 0; i < job.ops; i++) {
       const start = Math.floor(rand() * 8);
       const h = job.unlocked ? -1 : lock.acquireSync(start, start + 4, true);
-      const v = c[0] ?? 0;
-      for (let spin = 0; spin < 200; spin++) c[1] = spin;
-      c[0] = v + 1;
+      for (let k = start; k < start + 4; k++) {
+        const v = c[k] ?? 0;
+        for (let spin = 0; spin < 50; spin++) c[15] = spin;
+        c[k] = v + 1;
+      }
       if (h >= 0) lock.release(h);
     }
     return { ok: true };

@@ -76,26 +76,29 @@ describe('SharedRangeLock', () => {
 
   it('excludes across real worker threads and the main thread (no lost update), mixing sync and async', async () => {
     const lock = new SharedRangeLock();
-    const counter = new SharedArrayBuffer(16);
+    // per-unit counters 0..10 (and a scratch word at 15): each op adds 1 to the 4 units its range covers
+    const counter = new SharedArrayBuffer(16 * 8);
     const c = new Float64Array(counter);
     const ops = 3000;
     const workers = [1, 2, 3].map((seed) =>
       runWorker({ kind: 'counter', locks: lock.buffer, counter, ops, seed, unlocked: false }),
     );
-    // the main thread takes the same ranges asynchronously in between
+    // the main thread takes the same ranges asynchronously in between, holding them across an await
     let mainOps = 0;
     for (let i = 0; i < 300; i++) {
       const start = i % 8;
       const h = await lock.acquireAsync(start, start + 4, true);
-      const v = c[0] ?? 0;
+      const v = Array.from(c.subarray(start, start + 4));
       await new Promise((r) => setImmediate(r));
-      c[0] = v + 1;
+      for (let k = 0; k < 4; k++) c[start + k] = (v[k] ?? 0) + 1;
       lock.release(h);
       mainOps++;
     }
     const replies = await Promise.all(workers);
     for (const r of replies) expect(r).toEqual({ ok: true });
-    expect(c[0]).toBe(3 * ops + mainOps);
+    let sum = 0;
+    for (let k = 0; k < 11; k++) sum += c[k] ?? 0;
+    expect(sum).toBe(4 * (3 * ops + mainOps));
     expect(lock.stats()).toEqual({ held: 0, waiting: 0 });
   }, 120_000);
 });
