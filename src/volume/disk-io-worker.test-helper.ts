@@ -31,6 +31,8 @@ export type WorkerJob =
       seed: number;
       /** Take no lock (shows the test can fail). */
       unlocked: boolean;
+      /** Workers that start together: each waits until this many arrived (barrier in counter bytes 112..119). */
+      parties: number;
     };
 
 export type WorkerReply =
@@ -51,13 +53,17 @@ function run(job: WorkerJob): WorkerReply {
     // that range; a lost update shows a broken lock
     const lock = new SharedRangeLock(job.locks);
     const c = new Float64Array(job.counter);
+    const barrier = new Int32Array(job.counter, 112, 2);
+    Atomics.add(barrier, 0, 1);
+    Atomics.notify(barrier, 0);
+    for (let n; (n = Atomics.load(barrier, 0)) < job.parties;) Atomics.wait(barrier, 0, n, 50);
     const rand = lcg(job.seed);
     for (let i = 0; i < job.ops; i++) {
       const start = Math.floor(rand() * 8);
       const h = job.unlocked ? -1 : lock.acquireSync(start, start + 4, true);
       for (let k = start; k < start + 4; k++) {
         const v = c[k] ?? 0;
-        for (let spin = 0; spin < 50; spin++) c[15] = spin;
+        for (let spin = 0; spin < 400; spin++) c[15] = spin;
         c[k] = v + 1;
       }
       if (h >= 0) lock.release(h);

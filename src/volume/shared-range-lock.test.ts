@@ -76,12 +76,12 @@ describe('SharedRangeLock', () => {
 
   it('excludes across real worker threads and the main thread (no lost update), mixing sync and async', async () => {
     const lock = new SharedRangeLock();
-    // per-unit counters 0..10 (and a scratch word at 15): each op adds 1 to the 4 units its range covers
+    // per-unit counters 0..10 (a start barrier at 14, a scratch word at 15): each op adds 1 to the 4 units its range covers
     const counter = new SharedArrayBuffer(16 * 8);
     const c = new Float64Array(counter);
     const ops = 3000;
     const workers = [1, 2, 3].map((seed) =>
-      runWorker({ kind: 'counter', locks: lock.buffer, counter, ops, seed, unlocked: false }),
+      runWorker({ kind: 'counter', locks: lock.buffer, counter, ops, seed, unlocked: false, parties: 3 }),
     );
     // the main thread takes the same ranges asynchronously in between, holding them across an await
     let mainOps = 0;
