@@ -60,6 +60,7 @@ export class SectorIo implements DiskIo {
   // ---- DiskIo: for threads that may block ------------------------------------------------------
 
   readInto(position: number, length: number, out: Buffer): number {
+    if (this.#closed) throw lockedError(STATE_CLOSED);
     const n = this.readLength(position, length, out.length);
     if (n === 0) return 0;
     const t = this.enter();
