@@ -4,7 +4,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { serveDisk, spawnHelper, type FuseDisk, type SpawnHelperResult } from '../../src/fuse/index.js';
-import { InProcessXtsCipher, PlainCipher, Volume, type SectorCipher } from '../../src/volume/index.js';
+import { LocalKeyring } from '../../src/crypto/index.js';
+import { Volume } from '../../src/volume/index.js';
 
 export const CLEANUP = resolve(import.meta.dirname, '..', '..', 'scripts', 'cleanup');
 
@@ -47,7 +48,7 @@ export function xtsKey(): Buffer {
   }
 }
 
-/** A fresh image in `dir`, opened as a Volume (in-process XTS unless plain) and served on dir/disk-N. */
+/** A fresh image in `dir`, opened as a Volume (XTS under a key of its own unless plain) and served on dir/disk-N. */
 export async function serveTestDisk(
   dir: string,
   opts: { size?: number; sectorSize?: number; plain?: boolean; readOnly?: boolean; directIo?: boolean } = {},
@@ -61,15 +62,16 @@ export async function serveTestDisk(
   await writeFile(image, '');
   await shOk(`truncate -s ${dataOffset + size} ${image}`);
   const key = xtsKey();
-  const xts = opts.plain ? null : new InProcessXtsCipher(key);
-  const cipher: SectorCipher = xts ?? new PlainCipher();
+  // the volume's key lives in a keyring of the test's own (the daemon uses its crypto pool's)
+  const keyring = new LocalKeyring();
+  const keyRef = opts.plain ? null : keyring.add(key);
   const volume = await Volume.open({
     imagePath: image,
     dataOffset,
     dataSize: size,
     sectorSize: opts.sectorSize ?? 4096,
     ivTweak,
-    cipher,
+    key: keyRef,
     readOnly: opts.readOnly ?? false,
   });
   const fsyncs = { data: 0, full: 0 };
@@ -92,6 +94,7 @@ export async function serveTestDisk(
     });
   } catch (err) {
     await volume.close();
+    if (keyRef !== null) keyring.wipe(keyRef);
     throw err;
   }
   let closing: Promise<void> | null = null;
@@ -111,7 +114,7 @@ export async function serveTestDisk(
           await disk.close();
         } finally {
           await volume.close();
-          xts?.wipe();
+          if (keyRef !== null) keyring.wipe(keyRef);
         }
       })()),
   };

@@ -9,6 +9,7 @@ export {
   xtsEncryptInPlace,
 } from './xts.js';
 export { CryptoPool, type CryptoPoolOptions, type PoolKey } from './pool.js';
+export { Keyring, LocalKeyring, type KeyRef } from './keyring.js';
 export {
   argon2,
   benchmarkPbkdf2Iterations,

@@ -8,6 +8,16 @@ export const KEY_BYTES = 64;
 const HEADER_BYTES = KEYRING_SLOTS * 8;
 
 /**
+ * Where one key lives in a shared keyring: the keyring's buffer, the slot and the generation the key
+ * was stored under. A thread holding a ref may use the slot only while its generation still matches.
+ */
+export interface KeyRef {
+  readonly keyring: SharedArrayBuffer;
+  readonly slot: number;
+  readonly generation: number;
+}
+
+/**
  * Layout: Int32 generation per slot (0 = empty or wiped), Int32 key length per slot, then 64 key
  * bytes per slot. A worker uses a slot only while its generation equals the one in the request, and
  * drops its key schedule otherwise.
@@ -73,5 +83,24 @@ export class Keyring {
     Atomics.store(this.generations, slot, 0);
     this.keyView(slot).fill(0);
     Atomics.store(this.lengths, slot, 0);
+  }
+}
+
+/**
+ * A keyring of its own for code that has no crypto pool (tests, tools): stores keys under fresh
+ * generations and hands out their refs.
+ */
+export class LocalKeyring extends Keyring {
+  #nextGeneration = 1;
+
+  /** Stores a copy of `key`; the caller may wipe its own copy. */
+  add(key: Uint8Array): KeyRef {
+    const generation = this.#nextGeneration++;
+    return { keyring: this.buffer, slot: this.store(key, generation), generation };
+  }
+
+  /** Empties the slot of `ref` (if it still holds that key). */
+  wipe(ref: KeyRef): void {
+    if (this.generation(ref.slot) === ref.generation) this.clear(ref.slot);
   }
 }

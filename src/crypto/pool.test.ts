@@ -2,7 +2,8 @@ import { createCipheriv, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AtrestError } from '../errors/index.js';
 import { CryptoPool, type PoolKey } from './pool.js';
-import { TWEAK_UNIT } from './xts.js';
+import { Keyring } from './keyring.js';
+import { TWEAK_UNIT, XtsCipher } from './xts.js';
 
 function nodeXts(key: Uint8Array, data: Uint8Array, sectorSize: number, first: number): Buffer {
   const out = Buffer.alloc(data.length);
@@ -129,6 +130,25 @@ describe('CryptoPool', () => {
     );
     await pk.wipe();
     expect(['ok', 'LOCKED']).toContain(await inFlight);
+  });
+
+  it('a key ref names its slot in the pool keyring: a thread can build the same cipher, and the ref goes stale on wipe', async () => {
+    const key = randomKey();
+    const pk = await pool.addKey(key);
+    const ref = pk.keyRef();
+    expect(ref.keyring).toBe(pool.keyringBuffer);
+    const ring = new Keyring(ref.keyring);
+    expect(ring.generation(ref.slot)).toBe(ref.generation);
+    const copy = Buffer.from(ring.keyView(ref.slot).subarray(0, ring.keyLength(ref.slot)));
+    expect(copy.equals(key)).toBe(true);
+    const data = randomBytes(8192);
+    const viaRef = Buffer.from(data);
+    const c = new XtsCipher(copy);
+    c.encryptInPlace(viaRef, 4096, 40);
+    c.wipe();
+    expect(viaRef.equals(await pk.encrypt(Buffer.from(data), 4096, 40))).toBe(true);
+    await pk.wipe();
+    expect(ring.generation(ref.slot)).not.toBe(ref.generation);
   });
 
   it('runs 256-bit (AES-128-XTS) keys through the workers, 512- and 4096-byte sectors, like Node’s aes-128-xts', async () => {

@@ -5,7 +5,7 @@ import { availableParallelism } from 'node:os';
 import { BroadcastChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { AtrestError, isErrorCode } from '../errors/index.js';
-import { Keyring } from './keyring.js';
+import { Keyring, type KeyRef } from './keyring.js';
 import { workerModule } from './worker-module.js';
 import { isChannelMessage, type TaskError, type WorkerInit, type XtsTask } from './protocol.js';
 import { assertXtsKey, assertXtsRun, TWEAK_UNIT, XtsCipher } from './xts.js';
@@ -26,6 +26,11 @@ export interface PoolKey {
   decrypt(data: Buffer, sectorSize: number, firstTweak: number): Promise<Buffer>;
   /** Zeroes the key in the main thread and in every worker; afterwards encrypt/decrypt reject with AtrestError 'LOCKED'. */
   wipe(): Promise<void>;
+  /**
+   * Where the key lives in the pool's shared keyring (buffer, slot, generation): other threads build
+   * their own key schedule from it and drop it once the slot's generation changes (wipe).
+   */
+  keyRef(): KeyRef;
 }
 
 const DEFAULT_INLINE_MAX_BYTES = 16 * 1024;
@@ -138,12 +143,17 @@ export class CryptoPool {
         local.wipe();
         throw err;
       }
-      const k = new PoolKeyImpl(this, local, slot, generation);
+      const k = new PoolKeyImpl(this, local, { keyring: this.#keyring.buffer, slot, generation });
       this.#keys.add(k);
       return Promise.resolve(k);
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new AtrestError('INTERNAL', String(err)));
     }
+  }
+
+  /** The shared keyring every key of this pool lives in (see PoolKey.keyRef). */
+  get keyringBuffer(): SharedArrayBuffer {
+    return this.#keyring.buffer;
   }
 
   /**
@@ -266,10 +276,13 @@ class PoolKeyImpl implements PoolKey {
   constructor(
     private readonly pool: CryptoPool,
     local: XtsCipher,
-    private readonly slot: number,
-    private readonly generation: number,
+    private readonly ref: KeyRef,
   ) {
     this.#local = local;
+  }
+
+  keyRef(): KeyRef {
+    return this.ref;
   }
 
   encrypt(data: Buffer, sectorSize: number, firstTweak: number): Promise<Buffer> {
@@ -283,7 +296,7 @@ class PoolKeyImpl implements PoolKey {
   wipe(): Promise<void> {
     this.#wiping ??= (async (): Promise<void> => {
       this.#local.wipe();
-      await this.pool.release(this, this.slot, this.generation);
+      await this.pool.release(this, this.ref.slot, this.ref.generation);
     })();
     return this.#wiping;
   }
@@ -297,7 +310,7 @@ class PoolKeyImpl implements PoolKey {
       else this.#local.decryptInPlace(data, sectorSize, firstTweak);
       return data;
     }
-    await this.pool.run(op, this.slot, this.generation, data, sectorSize, firstTweak);
+    await this.pool.run(op, this.ref.slot, this.ref.generation, data, sectorSize, firstTweak);
     return data;
   }
 }

@@ -24,7 +24,6 @@ import {
   acquireImageLock,
   Converter,
   PlainCipher,
-  sourceLayoutCipher,
   Volume,
   type ConversionSplit,
   type ImageLock,
@@ -39,16 +38,6 @@ import { mounts, serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js'
 import { DEFAULT_FUSE_BACKEND, type FuseBackend, type FuseSettings } from '../fuse/backend.js';
 import { VOLUME_NAME_RE, type RuntimePaths } from './paths.js';
 import type { EncryptionStatus, OpenRequest, VolumeStatus } from './protocol.js';
-
-/**
- * Each volume acknowledges writes once they are copied and locked, like a disk's write cache, and keeps
- * up to this much encrypting and writing in the background; fsync waits for all of it (see Volume).
- * libfuse2 hands the daemon one O_DIRECT request at a time per file, so this is where the pipelining
- * between FUSE, the crypto workers and the image comes from.
- */
-const WRITE_BEHIND_BYTES = 2 * 1024 * 1024;
-/** Sequential readers get this much read and decrypted ahead of them (see Volume.read). */
-const READ_AHEAD_BYTES = 512 * 1024;
 
 /** Default interval of the KEK check (revocation, new versions): well inside the 10 s promise. */
 export const DEFAULT_KEY_CHECK_INTERVAL_MS = 5000;
@@ -105,7 +94,6 @@ interface Layout {
   size: number;
   sectorSize: number;
   ivTweak: number;
-  cipher: SectorCipher;
   /** Every key the volume holds in the pool (the caller wipes them all if opening fails later). */
   keys: VolumeKeys;
   /** The key it encrypts with (null: benchmark plaintext). */
@@ -595,10 +583,11 @@ export class VolumeService {
         });
         const front = await converter.prepare();
         this.failPoint('reencrypt-prepared');
-        await v.volume.beginConversion(newKey, {
+        await v.volume.beginConversion(newKey.keyRef(), {
           front,
           sourceOffset: plan.sourceOffset,
-          sourceCipher: sourceLayoutCipher(plan, oldKey),
+          sourceKey: oldKey.keyRef(),
+          sourceIvTweak: plan.sourceIvTweak,
         });
         switched = true;
       } finally {
@@ -726,10 +715,8 @@ export class VolumeService {
         dataSize: u.size,
         sectorSize: u.sectorSize,
         ivTweak: u.ivTweak,
-        cipher: u.cipher,
+        key: u.key?.keyRef() ?? null,
         readOnly: req.readOnly,
-        writeBehindBytes: WRITE_BEHIND_BYTES,
-        readAheadBytes: READ_AHEAD_BYTES,
         ...(u.conversion === null ? {} : { conversion: u.conversion.split }),
       });
       u.conversion?.converter.attach(volume);
@@ -847,7 +834,6 @@ export class VolumeService {
           size: plan.size,
           sectorSize: plan.sectorSize,
           ivTweak: 0,
-          cipher: key,
           keys,
           key,
           binding: liveBinding(conv.unlocked, km),
@@ -858,7 +844,8 @@ export class VolumeService {
             split: {
               front,
               sourceOffset: plan.sourceOffset,
-              sourceCipher: sourceLayoutCipher(plan, source),
+              sourceKey: oldKey?.keyRef() ?? null,
+              sourceIvTweak: plan.sourceIvTweak,
             },
           },
         };
@@ -888,7 +875,6 @@ export class VolumeService {
         size,
         sectorSize: meta.sectorSize,
         ivTweak: meta.ivTweak,
-        cipher: key,
         keys,
         key,
         binding: liveBinding(unlocked, km),
@@ -915,7 +901,6 @@ export class VolumeService {
     }
     this.log.warn({ event: 'bench-plain', image }, 'serving an UNENCRYPTED image for a benchmark');
     const size = imageSize - (imageSize % 4096);
-    const cipher = new PlainCipher();
     return {
       uuid: '',
       keyslot: -1,
@@ -923,7 +908,6 @@ export class VolumeService {
       size,
       sectorSize: 4096,
       ivTweak: 0,
-      cipher,
       keys: new VolumeKeys(() => this.getPool()),
       key: null,
       binding: null,

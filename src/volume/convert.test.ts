@@ -4,6 +4,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LocalKeyring } from '../crypto/keyring.js';
 import { formatLuks2, readLuks2 } from '../luks2/index.js';
 import { InProcessXtsCipher, PlainCipher } from './cipher.js';
 import { RangeLock } from './range-lock.js';
@@ -37,6 +38,18 @@ beforeEach(async () => {
 });
 afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
+});
+
+const keyring = new LocalKeyring();
+const refs: Array<ReturnType<LocalKeyring['add']>> = [];
+/** This test's key in a keyring of its own (a Volume takes keys by keyring ref); emptied after each test. */
+function keyRef(): ReturnType<LocalKeyring['add']> {
+  const ref = keyring.add(key);
+  refs.push(ref);
+  return ref;
+}
+afterEach(() => {
+  for (const r of refs.splice(0)) keyring.wipe(r);
 });
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -102,7 +115,7 @@ async function view(image: string, header?: string): Promise<Buffer> {
     dataSize: size,
     sectorSize: meta.sectorSize,
     ivTweak: 0,
-    cipher: new InProcessXtsCipher(key),
+    key: keyRef(),
     readOnly: true,
   });
   try {
@@ -360,10 +373,9 @@ describe('online: reads and writes during the conversion', () => {
         dataSize: size,
         sectorSize: 512,
         ivTweak: 0,
-        cipher: new InProcessXtsCipher(key),
+        key: keyRef(),
         readOnly: false,
-        writeBehindBytes: 256 * 1024,
-        conversion: { front, sourceOffset: 0, sourceCipher: new PlainCipher() },
+        conversion: { front, sourceOffset: 0, sourceKey: null, sourceIvTweak: 0 },
       });
       c.attach(volume);
       const running = c.run();

@@ -5,8 +5,11 @@ export {
   type ConversionSplit,
   type VolumeOptions,
   type VolumeCounters,
-  VOLUME_BATCH_BYTES,
+  type ForegroundCounters,
 } from './volume.js';
+export type { DiskIo, DiskIoDescriptor } from './disk-io.js';
+export { openDiskIo } from './disk-io-open.js';
+export { SharedRangeLock, LOCK_BYTES, LOCK_ENTRIES, type LockHandle } from './shared-range-lock.js';
 export { RangeLock, type ReleaseRange } from './range-lock.js';
 export { acquireImageLock, processStartTime, type ImageLock } from './image-lock.js';
 export {

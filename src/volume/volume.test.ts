@@ -3,10 +3,13 @@ import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalKeyring } from '../crypto/keyring.js';
 import { xtsDecryptInPlace } from '../crypto/xts.js';
 import { isAtrestError } from '../errors/index.js';
-import { InProcessXtsCipher, PlainCipher, type SectorCipher } from './cipher.js';
 import { Volume } from './volume.js';
+
+/** Volumes take their key by keyring ref: this file's keys live in a keyring of its own. */
+const keyring = new LocalKeyring();
 
 let dir: string;
 beforeAll(async () => {
@@ -30,7 +33,8 @@ async function makeVolume(
     dataOffset?: number;
     ivTweak?: number;
     readOnly?: boolean;
-    cipher?: SectorCipher;
+    /** No encryption (the identity), like the bench-plain volume. */
+    plain?: boolean;
   } = {},
 ): Promise<{ volume: Volume; image: string; key: Buffer; dataOffset: number; ivTweak: number }> {
   const key = xtsKey();
@@ -45,7 +49,7 @@ async function makeVolume(
     dataSize,
     sectorSize: opts.sectorSize ?? 512,
     ivTweak,
-    cipher: opts.cipher ?? new InProcessXtsCipher(key),
+    key: opts.plain === true ? null : keyring.add(key),
     readOnly: opts.readOnly ?? false,
   });
   return { volume, image, key, dataOffset, ivTweak };
@@ -140,7 +144,7 @@ describe('Volume', () => {
   });
 
   it('refuses writes when read-only, still reads', async () => {
-    const { volume, image } = await makeVolume({ cipher: new PlainCipher(), dataOffset: 0, dataSize: 4096 });
+    const { volume, image } = await makeVolume({ plain: true, dataOffset: 0, dataSize: 4096 });
     await volume.write(0, Buffer.from('hello'));
     await volume.close();
     const ro = await Volume.open({
@@ -149,7 +153,7 @@ describe('Volume', () => {
       dataSize: 4096,
       sectorSize: 512,
       ivTweak: 0,
-      cipher: new PlainCipher(),
+      key: null,
       readOnly: true,
     });
     await expectCode(ro.write(0, Buffer.from('x')), 'READ_ONLY');
@@ -159,23 +163,18 @@ describe('Volume', () => {
   });
 
   it('stops all I/O after lock(): nothing more reaches the image', async () => {
-    let release: () => void = () => undefined;
-    const gate = new Promise<void>((r) => (release = r));
-    const slow: SectorCipher = {
-      encrypt: async (d) => {
-        await gate;
-        return d;
-      },
-      decrypt: (d) => Promise.resolve(d),
-    };
-    const { volume, image } = await makeVolume({ cipher: slow, dataOffset: 0, dataSize: 4096 });
+    const { volume, image } = await makeVolume({ dataOffset: 0, dataSize: 4096 });
+    // a converter-style exclusive hold keeps the write waiting for its range lock
+    const release = await volume.lockRange(0, 4096);
     const pending = volume.write(0, Buffer.alloc(4096, 0x5a));
-    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(volume.busy).toBe(true);
     volume.lock('key revoked');
     const settled = volume.settle();
     release();
     await expectCode(pending, 'LOCKED');
     await settled;
+    expect(volume.busy).toBe(false);
     await expectCode(volume.read(0, 1), 'LOCKED');
     await expectCode(volume.write(0, Buffer.alloc(1)), 'LOCKED');
     await expectCode(volume.fsync(true), 'LOCKED');
@@ -187,7 +186,7 @@ describe('Volume', () => {
   it('rejects bad geometry and short images', async () => {
     const image = join(dir, 'short');
     await writeFile(image, Buffer.alloc(4096));
-    const base = { imagePath: image, dataOffset: 0, ivTweak: 0, cipher: new PlainCipher(), readOnly: false };
+    const base = { imagePath: image, dataOffset: 0, ivTweak: 0, key: null, readOnly: false };
     await expectCode(Volume.open({ ...base, dataSize: 8192, sectorSize: 512 }), 'TRUNCATED_IMAGE');
     await expectCode(Volume.open({ ...base, dataSize: 4096, sectorSize: 600 }), 'UNSUPPORTED');
     await expectCode(Volume.open({ ...base, dataSize: 1000, sectorSize: 512 }), 'UNSUPPORTED');
