@@ -3,7 +3,11 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { serveDiskKernel, type KernelFuseDisk, type ServeDiskKernelOptions } from '../../src/fuse/kernel/index.js';
+import {
+  serveDiskKernel,
+  type KernelFuseDisk,
+  type ServeDiskKernelOptions,
+} from '../../src/fuse/kernel/index.js';
 import type { DiskIoDescriptor } from '../../src/volume/disk-io.js';
 import { shOk } from './fuse.js';
 

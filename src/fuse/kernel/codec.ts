@@ -60,7 +60,7 @@ function u64(buf: Buffer, at: number): number {
 }
 
 function putU64(buf: Buffer, at: number, v: number): void {
-  buf.writeUInt32LE(v % 0x1_0000_0000 >>> 0, at);
+  buf.writeUInt32LE((v % 0x1_0000_0000) >>> 0, at);
   buf.writeUInt32LE(Math.floor(v / 0x1_0000_0000) >>> 0, at + 4);
 }
 
@@ -108,8 +108,7 @@ export function decodeInitIn(buf: Buffer, bodyLen: number): InitInFields {
   // a kernel of another major sends only major/minor; everything else is read only when present
   const maxReadahead = bodyLen >= 12 ? buf.readUInt32LE(B + InitIn.maxReadahead) : 0;
   const flags = bodyLen >= 16 ? buf.readUInt32LE(B + InitIn.flags) : 0;
-  const flags2 =
-    (flags & Init.INIT_EXT) !== 0 && bodyLen >= 20 ? buf.readUInt32LE(B + InitIn.flags2) : 0;
+  const flags2 = (flags & Init.INIT_EXT) !== 0 && bodyLen >= 20 ? buf.readUInt32LE(B + InitIn.flags2) : 0;
   return { major, minor, maxReadahead, flags: flags >>> 0, flags2: flags2 >>> 0 };
 }
 
@@ -225,7 +224,10 @@ export function decodeOpenIn(buf: Buffer, bodyLen: number): { flags: number } {
   return { flags: buf.readUInt32LE(B + OpenIn.flags) };
 }
 
-export function decodeReleaseIn(buf: Buffer, bodyLen: number): { fh: bigint; flags: number; releaseFlags: number } {
+export function decodeReleaseIn(
+  buf: Buffer,
+  bodyLen: number,
+): { fh: bigint; flags: number; releaseFlags: number } {
   need(Size.RELEASE_IN, bodyLen, 'RELEASE');
   return {
     fh: buf.readBigUInt64LE(B + ReleaseIn.fh),

@@ -169,7 +169,16 @@ export class RequestHandler {
         return status(0);
       case Op.STATFS: {
         const blocks = Math.ceil(disk.size / 4096);
-        const st = { blocks, bfree: 0, bavail: 0, files: 1, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 };
+        const st = {
+          blocks,
+          bfree: 0,
+          bavail: 0,
+          files: 1,
+          ffree: 0,
+          bsize: 4096,
+          namelen: 255,
+          frsize: 4096,
+        };
         return { reply: encodeReply(unique, encodeStatfsOut(st, this.#minor())) };
       }
       case Op.FALLOCATE: {
@@ -214,7 +223,8 @@ export class RequestHandler {
       Atomics.store(ctl, Ctl.INIT_STATE, 2);
       return { reply: encodeStatus(unique, -E.EPROTO), init: 'refused', reason: d.reason };
     }
-    if (d.kind === 'major') return { reply: encodeReply(unique, encodeInitOut(d.out).subarray(0, 8)), init: 'major' };
+    if (d.kind === 'major')
+      return { reply: encodeReply(unique, encodeInitOut(d.out).subarray(0, 8)), init: 'major' };
     Atomics.store(ctl, Ctl.MINOR, d.out.minor);
     Atomics.store(ctl, Ctl.INIT_FLAGS, d.out.flags | 0);
     Atomics.store(ctl, Ctl.INIT_STATE, 1);
@@ -231,7 +241,8 @@ export class RequestHandler {
     if ((s.valid & Fattr.MODE) !== 0 && (s.mode & 0o7777) !== (a.mode & 0o7777)) return { reply: deny };
     if ((s.valid & Fattr.UID) !== 0 && s.uid !== a.uid) return { reply: deny };
     if ((s.valid & Fattr.GID) !== 0 && s.gid !== a.gid) return { reply: deny };
-    if ((s.valid & Fattr.SIZE) !== 0 && this.#o.disk.readOnly) return { reply: encodeStatus(unique, -E.EROFS) };
+    if ((s.valid & Fattr.SIZE) !== 0 && this.#o.disk.readOnly)
+      return { reply: encodeStatus(unique, -E.EROFS) };
     // times (touch) are accepted and not kept: the attributes stay those of the mount
     return { reply: encodeReply(unique, encodeAttrOut(a, ATTR_VALID_SEC, this.#minor())) };
   }

@@ -72,7 +72,10 @@ export async function mountFuseFd(
       clearTimeout(timer);
       reject(
         err.code === 'ENOENT'
-          ? new AtrestError('MISSING_TOOL', `${file} is not installed`, { hint: 'install util-linux', cause: err })
+          ? new AtrestError('MISSING_TOOL', `${file} is not installed`, {
+              hint: 'install util-linux',
+              cause: err,
+            })
           : new AtrestError('NO_FUSE', `cannot run ${file}: ${err.code ?? err.message}`, { cause: err }),
       );
     });

@@ -102,10 +102,13 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
     created = true;
   } catch (err) {
     if ((err as { code?: unknown }).code !== 'EEXIST') {
-      throw new AtrestError('IO', `cannot create the disk file ${mountPath}: ${errnoOf(err)}`, { path: mountPath });
+      throw new AtrestError('IO', `cannot create the disk file ${mountPath}: ${errnoOf(err)}`, {
+        path: mountPath,
+      });
     }
     const st = await stat(mountPath);
-    if (!st.isFile()) throw new AtrestError('USAGE', `${mountPath} exists and is not a regular file`, { path: mountPath });
+    if (!st.isFile())
+      throw new AtrestError('USAGE', `${mountPath} exists and is not a regular file`, { path: mountPath });
   }
   const parentDev = (await stat(dirname(mountPath))).dev;
   const uid = process.getuid?.() ?? 0;
@@ -126,7 +129,7 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
   const workers: Worker[] = [];
   const exited: Promise<void>[] = [];
   let alive = 0;
-  let fatal: string | null = null;
+  let fatal = null as string | null;
   let initSeen: (m: WorkerMessage & { type: 'init' }) => void = () => undefined;
   const initMessage = new Promise<WorkerMessage & { type: 'init' }>((r) => (initSeen = r));
   for (let i = 0; i < count; i++) {
@@ -200,9 +203,13 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
       timer = setTimeout(
         () =>
           rej(
-            new AtrestError('TIMEOUT', `the FUSE mount on ${mountPath} did not come up within ${mountTimeoutMs} ms`, {
-              path: mountPath,
-            }),
+            new AtrestError(
+              'TIMEOUT',
+              `the FUSE mount on ${mountPath} did not come up within ${mountTimeoutMs} ms`,
+              {
+                path: mountPath,
+              },
+            ),
           ),
         mountTimeoutMs,
       );
@@ -210,25 +217,39 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
     try {
       // the mount helper and INIT race: the workers answer INIT while mount(8) may still run
       const mountDone = mountFuseFd(fuseFd, mountPath, options, mountTimeoutMs).then(() => (mounted = true));
-      const init = await Promise.race([initMessage, timeout, mountDone.then(() => Promise.race([initMessage, timeout]))]);
+      const init = await Promise.race([
+        initMessage,
+        timeout,
+        mountDone.then(() => Promise.race([initMessage, timeout])),
+      ]);
       await Promise.race([mountDone, timeout]);
       if (init.result !== 'ok') {
-        throw new AtrestError('NO_FUSE', `cannot serve ${mountPath}: ${init.reason ?? 'INIT was not accepted'}`, {
-          path: mountPath,
-          hint: 'use a newer kernel, or the libfuse backend',
-        });
+        throw new AtrestError(
+          'NO_FUSE',
+          `cannot serve ${mountPath}: ${init.reason ?? 'INIT was not accepted'}`,
+          {
+            path: mountPath,
+            hint: 'use a newer kernel, or the libfuse backend',
+          },
+        );
       }
       const entry = await Promise.race([waitForMountEntry(mountPath, mountTimeoutMs), timeout]);
       if (entry === null) {
-        throw new AtrestError('NO_FUSE', `the FUSE mount on ${mountPath} does not show in /proc/self/mountinfo`, {
-          path: mountPath,
-        });
+        throw new AtrestError(
+          'NO_FUSE',
+          `the FUSE mount on ${mountPath} does not show in /proc/self/mountinfo`,
+          {
+            path: mountPath,
+          },
+        );
       }
       connection = entry.minor;
       // asynchronous stat (libuv threadpool): the workers answer the GETATTR
       const st = await Promise.race([stat(mountPath), timeout]);
       if (st.dev === parentDev || st.size !== disk.size) {
-        throw new AtrestError('NO_FUSE', `the disk file ${mountPath} does not show the mount`, { path: mountPath });
+        throw new AtrestError('NO_FUSE', `the disk file ${mountPath} does not show the mount`, {
+          path: mountPath,
+        });
       }
     } finally {
       clearTimeout(timer);
@@ -236,7 +257,10 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
   } catch (err) {
     await teardown().catch(() => undefined);
     if (fatal !== null && !(err instanceof AtrestError && err.code === 'NO_FUSE')) {
-      throw new AtrestError('NO_FUSE', `a FUSE serving thread failed: ${fatal}`, { path: mountPath, cause: err });
+      throw new AtrestError('NO_FUSE', `a FUSE serving thread failed: ${fatal}`, {
+        path: mountPath,
+        cause: err,
+      });
     }
     throw err;
   }
@@ -253,13 +277,13 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
     const gen = Atomics.add(ctl, Ctl.DROP_GEN, 1) + 1;
     if (acked(gen)) return true;
     const deadline = Date.now() + timeoutMs;
-    let fh: FileHandle | null = null;
+    const held: { fh: FileHandle | null } = { fh: null };
     let pending: Promise<unknown> | null = null;
     const wake = async (): Promise<void> => {
       // each read is one request; the kernel hands requests to the longest-waiting reader first, so
       // successive reads reach every idle thread (the reply is EIO once the volume is locked)
-      fh ??= await openFile(mountPath, fsConstants.O_RDONLY);
-      await fh.read(Buffer.alloc(512), 0, 512, 0).catch(() => undefined);
+      held.fh ??= await openFile(mountPath, fsConstants.O_RDONLY);
+      await held.fh.read(Buffer.alloc(512), 0, 512, 0).catch(() => undefined);
     };
     try {
       while (!acked(gen) && Date.now() < deadline) {
@@ -273,7 +297,7 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
       return acked(gen);
     } finally {
       const last = pending ?? Promise.resolve();
-      wakeChain = wakeChain.then(() => last).then(() => (fh as FileHandle | null)?.close().catch(() => undefined));
+      wakeChain = wakeChain.then(() => last).then(() => held.fh?.close().catch(() => undefined));
     }
   };
 

@@ -23,8 +23,7 @@ export interface WorkerInit {
 
 /** Messages to the session. */
 export type WorkerMessage =
-  | { type: 'init'; result: 'ok' | 'refused' | 'major'; reason?: string }
-  | { type: 'fatal'; message: string };
+  { type: 'init'; result: 'ok' | 'refused' | 'major'; reason?: string } | { type: 'fatal'; message: string };
 
 const init = workerData as WorkerInit;
 const ctl = init.ctl;
@@ -32,7 +31,8 @@ const ack = ackIndex(init.index);
 const nap = new Int32Array(new SharedArrayBuffer(4));
 
 function codeOf(err: unknown): string {
-  return String((err as { code?: unknown } | null)?.code ?? '');
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : '';
 }
 
 /** Tells the session this thread refreshed its keys against the newest dropKeys() generation. */
@@ -81,7 +81,11 @@ async function main(): Promise<void> {
         acknowledge(disk);
         const out = handler.handle(buf, n);
         if ('init' in out) {
-          parentPort?.postMessage({ type: 'init', result: out.init, reason: out.reason } satisfies WorkerMessage);
+          parentPort?.postMessage({
+            type: 'init',
+            result: out.init,
+            reason: out.reason,
+          } satisfies WorkerMessage);
         }
         if (out.reply !== null) {
           try {
