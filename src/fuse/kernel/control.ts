@@ -33,6 +33,8 @@ export const Ctl = {
   DESTROYED: 15,
   /** Requests that failed to decode. */
   PROTOCOL_ERRORS: 16,
+  /** Most requests ever served at once (async direct I/O spreads them over the workers). */
+  MAX_IN_FLIGHT: 17,
   /** Per-opcode request counts start here (OP_SLOTS words). */
   OPS: 32,
 } as const;

@@ -2,6 +2,7 @@
 import { constants as fsConstants } from 'node:fs';
 import { open as openFile, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { AtrestError, errnoOf } from '../../errors/index.js';
 import type { DiskIoDescriptor } from '../../volume/disk-io.js';
@@ -39,6 +40,8 @@ export interface KernelStats {
   flags: number;
   kernelFlags: number;
   inFlight: number;
+  /** Most requests served at once so far. */
+  maxInFlight: number;
   interrupts: number;
   maxRead: number;
   maxWrite: number;
@@ -62,18 +65,44 @@ export interface KernelFuseDisk extends FuseDisk {
   stats(): KernelStats;
 }
 
+interface EsbuildLike {
+  build(o: object): Promise<{ outputFiles: { contents: Uint8Array }[] }>;
+}
+const bundles = new Map<string, Promise<string>>();
+
 /**
- * Starts a serving thread: the compiled worker.js beside this file, or (vitest, tsx) the worker.ts
- * source after registering tsx's module hooks inside the new thread (`--import tsx` in execArgv
- * does not reach an eval'd or .ts worker entry on Node 20).
+ * A worker entry as a module URL. Compiled (dist/): the file itself. From TypeScript sources
+ * (vitest, tsx): bundled once per process with esbuild (tsx's own dependency) into a data: URL, since
+ * registering tsx in each worker costs seconds per thread on a loaded machine.
  */
-function startWorker(data: WorkerInit, name: string): Worker {
+function workerUrl(entry: string): Promise<string> {
+  if (!entry.endsWith('.ts')) return Promise.resolve(entry);
+  let url = bundles.get(entry);
+  if (url === undefined) {
+    url = (async () => {
+      const name = 'esbuild';
+      const esbuild = (await import(name)) as EsbuildLike;
+      const out = await esbuild.build({
+        entryPoints: [fileURLToPath(entry)],
+        bundle: true,
+        format: 'esm',
+        platform: 'node',
+        target: 'node20',
+        write: false,
+        logLevel: 'silent',
+      });
+      const code = out.outputFiles[0]?.contents ?? new Uint8Array();
+      return `data:text/javascript;base64,${Buffer.from(code).toString('base64')}`;
+    })();
+    bundles.set(entry, url);
+  }
+  return url;
+}
+
+/** The worker module beside this file: worker.js when compiled, worker.ts from sources. */
+function workerEntry(): string {
   const here = import.meta.url;
-  if (!here.endsWith('.ts')) return new Worker(new URL('./worker.js', here), { workerData: data, name });
-  const api = JSON.stringify(import.meta.resolve('tsx/esm/api'));
-  const src = JSON.stringify(new URL('./worker.ts', here).href);
-  const code = `import(${api}).then((m) => { m.register(); return import(${src}); })`;
-  return new Worker(code, { eval: true, workerData: data, name });
+  return new URL(here.endsWith('.ts') ? './worker.ts' : './worker.js', here).href;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -132,6 +161,16 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
   let fatal = null as string | null;
   let initSeen: (m: WorkerMessage & { type: 'init' }) => void = () => undefined;
   const initMessage = new Promise<WorkerMessage & { type: 'init' }>((r) => (initSeen = r));
+  let entry: string;
+  let diskIoModule: string | undefined;
+  try {
+    entry = await workerUrl(workerEntry());
+    diskIoModule = opts.diskIoModule === undefined ? undefined : await workerUrl(opts.diskIoModule);
+  } catch (err) {
+    await closeFd(fuseFd);
+    if (created) await unlink(mountPath).catch(() => undefined);
+    throw new AtrestError('INTERNAL', `cannot load the FUSE worker module: ${String(err)}`, { cause: err });
+  }
   for (let i = 0; i < count; i++) {
     Atomics.store(ctl, ackIndex(i), 0);
     const data: WorkerInit = {
@@ -143,9 +182,11 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
       uid,
       gid,
       time,
-      diskIoModule: opts.diskIoModule,
+      diskIoModule,
     };
-    const w = startWorker(data, `atrest-fuse-${i}`);
+    // bundled from sources: no execArgv (a parent's `--import tsx` would cost seconds per thread)
+    const execArgv = entry.startsWith('data:') ? [] : undefined;
+    const w = new Worker(new URL(entry), { workerData: data, name: `atrest-fuse-${i}`, execArgv });
     alive++;
     w.on('message', (m: WorkerMessage) => {
       if (m.type === 'init') initSeen(m);
@@ -331,6 +372,7 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
         flags: Atomics.load(ctl, Ctl.INIT_FLAGS) >>> 0,
         kernelFlags: Atomics.load(ctl, Ctl.KERNEL_FLAGS) >>> 0,
         inFlight: Atomics.load(ctl, Ctl.IN_FLIGHT),
+        maxInFlight: Atomics.load(ctl, Ctl.MAX_IN_FLIGHT),
         interrupts: Atomics.load(ctl, Ctl.INTERRUPTS),
         maxRead: Atomics.load(ctl, Ctl.MAX_READ),
         maxWrite: Atomics.load(ctl, Ctl.MAX_WRITE),

@@ -4,7 +4,7 @@ import { readSync, writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { DiskIo, DiskIoDescriptor } from '../../volume/disk-io.js';
 import { openDiskIo } from '../../volume/disk-io-open.js';
-import { ACK_GONE, Ctl, ackIndex } from './control.js';
+import { ACK_GONE, Ctl, ackIndex, atomicMax } from './control.js';
 import { RequestHandler } from './handler.js';
 import { MAX_WRITE } from './init.js';
 
@@ -76,7 +76,7 @@ async function main(): Promise<void> {
         else if (code !== 'EINTR' && code !== 'EAGAIN' && code !== 'ENOENT') throw err;
         continue;
       }
-      Atomics.add(ctl, Ctl.IN_FLIGHT, 1);
+      atomicMax(ctl, Ctl.MAX_IN_FLIGHT, Atomics.add(ctl, Ctl.IN_FLIGHT, 1) + 1);
       try {
         acknowledge(disk);
         const out = handler.handle(buf, n);
