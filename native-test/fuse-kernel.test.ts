@@ -89,7 +89,7 @@ describe('FUSE kernel backend', () => {
 
     await d.close();
     expect(await fuseMountAt(d.diskPath)).toBeNull();
-    expect(d.disk.stats().workers).toBe(0);
+    expect(d.disk.stats()).toMatchObject({ workers: 0, closedBy: 'umount' });
     await expect(stat(d.diskPath)).rejects.toThrow(/ENOENT/);
     await d.close(); // idempotent
   });
@@ -169,6 +169,9 @@ describe('FUSE kernel backend', () => {
     await d.close();
     expect(Date.now() - t0).toBeLessThan(20_000);
     expect(d.disk.stats().workers).toBe(0);
+    // fio keeps the file open: umount is refused, the lazy unmount leaves the connection to fio,
+    // so only aborting our connection ends the requests
+    expect(d.disk.stats().closedBy).toBe('abort');
     expect(await fuseMountAt(d.diskPath)).toBeNull();
     const code = await Promise.race([fio.done, new Promise((r) => setTimeout(() => r('hung'), 15_000))]);
     expect(code).not.toBe('hung');

@@ -2,6 +2,7 @@
 export {
   serveDiskKernel,
   type KernelFuseDisk,
+  type ClosedBy,
   type KernelStats,
   type ServeDiskKernelOptions,
 } from './session.js';

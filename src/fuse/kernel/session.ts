@@ -32,6 +32,13 @@ export interface ServeDiskKernelOptions {
   diskIoModule?: string;
 }
 
+/**
+ * How close() took the mount down: umount (clean), lazy (busy: detached, threads then saw ENODEV),
+ * abort (our connection aborted), terminate (threads stuck outside read(2)), stuck (some thread
+ * did not end; its /dev/fuse descriptor stays open), none (nothing was mounted).
+ */
+export type ClosedBy = 'umount' | 'lazy' | 'abort' | 'terminate' | 'stuck' | 'none';
+
 export interface KernelStats {
   /** Negotiated protocol minor (7.x). */
   minor: number;
@@ -51,6 +58,8 @@ export interface KernelStats {
   ops: Record<string, number>;
   /** Worker threads still running. */
   workers: number;
+  /** Set once close() finished. */
+  closedBy: ClosedBy | null;
 }
 
 export interface KernelFuseDisk extends FuseDisk {
@@ -211,25 +220,36 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
   let mounted = false;
   let closing: Promise<void> | null = null;
 
+  let closedBy: ClosedBy | null = null;
   const teardown = async (): Promise<void> => {
     Atomics.store(ctl, Ctl.STOP, 1);
+    let how: ClosedBy = 'none';
     if (mounted || (await fuseMountAt(mountPath)) !== null) {
       const step = { timeoutMs: unmountTimeoutMs, hostMounts: true };
       // a clean unmount fails while the file is open (a loop device, a process): then detach it
       // lazily and abort our own connection below once the serving threads do not see ENODEV
       await spawnHelper('umount', ['-i', mountPath], step).catch(() => null);
+      how = 'umount';
       if ((await fuseMountAt(mountPath)) !== null) {
         await spawnHelper('umount', ['-i', '-l', mountPath], step).catch(() => null);
+        how = 'lazy';
       }
     }
     if (!(await allExited(Math.min(2_000, unmountTimeoutMs)))) {
+      // only ever the id recorded at mount time: ids are reused right after an unmount
       if (connection >= 0) await abortConnection(connection);
+      how = 'abort';
       if (!(await allExited(unmountTimeoutMs))) {
         // blocked elsewhere than in read(2) (e.g. Atomics.wait on a range lock): terminate interrupts that
+        how = 'terminate';
         await Promise.race([Promise.all(workers.map((w) => w.terminate())), sleep(unmountTimeoutMs)]);
       }
     }
-    await closeFd(fuseFd);
+    // never close the device under a live thread: it would go on reading and writing whatever file
+    // gets this descriptor number next
+    if (alive === 0) await closeFd(fuseFd);
+    else how = 'stuck';
+    closedBy = how;
     if (created) {
       const st = await stat(mountPath).catch(() => null);
       if (st !== null && st.isFile() && st.size === 0 && (await fuseMountAt(mountPath)) === null) {
@@ -380,6 +400,7 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
         protocolErrors: Atomics.load(ctl, Ctl.PROTOCOL_ERRORS),
         ops,
         workers: alive,
+        closedBy,
       };
     },
   };

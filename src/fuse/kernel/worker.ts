@@ -69,7 +69,7 @@ async function main(): Promise<void> {
       } catch (err) {
         const code = codeOf(err);
         // ENODEV: unmounted or aborted; ECONNABORTED: aborted with FUSE_ABORT_ERROR
-        if (code === 'ENODEV' || code === 'ECONNABORTED') return;
+        if (code === 'ENODEV' || code === 'ECONNABORTED' || code === 'EBADF') return;
         if (Atomics.load(ctl, Ctl.STOP) !== 0) return;
         // EPERM: the mount does not exist yet; EINTR/EAGAIN/ENOENT: a request went away, read again
         if (code === 'EPERM') Atomics.wait(nap, 0, 0, 5);
