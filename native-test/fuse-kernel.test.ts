@@ -177,6 +177,18 @@ describe('FUSE kernel backend', () => {
     expect(code).not.toBe('hung');
   });
 
+  it('aborts its connection when the last serving thread dies on its own: requests fail, nothing hangs', async () => {
+    const gate = newGate(0);
+    const d = await serve({ size: 4 * MiB, workers: 1, extra: { gate }, diskIoModule: GATED });
+    Atomics.store(gate, Gate.DIE, 1);
+    const r = await sh(`dd if=${d.diskPath} of=/dev/null bs=4096 count=1 iflag=direct status=none`, 30_000);
+    expect(r.timedOut).toBe(false);
+    expect(r.code).not.toBe(0);
+    expect(d.disk.stats().workers).toBe(0);
+    await d.close();
+    expect(await fuseMountAt(d.diskPath)).toBeNull();
+  });
+
   it('works at a forced lower protocol minor (7.31): dd and fio verify', async () => {
     const d = await serve({ size: 16 * MiB, maxMinor: 31 });
     expect(d.disk.stats().minor).toBe(31);

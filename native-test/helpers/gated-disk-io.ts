@@ -4,7 +4,7 @@ import type { DiskIo, DiskIoDescriptor } from '../../src/volume/disk-io.js';
 import { openDiskIo as openReal } from '../../src/volume/disk-io-open.js';
 
 /** Word indexes in the descriptor's extra `gate` Int32Array. */
-export const Gate = { CLOSED: 0, BLOCKED: 1, FROM: 2 } as const;
+export const Gate = { CLOSED: 0, BLOCKED: 1, FROM: 2, DIE: 3 } as const;
 
 export function newGate(fromByte: number): Int32Array {
   const g = new Int32Array(new SharedArrayBuffer(16));
@@ -12,7 +12,10 @@ export function newGate(fromByte: number): Int32Array {
   return g;
 }
 
-/** Holds reads at or past gate[FROM] while gate[CLOSED] is 1; counts held reads in gate[BLOCKED]. */
+/**
+ * Holds reads at or past gate[FROM] while gate[CLOSED] is 1 (counted in gate[BLOCKED]); ends the
+ * serving thread on any read while gate[DIE] is 1.
+ */
 export function openDiskIo(d: DiskIoDescriptor & { gate?: Int32Array }): DiskIo {
   const io = openReal(d);
   const gate = d.gate;
@@ -22,6 +25,8 @@ export function openDiskIo(d: DiskIoDescriptor & { gate?: Int32Array }): DiskIo 
     readOnly: io.readOnly,
     sectorSize: io.sectorSize,
     readInto(position: number, length: number, out: Buffer): number {
+      // a serving thread dying on its own (process.exit in a worker ends only that thread)
+      if (Atomics.load(gate, Gate.DIE) === 1) process.exit(1);
       if (position >= Atomics.load(gate, Gate.FROM) && Atomics.load(gate, Gate.CLOSED) === 1) {
         Atomics.add(gate, Gate.BLOCKED, 1);
         while (Atomics.load(gate, Gate.CLOSED) === 1) Atomics.wait(gate, Gate.CLOSED, 1, 1000);

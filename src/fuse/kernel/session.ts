@@ -163,6 +163,7 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
     throw err;
   }
   const ctl = newControl();
+  let connection = -1;
   const time = Math.floor(Date.now() / 1000);
   const workers: Worker[] = [];
   const exited: Promise<void>[] = [];
@@ -207,6 +208,11 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
         w.on('exit', () => {
           alive--;
           Atomics.store(ctl, ackIndex(i), ACK_GONE);
+          // the last serving thread died on its own (a bug, not close()): abort our connection so
+          // requests fail with ENOTCONN instead of waiting forever for a reply
+          if (alive === 0 && Atomics.load(ctl, Ctl.STOP) === 0 && connection >= 0) {
+            void abortConnection(connection);
+          }
           r();
         }),
       ),
@@ -216,7 +222,6 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
   const allExited = (ms: number): Promise<boolean> =>
     Promise.race([Promise.all(exited).then(() => true), sleep(ms).then(() => false)]);
 
-  let connection = -1;
   let mounted = false;
   let closing: Promise<void> | null = null;
 
