@@ -190,6 +190,7 @@ describe('FUSE kernel backend', () => {
   });
 
   it('works at a forced lower protocol minor (7.31): dd and fio verify', async () => {
+    await expect(serve({ size: MiB, maxMinor: 30 })).rejects.toThrow(/from 31 to 45/);
     const d = await serve({ size: 16 * MiB, maxMinor: 31 });
     expect(d.disk.stats().minor).toBe(31);
     const src = join(dir, 'src31');

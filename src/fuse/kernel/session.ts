@@ -9,7 +9,7 @@ import type { DiskIoDescriptor } from '../../volume/disk-io.js';
 import { abortConnection, fuseMountAt } from '../mounts.js';
 import type { FuseDisk } from '../serve.js';
 import { spawnHelper } from '../spawn.js';
-import { OP_SLOTS, opName } from './abi.js';
+import { FUSE_MAX_KNOWN_MINOR, FUSE_MIN_MINOR, OP_SLOTS, opName } from './abi.js';
 import { ACK_GONE, Ctl, MAX_WORKERS, ackIndex, newControl } from './control.js';
 import { closeFd, kernelMountOptions, mountFuseFd, openFuseDevice, waitForMountEntry } from './mount.js';
 import type { WorkerInit, WorkerMessage } from './worker.js';
@@ -127,6 +127,17 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
   const count = opts.workers ?? 4;
   if (!Number.isInteger(count) || count < 1 || count > MAX_WORKERS) {
     throw new AtrestError('USAGE', `FUSE worker count ${count} is not an integer from 1 to ${MAX_WORKERS}`);
+  }
+  const maxMinor = opts.maxMinor;
+  if (
+    maxMinor !== undefined &&
+    (!Number.isInteger(maxMinor) || maxMinor < FUSE_MIN_MINOR || maxMinor > FUSE_MAX_KNOWN_MINOR)
+  ) {
+    throw new AtrestError(
+      'USAGE',
+      `FUSE protocol minor cap ${maxMinor} is not an integer from ${FUSE_MIN_MINOR} to ${FUSE_MAX_KNOWN_MINOR}`,
+      { hint: 'fix ATREST_FUSE_MAX_MINOR, or unset it to take what the kernel offers' },
+    );
   }
   if ((await fuseMountAt(mountPath)) !== null) {
     throw new AtrestError('NAME_IN_USE', `something is already mounted on ${mountPath}`, {
