@@ -2,7 +2,6 @@
 import { constants as fsConstants } from 'node:fs';
 import { open as openFile, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { AtrestError, errnoOf } from '../../errors/index.js';
 import type { DiskIoDescriptor } from '../../volume/disk-io.js';
@@ -13,6 +12,7 @@ import { FUSE_MAX_KNOWN_MINOR, FUSE_MIN_MINOR, OP_SLOTS, opName } from './abi.js
 import { ACK_GONE, Ctl, MAX_WORKERS, ackIndex, newControl } from './control.js';
 import { closeFd, kernelMountOptions, mountFuseFd, openFuseDevice, waitForMountEntry } from './mount.js';
 import type { WorkerInit, WorkerMessage } from './worker.js';
+import { workerEntry, workerUrl } from './worker-url.js';
 
 export interface ServeDiskKernelOptions {
   /** The disk file, e.g. /run/atrest/NAME; created empty (0600) if missing, removed again on close. */
@@ -72,46 +72,6 @@ export interface KernelFuseDisk extends FuseDisk {
   dropKeys(timeoutMs?: number): Promise<boolean>;
   /** Counters for tests and diagnostics. */
   stats(): KernelStats;
-}
-
-interface EsbuildLike {
-  build(o: object): Promise<{ outputFiles: { contents: Uint8Array }[] }>;
-}
-const bundles = new Map<string, Promise<string>>();
-
-/**
- * A worker entry as a module URL. Compiled (dist/): the file itself. From TypeScript sources
- * (vitest, tsx): bundled once per process with esbuild (tsx's own dependency) into a data: URL, since
- * registering tsx in each worker costs seconds per thread on a loaded machine.
- */
-function workerUrl(entry: string): Promise<string> {
-  if (!entry.endsWith('.ts')) return Promise.resolve(entry);
-  let url = bundles.get(entry);
-  if (url === undefined) {
-    url = (async () => {
-      const name = 'esbuild';
-      const esbuild = (await import(name)) as EsbuildLike;
-      const out = await esbuild.build({
-        entryPoints: [fileURLToPath(entry)],
-        bundle: true,
-        format: 'esm',
-        platform: 'node',
-        target: 'node20',
-        write: false,
-        logLevel: 'silent',
-      });
-      const code = out.outputFiles[0]?.contents ?? new Uint8Array();
-      return `data:text/javascript;base64,${Buffer.from(code).toString('base64')}`;
-    })();
-    bundles.set(entry, url);
-  }
-  return url;
-}
-
-/** The worker module beside this file: worker.js when compiled, worker.ts from sources. */
-function workerEntry(): string {
-  const here = import.meta.url;
-  return new URL(here.endsWith('.ts') ? './worker.ts' : './worker.js', here).href;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -274,6 +234,7 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
     }
   };
 
+  let phase = 'mount(8)';
   try {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, rej) => {
@@ -282,7 +243,7 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
           rej(
             new AtrestError(
               'TIMEOUT',
-              `the FUSE mount on ${mountPath} did not come up within ${mountTimeoutMs} ms`,
+              `the FUSE mount on ${mountPath} did not come up within ${mountTimeoutMs} ms (waiting for ${phase})`,
               {
                 path: mountPath,
               },
@@ -293,13 +254,18 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
     });
     try {
       // the mount helper and INIT race: the workers answer INIT while mount(8) may still run
-      const mountDone = mountFuseFd(fuseFd, mountPath, options, mountTimeoutMs).then(() => (mounted = true));
+      const mountDone = mountFuseFd(fuseFd, mountPath, options, mountTimeoutMs).then(() => {
+        if (phase === 'mount(8)') phase = 'the kernel INIT request';
+        mounted = true;
+      });
       const init = await Promise.race([
         initMessage,
         timeout,
         mountDone.then(() => Promise.race([initMessage, timeout])),
       ]);
+      phase = 'mount(8) to finish';
       await Promise.race([mountDone, timeout]);
+      phase = 'the mount to show in /proc/self/mountinfo';
       if (init.result !== 'ok') {
         throw new AtrestError(
           'NO_FUSE',
@@ -322,6 +288,7 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
       }
       connection = entry.minor;
       // asynchronous stat (libuv threadpool): the workers answer the GETATTR
+      phase = 'a stat of the mounted file';
       const st = await Promise.race([stat(mountPath), timeout]);
       if (st.dev === parentDev || st.size !== disk.size) {
         throw new AtrestError('NO_FUSE', `the disk file ${mountPath} does not show the mount`, {
