@@ -35,8 +35,8 @@ export interface ServedDisk {
   ivTweak: number;
   volume: Volume;
   disk: FuseDisk;
-  /** fsync calls that reached the volume. */
-  fsyncs: { data: number; full: number };
+  /** fsync calls that reached the volume (the kernel backend's workers count theirs as data syncs). */
+  readonly fsyncs: { data: number; full: number };
   /** Closes disk and volume (idempotent). */
   close(): Promise<void>;
 }
@@ -51,7 +51,15 @@ export function xtsKey(): Buffer {
 /** A fresh image in `dir`, opened as a Volume (XTS under a key of its own unless plain) and served on dir/disk-N. */
 export async function serveTestDisk(
   dir: string,
-  opts: { size?: number; sectorSize?: number; plain?: boolean; readOnly?: boolean; directIo?: boolean } = {},
+  opts: {
+    size?: number;
+    sectorSize?: number;
+    plain?: boolean;
+    readOnly?: boolean;
+    directIo?: boolean;
+    /** Default kernel (the daemon's default); libfuse only when the fallback is built. */
+    backend?: 'kernel' | 'libfuse';
+  } = {},
 ): Promise<ServedDisk> {
   const size = opts.size ?? 64 * 1024 * 1024;
   const dataOffset = 16 * 1024 * 1024;
@@ -80,9 +88,11 @@ export async function serveTestDisk(
     disk = await serveDisk({
       mountPath: diskPath,
       directIo: opts.directIo ?? true,
+      backend: opts.backend ?? 'kernel',
       disk: {
         size: volume.size,
         readOnly: volume.readOnly,
+        descriptor: () => volume.descriptor(),
         read: (p, l) => volume.read(p, l),
         write: (p, d) => volume.write(p, d),
         fsync: (datasync) => {
@@ -107,7 +117,10 @@ export async function serveTestDisk(
     ivTweak,
     volume,
     disk,
-    fsyncs,
+    get fsyncs() {
+      const served = (disk as { stats?: () => { syncs: number } }).stats?.().syncs ?? 0;
+      return { data: fsyncs.data + served, full: fsyncs.full };
+    },
     close: () =>
       (closing ??= (async () => {
         try {

@@ -338,6 +338,13 @@ export class VolumeService {
       await v.volume.settle();
     } finally {
       await v.keys.wipeAll();
+      // the serving threads' copies of the key schedule go too (the keyring slots are empty now)
+      if ((await v.disk.dropKeys?.()) === false) {
+        this.log.error(
+          { event: 'lock-drop-keys-timeout', volume: v.name },
+          'a FUSE worker did not confirm it dropped its key schedule in time',
+        );
+      }
     }
     this.audit({
       event: 'lock',
