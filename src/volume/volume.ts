@@ -86,6 +86,8 @@ export class Volume {
   #closed = false;
   #closing: Promise<void> | null = null;
   #inFlight = 0;
+  #completed = 0;
+  #busyNs = 0;
   readonly #writeBehindBytes: number;
   #pendingBytes = 0;
   readonly #pending = new Set<Promise<void>>();
@@ -116,6 +118,11 @@ export class Volume {
   /** Whether any read, write or flush is in flight (the converter lets those go first). */
   get busy(): boolean {
     return this.#inFlight > 0 || this.#pending.size > 0;
+  }
+
+  /** Foreground counters for the converter's yielding (see yield-controller.ts): in flight, done, summed ns. */
+  foreground(): { inFlight: number; completed: number; busyNs: number } {
+    return { inFlight: this.#inFlight, completed: this.#completed, busyNs: this.#busyNs };
   }
 
   /** The conversion front (bytes), or null when no conversion is under way. */
@@ -511,9 +518,12 @@ export class Volume {
 
   async #track<T>(fn: () => Promise<T>): Promise<T> {
     this.#inFlight++;
+    const t0 = process.hrtime.bigint();
     try {
       return await fn();
     } finally {
+      this.#completed++;
+      this.#busyNs += Number(process.hrtime.bigint() - t0);
       this.#inFlight--;
       if (this.#inFlight === 0) for (const wake of this.#drained.splice(0)) wake();
     }
