@@ -188,12 +188,18 @@ describe('online conversion', () => {
   });
 
   it('under continuous light foreground I/O the conversion still finishes (no starvation), byte-exact', async () => {
-    const size = 32 * MiB;
+    const size = 64 * MiB;
     const { path, data } = await plainImage(size);
-    let r = await t.atrest(['open', path, 'lt', '--encrypt']);
+    const r = await t.atrest(['open', path, 'lt', '--encrypt']);
     expect(r.code, r.stderr).toBe(0);
     const disk = r.stdout.trim();
-    // light and never-ending: random 4k reads everywhere, random 4k writes of a fixed pattern in [8M, 12M)
+    const progress = async (): Promise<{ state: string; done: number }> => {
+      const s = await t.atrest(['status', 'lt', '--json']);
+      const v = (JSON.parse(s.stdout) as { volumes: Array<{ conversion?: { state: string; done: number } }> })
+        .volumes[0];
+      return { state: v?.conversion?.state ?? '', done: v?.conversion?.done ?? -1 };
+    };
+    // an idle volume converts fast, so the load starts at once: light and never-ending: random 4k reads everywhere, random 4k writes of a fixed pattern in [8M, 12M)
     const common = ['--ioengine=libaio', '--direct=1', '--bs=4k', '--time_based', '--runtime=120'];
     const load = spawn(
       'fio',
@@ -220,12 +226,16 @@ describe('online conversion', () => {
     const fioDone = new Promise<void>((res) => load.on('close', () => res()));
     let state = '';
     try {
+      await new Promise((res) => setTimeout(res, 1000));
+      expect(load.exitCode).toBeNull();
+      // the load is up and most of the conversion is still to do
+      const early = await progress();
+      expect(early.state).toBe('running');
+      expect(size - early.done).toBeGreaterThanOrEqual(16 * MiB);
       // the load keeps going while the conversion runs; it must finish anyway, well before fio does
       const t0 = Date.now();
       while (Date.now() - t0 < 90_000) {
-        r = await t.atrest(['status', 'lt', '--json']);
-        const v = (JSON.parse(r.stdout) as { volumes: Array<{ conversion?: { state: string } }> }).volumes[0];
-        state = v?.conversion?.state ?? '';
+        state = (await progress()).state;
         if (state === 'done') break;
         expect(load.exitCode, 'the foreground load ran for the whole conversion').toBeNull();
         await new Promise((res) => setTimeout(res, 250));
