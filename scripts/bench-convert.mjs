@@ -6,7 +6,7 @@
 // and the conversion still progresses during the load (its MB/s in each window is reported).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { privateEnv } from './bench-env.mjs';
@@ -86,6 +86,10 @@ async function withPrivateAtrest(prefix, fn) {
   const atrest = (args) => run(process.execPath, [BIN, ...args], { env });
   try {
     return await fn(dir, env, atrest);
+  } catch (err) {
+    const log = await readFile(join(env.ATREST_STATE_DIR, 'daemon.log'), 'utf8').catch(() => '');
+    console.error(`daemon log (last lines):\n${log.split('\n').slice(-15).join('\n')}`);
+    throw err;
   } finally {
     await atrest(['daemon', '--stop']).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 500));

@@ -627,7 +627,7 @@ export class Converter {
 
   /** Sleeps `ms` (the clock's sleep), or less when pause() or stop() is called meanwhile. */
   async #sleep(ms: number): Promise<void> {
-    if (!(ms > 0)) return;
+    if (!(ms > 0) || this.#stopped || this.#paused) return;
     const woken = new Promise<void>((r) => (this.#wake = r));
     const sleep = this.o.clock ? this.o.clock.sleep(ms) : new Promise((r) => setTimeout(r, ms));
     await Promise.race([woken, sleep]);
@@ -710,8 +710,13 @@ export class Converter {
         const start = Math.max(0, this.#front - bytes);
         sinceT += this.#front - start;
         await this.#batch(image, header, start, this.#front);
-        const pause = yielder && host ? yielder.endBatch(host.foreground(), now()) : 0;
+        let pause = yielder && host ? yielder.endBatch(host.foreground(), now()) : 0;
         this.#note();
+        if (yielder && host && pause > 0 && this.#front > 0) {
+          // the requests the batch held up drain first: they count against it, not the baseline
+          await this.#sleep(Math.min(pause / 2, yielder.policy.settleMs));
+          pause = yielder.settled(host.foreground(), now());
+        }
         // the user's cap: keep the average since the last pause at or under maxRate
         const rate = this.o.maxRate ?? 0;
         const wait = rate > 0 ? lastT + (sinceT * 1000) / rate - now() : 0;

@@ -105,6 +105,42 @@ describe('YieldController', () => {
     expect(busyMs / allMs).toBeGreaterThanOrEqual(0.05 - 1e-9);
   });
 
+  it('requests held up by a batch and completing just after it count against the batch (settled)', () => {
+    // qd 16, 0.1 ms per request while quiet; a batch (10 ms per MiB) stalls all 16, which complete
+    // within the first ms after it with the whole batch time as their latency
+    const run = (settle: boolean): YieldController => {
+      const c = new YieldController({ ...policy, settleMs: 5 });
+      let fg: ForegroundSample = { inFlight: 16, completed: 0, busyNs: 0 };
+      let now = 0;
+      const quiet = (ms: number): void => {
+        const n = Math.round(ms * 160);
+        fg = { inFlight: 16, completed: fg.completed + n, busyNs: fg.busyNs + n * 100_000 };
+        now += ms;
+      };
+      for (let i = 0; i < 30; i++) {
+        const bytes = c.beginBatch(fg, now);
+        const ms = (bytes / MiB) * 10;
+        now += ms;
+        let pause = c.endBatch(fg, now);
+        // the held-up requests complete right after the batch
+        fg = { inFlight: 16, completed: fg.completed + 16, busyNs: fg.busyNs + 16 * ms * 1e6 };
+        now += 1;
+        if (settle && pause > 0) {
+          quiet(4);
+          pause = c.settled(fg, now);
+        }
+        quiet(pause);
+      }
+      return c;
+    };
+    const good = run(true);
+    expect(good.baseline?.latNs).toBeCloseTo(100_000, -3);
+    expect(good.lastImpact).toBe(1);
+    expect(good.duty).toBeCloseTo(0.1, 5);
+    // without settled() the held-up requests inflate the baseline latency
+    expect(run(false).baseline?.latNs ?? 0).toBeGreaterThan(105_000);
+  });
+
   it('the pause is capped at maxPauseMs even for long batches', () => {
     const c = new YieldController({ ...policy, maxPauseMs: 500 });
     const steps = drive(c, new Load(10, 100_000, 0, 0), 20, 1000);

@@ -21,6 +21,10 @@
 //   batch: an idle volume converts at full speed (d = 1: no pause at all) after a few windows.
 // - Foreground active but no baseline yet: d is capped at 1/2 so the next pause can measure one.
 // - The pause after a batch is batchMs * (1 - d) / d, at most maxPauseMs.
+// - Requests the batch held up complete just after it: the converter calls settled() settleMs into
+//   the pause, and the quiet window (baseline) starts there: their latency never inflates the
+//   baseline (the busy window already counted them as slow or missing).
+//   The settle is at most half the pause.
 // - Samples are counters: a window whose deltas are negative or not finite (counter wrap, restart,
 //   no sample yet) carries no information; the controller keeps its state and re-syncs on it. Every
 //   output is a finite, non-negative number.
@@ -48,6 +52,8 @@ export interface YieldPolicy {
   minDuty: number;
   /** Longest pause between two batches, ms. */
   maxPauseMs: number;
+  /** How long into a pause the requests a batch held up count as the batch's (see settled()), ms. */
+  settleMs: number;
 }
 
 export const DEFAULT_YIELD_POLICY: Omit<YieldPolicy, 'maxBatch' | 'align'> = {
@@ -55,6 +61,7 @@ export const DEFAULT_YIELD_POLICY: Omit<YieldPolicy, 'maxBatch' | 'align'> = {
   budget: 0.1,
   minDuty: 0.05,
   maxPauseMs: 2000,
+  settleMs: 50,
 };
 
 /** Completions a quiet window needs before it counts towards the baseline. */
@@ -102,6 +109,8 @@ export class YieldController {
   #lastEnd: Stamp | null = null;
   #begin: Stamp | null = null;
   #lastImpact: number | null = null;
+  /** The pause endBatch gave after a batch with foreground activity (for settled()). */
+  #ended: { pause: number } | null = null;
 
   constructor(policy: Partial<YieldPolicy> & Pick<YieldPolicy, 'maxBatch' | 'align'>) {
     const p = { ...DEFAULT_YIELD_POLICY, ...policy };
@@ -115,6 +124,7 @@ export class YieldController {
       budget: Math.min(1, Math.max(0.001, p.budget)),
       minDuty: Math.min(1, Math.max(0.001, p.minDuty)),
       maxPauseMs: Math.max(0, p.maxPauseMs),
+      settleMs: Math.max(0, p.settleMs),
     };
     this.#batch = maxBatch;
   }
@@ -163,15 +173,39 @@ export class YieldController {
   /** Called right after a batch: learns from the busy window and returns the pause (ms) before the next. */
   endBatch(fg: ForegroundSample, now: number): number {
     const stamp = { fg: { ...fg }, now };
-    const w = windowOf(this.#begin, stamp);
+    const begin = this.#begin;
+    const w = windowOf(begin, stamp);
     this.#begin = null;
     this.#lastEnd = stamp;
+    this.#ended = null;
     if (w === null) return this.#pause(0);
     if (!w.active) {
       this.#lastImpact = null;
       this.#grow();
       return this.#pause(w.ms);
     }
+    this.#learn(w);
+    const pause = this.#pause(w.ms);
+    this.#ended = { pause };
+    return pause;
+  }
+
+  /**
+   * Optional, settleMs into the pause (at most half of it, so a quiet window remains; see policy): requests the batch held up complete just after
+   * it, with the batch in their latency; the baseline must not see them (the batch window already
+   * counted them as missing). The quiet window starts here instead. Returns the rest of the pause (ms).
+   */
+  settled(fg: ForegroundSample, now: number): number {
+    const e = this.#ended;
+    this.#ended = null;
+    const since = this.#lastEnd === null ? NaN : now - this.#lastEnd.now;
+    if (e === null || !(since >= 0) || ![fg.completed, fg.busyNs, fg.inFlight].every(finite)) return 0;
+    this.#lastEnd = { fg: { ...fg }, now };
+    return Math.max(0, e.pause - since);
+  }
+
+  /** Adapts duty and batch size to the impact of a busy window with foreground activity. */
+  #learn(w: Window): void {
     const impact = this.#impact(w);
     this.#lastImpact = impact;
     if (impact === null) {
@@ -184,7 +218,6 @@ export class YieldController {
       const next = impact > budget ? this.#batch / 2 : this.#batch * 2;
       this.#batch = Math.min(maxBatch, Math.max(minBatch, Math.floor(next / align) * align));
     }
-    return this.#pause(w.ms);
   }
 
   /** Impact of the busy window on the foreground, in [0, 1]; null without a baseline to compare with. */
