@@ -125,14 +125,15 @@ export async function benchConvert({ quick = false } = {}) {
     /** One fio window; the conversion runs while fio does when `converting` (resumed once fio is up). */
     const window = async (converting) => {
       const load = fioRandrw(disk, seconds);
-      if (converting) {
-        await new Promise((r) => setTimeout(r, 300));
-        if (!process.env.BENCH_CONVERT_AA) await atrest(['encrypt', '--resume', 'on']);
-      }
+      // the same CLI call in every window (a node process costs CPU on a small machine): resume, or
+      // pause again (a no-op) for the baseline
+      await new Promise((r) => setTimeout(r, 300));
+      const resume = converting && !process.env.BENCH_CONVERT_AA;
+      await atrest(['encrypt', resume ? '--resume' : '--pause', 'on']);
       const before = await progress();
       const t0 = performance.now();
       const iops = await load;
-      if (converting) await atrest(['encrypt', '--pause', 'on']).catch(() => undefined);
+      await atrest(['encrypt', '--pause', 'on']).catch(() => undefined);
       const after = await progress();
       const secs = (performance.now() - t0) / 1000;
       if (process.env.BENCH_CONVERT_DEBUG) console.error({ converting, iops, before, after, secs });
