@@ -193,13 +193,17 @@ describe('online conversion', () => {
     const r = await t.atrest(['open', path, 'lt', '--encrypt']);
     expect(r.code, r.stderr).toBe(0);
     const disk = r.stdout.trim();
+    // an idle volume converts 64 MiB in about a second: the daemon is held (SIGSTOP) until the load is
+    // queued, so conversion and load start together
+    const pid = Number((await readFile(join(t.dir, 'state', 'daemon.pid'), 'utf8')).trim());
+    process.kill(pid, 'SIGSTOP');
     const progress = async (): Promise<{ state: string; done: number }> => {
       const s = await t.atrest(['status', 'lt', '--json']);
       const v = (JSON.parse(s.stdout) as { volumes: Array<{ conversion?: { state: string; done: number } }> })
         .volumes[0];
       return { state: v?.conversion?.state ?? '', done: v?.conversion?.done ?? -1 };
     };
-    // an idle volume converts fast, so the load starts at once: light and never-ending: random 4k reads everywhere, random 4k writes of a fixed pattern in [8M, 12M)
+    // light and never-ending: random 4k reads everywhere, random 4k writes of a fixed pattern in [8M, 12M)
     const common = ['--ioengine=libaio', '--direct=1', '--bs=4k', '--time_based', '--runtime=120'];
     const load = spawn(
       'fio',
@@ -226,6 +230,8 @@ describe('online conversion', () => {
     const fioDone = new Promise<void>((res) => load.on('close', () => res()));
     let state = '';
     try {
+      await new Promise((res) => setTimeout(res, 500));
+      process.kill(pid, 'SIGCONT');
       await new Promise((res) => setTimeout(res, 1000));
       expect(load.exitCode).toBeNull();
       // the load is up and most of the conversion is still to do
@@ -241,6 +247,7 @@ describe('online conversion', () => {
         await new Promise((res) => setTimeout(res, 250));
       }
     } finally {
+      process.kill(pid, 'SIGCONT');
       load.kill('SIGTERM');
     }
     await fioDone;
