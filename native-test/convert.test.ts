@@ -1,5 +1,6 @@
 // In-place encryption end to end: SIGKILL at chosen instants then resume, online conversion under fio,
 // cryptsetup on the result, bad input (run as root).
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { open, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -182,6 +183,94 @@ describe('online conversion', () => {
     expect((await stat(path)).size).toBe(size + 16 * MiB);
     const raw = await readFile(path);
     expect(raw.includes(data.subarray(0, 4096))).toBe(false);
+    const again = await decryptedView(path);
+    expect(sha(again)).toBe(sha(after));
+  });
+
+  it('under continuous light foreground I/O the conversion still finishes (no starvation), byte-exact', async () => {
+    const size = 64 * MiB;
+    const { path, data } = await plainImage(size);
+    const r = await t.atrest(['open', path, 'lt', '--encrypt']);
+    expect(r.code, r.stderr).toBe(0);
+    const disk = r.stdout.trim();
+    // an idle volume converts 64 MiB in about a second: the daemon is held (SIGSTOP) until the load is
+    // queued, so conversion and load start together
+    const pid = Number((await readFile(join(t.dir, 'state', 'daemon.pid'), 'utf8')).trim());
+    process.kill(pid, 'SIGSTOP');
+    const progress = async (): Promise<{ state: string; done: number }> => {
+      const s = await t.atrest(['status', 'lt', '--json']);
+      const v = (JSON.parse(s.stdout) as { volumes: Array<{ conversion?: { state: string; done: number } }> })
+        .volumes[0];
+      return { state: v?.conversion?.state ?? '', done: v?.conversion?.done ?? -1 };
+    };
+    // light and never-ending: random 4k reads everywhere, random 4k writes of a fixed pattern in [8M, 12M)
+    const common = ['--ioengine=libaio', '--direct=1', '--bs=4k', '--time_based', '--runtime=120'];
+    const load = spawn(
+      'fio',
+      [
+        `--filename=${disk}`,
+        ...common,
+        '--name=reads',
+        '--rw=randread',
+        '--iodepth=2',
+        '--rate_iops=300',
+        '--name=writes',
+        '--rw=randwrite',
+        '--iodepth=1',
+        '--rate_iops=100',
+        '--offset=8M',
+        '--size=4M',
+        '--buffer_pattern=0x5a',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    load.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    load.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const fioDone = new Promise<void>((res) => load.on('close', () => res()));
+    let state = '';
+    try {
+      await new Promise((res) => setTimeout(res, 500));
+      process.kill(pid, 'SIGCONT');
+      await new Promise((res) => setTimeout(res, 1000));
+      expect(load.exitCode).toBeNull();
+      // the load is up and most of the conversion is still to do
+      const early = await progress();
+      expect(early.state).toBe('running');
+      expect(size - early.done).toBeGreaterThanOrEqual(16 * MiB);
+      // the load keeps going while the conversion runs; it must finish anyway, well before fio does
+      const t0 = Date.now();
+      while (Date.now() - t0 < 90_000) {
+        state = (await progress()).state;
+        if (state === 'done') break;
+        expect(load.exitCode, 'the foreground load ran for the whole conversion').toBeNull();
+        await new Promise((res) => setTimeout(res, 250));
+      }
+    } finally {
+      process.kill(pid, 'SIGCONT');
+      load.kill('SIGTERM');
+    }
+    await fioDone;
+    // stopped by SIGTERM: fio reports each job; no I/O error in any
+    expect(out, out).toMatch(/reads: \(groupid=0, jobs=1\): err= 0/);
+    expect(out, out).toMatch(/writes: \(groupid=0, jobs=1\): err= 0/);
+    expect(state).toBe('done');
+    // every 4k block of the written region is its original or the pattern; the rest is the original
+    const check = (view: Buffer): void => {
+      expect(sha(view.subarray(0, 8 * MiB))).toBe(sha(data.subarray(0, 8 * MiB)));
+      expect(sha(view.subarray(12 * MiB))).toBe(sha(data.subarray(12 * MiB)));
+      const pattern = Buffer.alloc(4096, 0x5a);
+      let written = 0;
+      for (let at = 8 * MiB; at < 12 * MiB; at += 4096) {
+        const block = view.subarray(at, at + 4096);
+        if (block.equals(pattern)) written++;
+        else expect(block.equals(data.subarray(at, at + 4096)), `block at ${at}`).toBe(true);
+      }
+      expect(written).toBeGreaterThan(0);
+    };
+    const after = await readFile(disk);
+    check(after);
+    expect((await t.atrest(['close', 'lt'])).code).toBe(0);
     const again = await decryptedView(path);
     expect(sha(again)).toBe(sha(after));
   });

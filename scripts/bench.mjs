@@ -2,13 +2,13 @@
 // npm run bench: sector crypto vs `openssl speed`, pool scaling, I/O through the disk file vs the raw file for
 // each FUSE backend (bench-io.mjs), and in-place conversion. Every ratio comes from one run. --quick: a short smoke run.
 import { spawn } from 'node:child_process';
-import { access, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { benchCrypto } from './bench-crypto.mjs';
 import { privateEnv } from './bench-env.mjs';
+import { benchConvert, printConvert } from './bench-convert.mjs';
 import { benchIo, printIo } from './bench-io.mjs';
 
 const QUICK = process.argv.includes('--quick');
@@ -31,27 +31,6 @@ function run(cmd, args, { env = process.env, timeoutMs = 600_000 } = {}) {
       else res(out);
     });
   });
-}
-
-async function fio(file, name, rw, bs, iodepth, size, seconds) {
-  const out = await run('fio', [
-    `--name=${name}`,
-    `--filename=${file}`,
-    `--rw=${rw}`,
-    `--bs=${bs}`,
-    `--size=${size}`,
-    '--ioengine=libaio',
-    '--direct=1',
-    `--iodepth=${iodepth}`,
-    '--time_based',
-    `--runtime=${seconds}`,
-    '--ramp_time=1',
-    '--group_reporting',
-    '--output-format=json',
-  ]);
-  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
-  const side = rw.includes('read') ? job.read : job.write;
-  return { mbps: side.bw_bytes / 1e6, iops: side.iops };
 }
 
 /**
@@ -95,9 +74,8 @@ async function timed(fn) {
 }
 
 /**
- * In-place conversion: offline `atrest encrypt` vs `cp` + `sync` of the same image (same run), and a
- * 4 KiB random fio load's IOPS on an encrypted volume alone vs on a plaintext image being encrypted
- * online at the daemon's default rate.
+ * Offline in-place conversion: `atrest encrypt` vs `cp` + `sync` of the same image (same run). Online
+ * conversion against foreground I/O is scripts/bench-convert.mjs.
  */
 async function convBench() {
   return withPrivateAtrest('atrest-bench-conv-', {}, async (dir, env, atrest) => {
@@ -115,27 +93,11 @@ async function convBench() {
     await rm(copy, { force: true });
     await run('sync', []);
     const enc = await timed(() => atrest(['encrypt', conv]));
-    // fio: baseline on the (now encrypted) volume, then on a fresh plaintext image under online encryption
-    const fioLoad = (file) => fio(file, 'load', 'randrw', '4k', 16, '512M', 8);
-    await atrest(['open', conv, 'base']);
-    const base = await fioLoad(join(env.ATREST_RUN_DIR, 'base'));
-    await atrest(['close', 'base']);
-    const online = join(dir, 'online.img');
-    await run('cp', ['--reflink=never', src, online]);
-    await run('sync', []);
-    await atrest(['open', online, 'online', '--encrypt']);
-    const during = await fioLoad(join(env.ATREST_RUN_DIR, 'online'));
-    const st = JSON.parse(await atrest(['status', 'online', '--json'])).volumes[0].conversion;
-    await atrest(['close', 'online']);
     return {
       size,
       cpMBps: size / cp / 1e6,
       encMBps: size / enc / 1e6,
       ratio: cp / enc,
-      baseIops: base.iops,
-      duringIops: during.iops,
-      drop: 1 - during.iops / base.iops,
-      convState: `${st.state}, ${st.percent}% done`,
     };
   });
 }
@@ -145,34 +107,21 @@ function printConv(c) {
   console.log(
     `  offline encrypt ${c.encMBps.toFixed(0)} MB/s  cp+sync ${c.cpMBps.toFixed(0)} MB/s  ratio ${c.ratio.toFixed(3)} (bar 0.5)`,
   );
-  console.log(
-    `  fio 4k randrw: ${c.baseIops.toFixed(0)} IOPS alone, ${c.duringIops.toFixed(0)} IOPS during online encryption at the default rate (${c.convState} at the end): drop ${(c.drop * 100).toFixed(1)}% (bar 30%)`,
-  );
 }
 
-/**
- * The conversion part: scripts/bench-convert.mjs's benchConvert() when that file exists (it prints or
- * returns its figures), else the in-place conversion figures above. Fails soft.
- */
+/** The conversion part: offline (above) and online against foreground I/O (bench-convert.mjs). Fails soft. */
 async function conversion() {
-  const file = join(import.meta.dirname, 'bench-convert.mjs');
   try {
-    if (
-      await access(file).then(
-        () => true,
-        () => false,
-      )
-    ) {
-      const mod = await import(pathToFileURL(file).href);
-      const r = await mod.benchConvert({ quick: QUICK });
-      if (typeof r === 'string') console.log(r);
-      else if (Array.isArray(r?.lines)) for (const l of r.lines) console.log(l);
-      else if (r !== undefined)
-        console.log(`== conversion (scripts/bench-convert.mjs)\n${JSON.stringify(r, null, 2)}`);
-    } else if (QUICK) console.log('== conversion: skipped with --quick');
+    if (QUICK) console.log('== offline conversion: skipped with --quick');
     else printConv(await convBench());
   } catch (err) {
-    console.log(`== conversion: failed: ${String(err?.message ?? err).split('\n')[0]}`);
+    console.log(`== offline conversion: failed: ${String(err?.message ?? err).split('\n')[0]}`);
+  }
+  try {
+    const r = await benchConvert({ quick: QUICK });
+    printConvert(r);
+  } catch (err) {
+    console.log(`== online conversion: failed: ${String(err?.message ?? err).split('\n')[0]}`);
   }
 }
 

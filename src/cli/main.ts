@@ -299,7 +299,7 @@ export async function main(argv: string[]): Promise<number> {
           .option('max-rate', {
             type: 'string',
             describe:
-              'throttle of an in-place conversion this open starts or resumes (default 48M per second)',
+              'cap (bytes per second) of an in-place conversion this open starts or resumes; default none: it yields to foreground I/O adaptively',
           })
           .option('bench-plain', { type: 'boolean', default: false, hidden: true })
           .option('read-only', { type: 'boolean', default: false })

@@ -104,8 +104,11 @@ interface Layout {
   conversion: { converter: Converter; split: ConversionSplit; oldKey: PoolKey | null } | null;
 }
 
-/** Default throttle of online conversions: leaves most of the disk and CPU to the volume's users. */
-export const DEFAULT_ONLINE_RATE = 48 * 1024 * 1024;
+/**
+ * Default fixed cap of online conversions: none (0). The converter yields to the volume's users
+ * adaptively (src/volume/yield-controller.ts); --max-rate adds a cap on top.
+ */
+export const DEFAULT_ONLINE_RATE = 0;
 
 interface OpenVolume {
   name: string;

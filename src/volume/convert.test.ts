@@ -408,6 +408,118 @@ describe('online: reads and writes during the conversion', () => {
 });
 
 /**
+ * An online volume whose foreground load runs on a virtual clock: while the converter pauses, 10
+ * requests complete per ms at 0.1 ms each; while it holds a batch's range, requests are 8x slower and
+ * 8x fewer (a batch takes 20 virtual ms). Records the batch sizes and the pauses the converter takes.
+ */
+class BusyHost implements ConversionHost {
+  readonly locks = new RangeLock();
+  t = 0;
+  fg = { inFlight: 4, completed: 0, busyNs: 0 };
+  readonly batches: number[] = [];
+  readonly pauses: number[] = [];
+  /** Virtual time at the end of each batch. */
+  readonly batchEnds: number[] = [];
+  front: number;
+  /** A sleep that never ends by itself (stop() must end it). */
+  hang = false;
+
+  constructor(size: number) {
+    this.front = size;
+  }
+
+  #run(ms: number, perMs: number, latNs: number): void {
+    const n = Math.round(ms * perMs);
+    this.fg = { inFlight: 4, completed: this.fg.completed + n, busyNs: this.fg.busyNs + n * latNs };
+    this.t += ms;
+  }
+
+  readonly clock = {
+    now: (): number => this.t,
+    sleep: (ms: number): Promise<void> => {
+      this.pauses.push(ms);
+      if (this.hang) return new Promise<void>(() => undefined);
+      this.#run(ms, 10, 100_000);
+      return Promise.resolve();
+    },
+  };
+
+  foreground(): { inFlight: number; completed: number; busyNs: number } {
+    return { ...this.fg };
+  }
+
+  async lockRange(first: number, last: number): Promise<() => void> {
+    const release = await this.locks.acquire(first, last, true);
+    return () => {
+      this.#run(20, 10 / 8, 800_000);
+      this.batchEnds.push(this.t);
+      release();
+    };
+  }
+
+  setConversionFront(front: number): void {
+    if (front < this.front) this.batches.push(this.front - front);
+    this.front = front;
+  }
+}
+
+describe('online: yielding to foreground I/O', () => {
+  it('a foreground slowed by the batches gets pauses and small batches; the conversion still finishes', async () => {
+    const size = 32 * BATCH;
+    const { path, data } = await plainImage(size);
+    const s = await start(path, 512);
+    const host = new BusyHost(size);
+    const c = converter(path, s, { volume: host, clock: host.clock, yieldPolicy: { minBatch: 16384 } });
+    expect(await c.run()).toBe(true);
+    expect(sha(await view(path))).toBe(sha(data));
+    // impact 7/8 against a budget of 0.1: duty ~ 0.11, so ~ 8x the batch time in pauses
+    const ends = host.batchEnds;
+    expect(ends.length).toBeGreaterThan(15);
+    const duty = (20 * (ends.length - 11)) / ((ends.at(-1) ?? 0) - (ends[10] ?? 0));
+    expect(duty).toBeLessThan(0.2);
+    expect(duty).toBeGreaterThanOrEqual(0.05);
+    expect(Math.min(...host.batches)).toBe(16384);
+    expect(host.batches.reduce((a, b) => a + b, 0)).toBe(size);
+  });
+
+  it('maxRate stays a cap on top: an idle volume converts no faster than it', async () => {
+    const size = 16 * BATCH;
+    const { path, data } = await plainImage(size);
+    const s = await start(path, 512);
+    const host = new BusyHost(size);
+    host.fg = { inFlight: 0, completed: 0, busyNs: 0 };
+    // idle: no foreground at all, and batches take no virtual time
+    host.lockRange = async (first, last) => host.locks.acquire(first, last, true);
+    host.clock.sleep = (ms: number): Promise<void> => {
+      host.pauses.push(ms);
+      host.t += ms;
+      return Promise.resolve();
+    };
+    const rate = 4 * BATCH; // bytes per second: 16 batches take 4 s (virtual)
+    const c = converter(path, s, { volume: host, clock: host.clock, maxRate: rate });
+    expect(await c.run()).toBe(true);
+    expect(sha(await view(path))).toBe(sha(data));
+    expect(host.batches.every((b) => b === BATCH)).toBe(true);
+    expect(host.t).toBeGreaterThanOrEqual(((size - BATCH) * 1000) / rate - 1);
+  });
+
+  it('stop() ends a pause between batches at once', async () => {
+    const size = 64 * BATCH;
+    const { path } = await plainImage(size);
+    const s = await start(path, 512);
+    const host = new BusyHost(size);
+    host.hang = true;
+    const c = converter(path, s, { volume: host, clock: host.clock, finalize: false });
+    const running = c.run();
+    for (let i = 0; i < 200 && host.pauses.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(host.pauses.length).toBe(1);
+    c.stop();
+    expect(await running).toBe(false);
+    expect(c.front).toBeGreaterThan(0);
+  });
+});
+
+/**
  * A user of the online volume in the power-loss simulation: writes 1 to 3 sectors at a time through
  * the page cache (the simulated image file), never syncing, under the volume's range locks and in the
  * layout the conversion front says (source below it, target above), as Volume does. It tracks, per
@@ -416,7 +528,10 @@ describe('online: reads and writes during the conversion', () => {
  */
 class SimUser implements ConversionHost {
   readonly locks = new RangeLock();
-  readonly busy = false;
+  /** Idle to the converter's yielding: these simulations want batches back to back. */
+  foreground(): { inFlight: number; completed: number; busyNs: number } {
+    return { inFlight: 0, completed: 0, busyNs: 0 };
+  }
   front: number;
   stopped = false;
   writes = 0;

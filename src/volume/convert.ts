@@ -43,9 +43,10 @@ import {
 import type { SectorCipher } from './cipher.js';
 import { checkSidecarIdentity, sameSidecar, trustedSidecar } from './sidecar.js';
 import type { Volume } from './volume.js';
+import { YieldController, type YieldPolicy } from './yield-controller.js';
 
-/** What the converter needs of the online volume: its range locks, its front, whether it is busy. */
-export type ConversionHost = Pick<Volume, 'busy' | 'lockRange' | 'setConversionFront'>;
+/** What the converter needs of the online volume: its range locks, its front, its foreground counters. */
+export type ConversionHost = Pick<Volume, 'foreground' | 'lockRange' | 'setConversionFront'>;
 
 export const CONVERT_TOKEN = 'atrest-convert';
 export const SIDECAR_SUFFIX = '.atrest-convert.hdr';
@@ -64,8 +65,6 @@ export const AREA_BYTES = 2 * RECORD_BYTES + 2 * SUMS_SLOT_BYTES;
 /** Where the area goes in a header made for a conversion: after keyslot 0 (32 KiB + 252 KiB). */
 export const AREA_OFFSET = 32768 + 258048;
 const TWEAK_UNIT = 512;
-/** Before each batch, wait up to this many 2 ms rounds for the volume's own I/O to pause. */
-const FOREGROUND_WAITS = 10;
 
 export type ConvertMode = 'encrypt' | 'reencrypt';
 export type Resilience = 'datashift' | 'checksum';
@@ -515,8 +514,15 @@ export interface ConverterOptions {
   io?: ConvIo;
   /** Online: take batches from the volume's range locks and move its front. */
   volume?: ConversionHost;
-  /** Bytes per second (0 or absent: unlimited). */
+  /**
+   * Bytes per second (0 or absent: unlimited): a cap on top of the adaptive yielding to foreground
+   * I/O (yield-controller.ts) an online conversion always does.
+   */
   maxRate?: number;
+  /** Online: overrides of the yielding policy (tests, benchmarks); see yield-controller.ts. */
+  yieldPolicy?: Partial<Omit<YieldPolicy, 'maxBatch' | 'align'>>;
+  /** Time (ms, monotonic) and sleeping, for tests; default performance.now and setTimeout. */
+  clock?: { now(): number; sleep(ms: number): Promise<void> };
   /** Test hook: called at named points; tests SIGKILL the process there. */
   killPoint?: (name: string) => void;
   onProgress?: (p: ConvertProgress) => void;
@@ -546,6 +552,8 @@ export class Converter {
   #stopped = false;
   #files: { image: ConvFile; header: ConvFile } | null = null;
   #volume: ConversionHost | undefined;
+  /** Ends the current pause between batches early (pause, stop). */
+  #wake: (() => void) | null = null;
 
   constructor(private readonly o: ConverterOptions) {
     this.plan = o.plan;
@@ -600,6 +608,7 @@ export class Converter {
 
   pause(): void {
     this.#paused = true;
+    this.#wake?.();
   }
 
   resume(): void {
@@ -612,7 +621,17 @@ export class Converter {
   /** Stops at the next batch boundary (the daemon closing the volume); run() then resolves. */
   stop(): void {
     this.#stopped = true;
+    this.#wake?.();
     this.resume();
+  }
+
+  /** Sleeps `ms` (the clock's sleep), or less when pause() or stop() is called meanwhile. */
+  async #sleep(ms: number): Promise<void> {
+    if (!(ms > 0) || this.#stopped || this.#paused) return;
+    const woken = new Promise<void>((r) => (this.#wake = r));
+    const sleep = this.o.clock ? this.o.clock.sleep(ms) : new Promise((r) => setTimeout(r, ms));
+    await Promise.race([woken, sleep]);
+    this.#wake = null;
   }
 
   progress(): ConvertProgress {
@@ -668,32 +687,40 @@ export class Converter {
       const { image, header } = files;
       this.#volume?.setConversionFront(this.#front);
       this.#note();
-      let lastT = Date.now();
+      const now = (): number => (this.o.clock ? this.o.clock.now() : performance.now());
+      // Online, foreground I/O comes first: the controller sizes each batch and the pause after it from
+      // the volume's foreground counters (latency and throughput while converting vs while pausing).
+      const host = this.#volume;
+      const yielder =
+        host === undefined
+          ? null
+          : new YieldController({ ...this.o.yieldPolicy, maxBatch: plan.batch, align: plan.sectorSize });
+      let lastT = now();
       let sinceT = 0;
       while (this.#front > 0) {
         if (this.#paused) {
           this.#state = 'paused';
           await new Promise<void>((r) => (this.#resume = r));
           this.#state = 'running';
-          lastT = Date.now();
+          lastT = now();
           sinceT = 0;
         }
         if (this.#stopped) return false;
-        // foreground I/O first: give a busy volume a short quiet moment before taking a batch
-        for (let i = 0; i < FOREGROUND_WAITS && this.#volume?.busy === true; i++) {
-          await new Promise((r) => setTimeout(r, 2));
-        }
-        const start = Math.max(0, this.#front - plan.batch);
+        const bytes = yielder && host ? yielder.beginBatch(host.foreground(), now()) : plan.batch;
+        const start = Math.max(0, this.#front - bytes);
+        sinceT += this.#front - start;
         await this.#batch(image, header, start, this.#front);
+        let pause = yielder && host ? yielder.endBatch(host.foreground(), now()) : 0;
         this.#note();
-        // throttle: keep the average since the last pause at or under maxRate
-        const rate = this.o.maxRate ?? 0;
-        sinceT += plan.batch;
-        if (rate > 0) {
-          const due = lastT + (sinceT * 1000) / rate;
-          const wait = due - Date.now();
-          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        if (yielder && host && pause > 0 && this.#front > 0) {
+          // the requests the batch held up drain first: they count against it, not the baseline
+          await this.#sleep(Math.min(pause / 2, yielder.policy.settleMs));
+          pause = yielder.settled(host.foreground(), now());
         }
+        // the user's cap: keep the average since the last pause at or under maxRate
+        const rate = this.o.maxRate ?? 0;
+        const wait = rate > 0 ? lastT + (sinceT * 1000) / rate - now() : 0;
+        if (this.#front > 0) await this.#sleep(Math.max(pause, wait));
       }
       if (plan.resilience === 'checksum') {
         await this.#writeRecord(header, { seq: this.#seq + 1, front: 0, hot: null });
