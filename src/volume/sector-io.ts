@@ -1,15 +1,6 @@
 // The synchronous data path every serving thread runs: pread/pwrite of the image, XTS per request, partial-sector read-modify-write, the conversion split.
 import { Buffer } from 'node:buffer';
-import {
-  closeSync,
-  constants as fsConstants,
-  fdatasyncSync,
-  fsyncSync,
-  openSync,
-  readSync,
-  writeSync,
-} from 'node:fs';
-import { isMainThread } from 'node:worker_threads';
+import { fdatasyncSync, fsyncSync, readSync, writeSync } from 'node:fs';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import type { XtsCipher } from '../crypto/xts.js';
 import type { DiskIo, DiskIoDescriptor } from './disk-io.js';
@@ -21,42 +12,6 @@ import { I64, SharedVolumeState, STATE_CLOSED, STATE_OPEN, type SlotRef } from '
 const TWEAK_UNIT = 512;
 /** Writes are encrypted in a reusable scratch buffer, at most this much at a time (a FUSE request's max). */
 const WRITE_CHUNK = 1024 * 1024;
-/** O_DIRECT needs buffer address, file offset and length aligned; 4096 covers every logical block size. */
-const DIRECT_ALIGN = 4096;
-
-/** A second descriptor of the image opened O_DIRECT, and a scratch buffer whose memory is aligned for it. */
-interface DirectWrites {
-  fd: number;
-  scratch: Buffer;
-}
-
-/**
- * Opens the image again with O_DIRECT (through /proc/self/fd: the same file, never a path looked up
- * again) and finds an aligned scratch buffer. Node exposes no buffer addresses, so the alignment is
- * probed: an O_DIRECT read into a misaligned buffer fails with EINVAL, and a large buffer's memory never
- * moves. Null when the filesystem has no O_DIRECT (tmpfs on older kernels) or nothing aligned was found.
- */
-function openDirectWrites(fd: number): DirectWrites | null {
-  let dfd: number;
-  try {
-    dfd = openSync(`/proc/self/fd/${fd}`, fsConstants.O_RDWR | fsConstants.O_DIRECT);
-  } catch {
-    return null;
-  }
-  const big = Buffer.allocUnsafeSlow(WRITE_CHUNK + DIRECT_ALIGN);
-  for (let at = 0; at < DIRECT_ALIGN; at += 512) {
-    try {
-      readSync(dfd, big, at, DIRECT_ALIGN, 0);
-      const scratch = big.subarray(at, at + WRITE_CHUNK);
-      scratch.fill(0);
-      return { fd: dfd, scratch };
-    } catch {
-      /* misaligned (EINVAL): try the next offset */
-    }
-  }
-  closeSync(dfd);
-  return null;
-}
 
 export function lockedError(state: number): AtrestError {
   return state === STATE_CLOSED
@@ -87,10 +42,6 @@ export class SectorIo implements DiskIo {
   readonly #ivTweak: number;
   readonly #keys: KeyCache;
   #scratch: Buffer | null = null;
-  /** O_DIRECT image writes (serving worker threads only): undefined until first needed. */
-  #direct: DirectWrites | null | undefined = isMainThread ? null : undefined;
-  /** The filesystem refused an aligned O_DIRECT write: buffered writes only. */
-  #directRefused = false;
   #closed = false;
 
   constructor(d: DiskIoDescriptor) {
@@ -176,13 +127,6 @@ export class SectorIo implements DiskIo {
     this.#keys.wipeAll();
     this.#scratch?.fill(0);
     this.#scratch = null;
-    const direct = this.#direct;
-    if (direct) {
-      direct.scratch.fill(0);
-      closeSync(direct.fd);
-      this.#direct = undefined;
-    }
-    if (this.#closed) this.#direct = null;
   }
 
   /** Validates a read; returns the bytes it covers (0 at or past the end). */
@@ -318,28 +262,8 @@ export class SectorIo implements DiskIo {
 
   /** A scratch buffer of n bytes (n <= WRITE_CHUNK), reused across requests; callers zero what they used. */
   #scratchOf(n: number): Buffer {
-    if (this.#direct === undefined) this.#direct = this.readOnly ? null : openDirectWrites(this.#fd);
-    this.#scratch ??= this.#direct?.scratch ?? Buffer.alloc(WRITE_CHUNK);
+    this.#scratch ??= Buffer.alloc(WRITE_CHUNK);
     return this.#scratch.subarray(0, n);
-  }
-
-  /**
-   * The descriptor to write `plain` at image offset `pos` with: the O_DIRECT one when buffer, offset and
-   * length are aligned (the ciphertext then goes straight to the device instead of piling up as dirty
-   * page cache that throttles every writer), else the buffered one.
-   */
-  #writeFd(plain: Buffer, pos: number): number {
-    const d = this.#direct;
-    if (
-      d &&
-      !this.#directRefused &&
-      plain.buffer === d.scratch.buffer &&
-      (plain.byteOffset - d.scratch.byteOffset) % DIRECT_ALIGN === 0 &&
-      pos % DIRECT_ALIGN === 0 &&
-      plain.length % DIRECT_ALIGN === 0
-    )
-      return d.fd;
-    return this.#fd;
   }
 
   /** The key schedule of a layout; null for identity; throws LOCKED once the key was wiped. */
@@ -386,20 +310,10 @@ export class SectorIo implements DiskIo {
     cipher?.encryptInPlace(plain, this.sectorSize, at / TWEAK_UNIT + ivTweak);
     // locked or closed meanwhile: nothing more reaches the image
     this.#checkState();
-    let fd = this.#writeFd(plain, offset + at);
     let done = 0;
     try {
       while (done < plain.length) {
-        let n: number;
-        try {
-          n = writeSync(fd, plain, done, plain.length - done, offset + at + done);
-        } catch (err) {
-          // O_DIRECT refused after all (EINVAL): this thread writes buffered from now on
-          if (fd === this.#fd || (err as { code?: unknown }).code !== 'EINVAL') throw err;
-          this.#directRefused = true;
-          fd = this.#fd;
-          continue;
-        }
+        const n = writeSync(this.#fd, plain, done, plain.length - done, offset + at + done);
         if (n === 0) throw new AtrestError('IO', `short write to image ${this.imagePath}`);
         done += n;
       }
