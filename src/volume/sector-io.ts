@@ -2,9 +2,9 @@
 import { Buffer } from 'node:buffer';
 import { fdatasyncSync, fsyncSync, readSync, writeSync } from 'node:fs';
 import { AtrestError, fromSystemError } from '../errors/index.js';
+import { KeyCache } from '../crypto/key-cache.js';
 import type { XtsCipher } from '../crypto/xts.js';
 import type { DiskIo, DiskIoDescriptor } from './disk-io.js';
-import { KeyCache } from './key-cache.js';
 import { SharedRangeLock } from './shared-range-lock.js';
 import { I64, SharedVolumeState, STATE_CLOSED, STATE_OPEN, type SlotRef } from './shared-volume.js';
 

@@ -1,10 +1,10 @@
-// One thread's XTS key schedules, built from the shared keyring by (slot, generation) and dropped once the slot is wiped or reused.
+// One thread's XTS key schedules (crypto workers, FUSE serving threads), built from the shared keyring by (slot, generation) and dropped once the slot is wiped or reused.
 import { Buffer } from 'node:buffer';
-import { Keyring } from '../crypto/keyring.js';
-import { XtsCipher } from '../crypto/xts.js';
+import { Keyring } from './keyring.js';
+import { XtsCipher } from './xts.js';
 
 /**
- * The key schedules a serving thread holds, one XtsCipher per keyring slot. A schedule is used only
+ * The key schedules a thread holds, one XtsCipher per keyring slot. A schedule is used only
  * while the slot's generation equals the one asked for; a copy taken while the slot was being wiped
  * is never used (the generation is checked again after the copy).
  */
@@ -57,6 +57,11 @@ export class KeyCache {
       if (this.#keyring.generation(slot) !== entry.generation) this.#drop(slot);
     }
     return this.#cache.size;
+  }
+
+  /** Drops the schedule of `slot` if it was made for `generation` (a wipe notice for that key). */
+  dropGeneration(slot: number, generation: number): void {
+    if (this.#cache.get(slot)?.generation === generation) this.#drop(slot);
   }
 
   wipeAll(): void {
