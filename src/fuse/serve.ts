@@ -1,10 +1,11 @@
 // Serves one disk (a Volume) as a regular file through its own FUSE mount on a FILE mount point.
 import { Buffer } from 'node:buffer';
 import { constants as fsConstants } from 'node:fs';
-import { stat, unlink, writeFile } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { AtrestError, errnoOf } from '../errors/index.js';
+import { claimDiskFile, removeDiskFile } from './disk-file.js';
 import { abortConnection, fuseMountAt, unmountFuse } from './mounts.js';
 import type { DiskIoDescriptor } from '../volume/disk-io.js';
 import { DEFAULT_FUSE_BACKEND, type FuseBackend } from './backend.js';
@@ -144,28 +145,8 @@ async function mountDisk(opts: ServeDiskOptions): Promise<FuseDisk> {
   // the real one in the host's namespace (libexec/fusermount-host); the FUSE fd comes back as usual.
   const options =
     fuseOptions(opts.directIo ?? true) + ((await inPrivateMountNamespace()) ? ',auto_unmount' : '');
-  if ((await fuseMountAt(mountPath)) !== null) {
-    throw new AtrestError('NAME_IN_USE', `something is already mounted on ${mountPath}`, {
-      path: mountPath,
-      hint: 'close the volume using it, or run scripts/cleanup',
-    });
-  }
-  let created = false;
-  try {
-    await writeFile(mountPath, '', { flag: 'wx', mode: 0o600 });
-    created = true;
-  } catch (err) {
-    if ((err as { code?: unknown }).code !== 'EEXIST') {
-      throw new AtrestError('IO', `cannot create the disk file ${mountPath}: ${errnoOf(err)}`, {
-        path: mountPath,
-      });
-    }
-    const st = await stat(mountPath);
-    if (!st.isFile()) {
-      throw new AtrestError('USAGE', `${mountPath} exists and is not a regular file`, { path: mountPath });
-    }
-  }
-  const parentDev = (await stat(dirname(mountPath))).dev;
+  const diskFile = await claimDiskFile(mountPath);
+  const { parentDev } = diskFile;
 
   const now = new Date();
   const uid = process.getuid?.() ?? 0;
@@ -294,7 +275,7 @@ async function mountDisk(opts: ServeDiskOptions): Promise<FuseDisk> {
     clearTimeout(timer);
     await unmountFuse(mountPath, connection >= 0 ? { minor: connection } : {}).catch(() => undefined);
     session.release();
-    if (created) await unlink(mountPath).catch(() => undefined);
+    await removeDiskFile(mountPath, diskFile, true);
     throw err;
   }
   clearTimeout(timer);
@@ -328,12 +309,7 @@ async function mountDisk(opts: ServeDiskOptions): Promise<FuseDisk> {
       }
       session.release();
       if (!disk.readOnly) await disk.fsync(false).catch(() => undefined);
-      if (created) {
-        const st = await stat(mountPath).catch(() => null);
-        if (st !== null && st.isFile() && st.size === 0 && (await fuseMountAt(mountPath)) === null) {
-          await unlink(mountPath).catch(() => undefined);
-        }
-      }
+      await removeDiskFile(mountPath, diskFile);
     })();
     return closing;
   };

@@ -1,10 +1,11 @@
 // The kernel backend's main-thread side: mounts /dev/fuse, runs N serving worker threads, drops keys in all of them, unmounts.
 import { constants as fsConstants } from 'node:fs';
-import { open as openFile, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { open as openFile, stat, type FileHandle } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { AtrestError, errnoOf } from '../../errors/index.js';
+import { AtrestError } from '../../errors/index.js';
 import type { DiskIoDescriptor } from '../../volume/disk-io.js';
+import { claimDiskFile, removeDiskFile } from '../disk-file.js';
 import { abortConnection, fuseMountAt } from '../mounts.js';
 import type { FuseDisk } from '../serve.js';
 import { spawnHelper } from '../spawn.js';
@@ -99,27 +100,8 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
       { hint: 'fix ATREST_FUSE_MAX_MINOR, or unset it to take what the kernel offers' },
     );
   }
-  if ((await fuseMountAt(mountPath)) !== null) {
-    throw new AtrestError('NAME_IN_USE', `something is already mounted on ${mountPath}`, {
-      path: mountPath,
-      hint: 'close the volume using it, or run scripts/cleanup',
-    });
-  }
-  let created = false;
-  try {
-    await writeFile(mountPath, '', { flag: 'wx', mode: 0o600 });
-    created = true;
-  } catch (err) {
-    if ((err as { code?: unknown }).code !== 'EEXIST') {
-      throw new AtrestError('IO', `cannot create the disk file ${mountPath}: ${errnoOf(err)}`, {
-        path: mountPath,
-      });
-    }
-    const st = await stat(mountPath);
-    if (!st.isFile())
-      throw new AtrestError('USAGE', `${mountPath} exists and is not a regular file`, { path: mountPath });
-  }
-  const parentDev = (await stat(dirname(mountPath))).dev;
+  const diskFile = await claimDiskFile(mountPath);
+  const { parentDev } = diskFile;
   const uid = process.getuid?.() ?? 0;
   const gid = process.getgid?.() ?? 0;
   const options = kernelMountOptions({ uid, gid, allowOther: opts.allowOther });
@@ -130,7 +112,7 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
   try {
     fuseFd = await openFuseDevice();
   } catch (err) {
-    if (created) await unlink(mountPath).catch(() => undefined);
+    await removeDiskFile(mountPath, diskFile, true);
     throw err;
   }
   const ctl = newControl();
@@ -149,7 +131,7 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
     diskIoModule = opts.diskIoModule === undefined ? undefined : await workerUrl(opts.diskIoModule);
   } catch (err) {
     await closeFd(fuseFd);
-    if (created) await unlink(mountPath).catch(() => undefined);
+    await removeDiskFile(mountPath, diskFile, true);
     throw new AtrestError('INTERNAL', `cannot load the FUSE worker module: ${String(err)}`, { cause: err });
   }
   for (let i = 0; i < count; i++) {
@@ -226,12 +208,7 @@ export async function serveDiskKernel(opts: ServeDiskKernelOptions): Promise<Ker
     if (alive === 0) await closeFd(fuseFd);
     else how = 'stuck';
     closedBy = how;
-    if (created) {
-      const st = await stat(mountPath).catch(() => null);
-      if (st !== null && st.isFile() && st.size === 0 && (await fuseMountAt(mountPath)) === null) {
-        await unlink(mountPath).catch(() => undefined);
-      }
-    }
+    await removeDiskFile(mountPath, diskFile);
   };
 
   let phase = 'mount(8)';
