@@ -1,12 +1,13 @@
 // The synchronous data path every serving thread runs: pread/pwrite of the image, XTS per request, partial-sector read-modify-write, the conversion split.
 import { Buffer } from 'node:buffer';
-import { fdatasyncSync, fsyncSync, readSync, writeSync } from 'node:fs';
+import { fdatasyncSync, fsyncSync, readSync } from 'node:fs';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { KeyCache } from '../crypto/key-cache.js';
 import type { XtsCipher } from '../crypto/xts.js';
 import type { DiskIo, DiskIoDescriptor } from './disk-io.js';
 import { SharedRangeLock } from './shared-range-lock.js';
 import { I64, SharedVolumeState, STATE_CLOSED, STATE_OPEN, type SlotRef } from './shared-volume.js';
+import { writeImageSync } from './image-write.js';
 
 /** XTS tweaks count 512-byte units whatever the sector size. */
 const TWEAK_UNIT = 512;
@@ -310,13 +311,8 @@ export class SectorIo implements DiskIo {
     cipher?.encryptInPlace(plain, this.sectorSize, at / TWEAK_UNIT + ivTweak);
     // locked or closed meanwhile: nothing more reaches the image
     this.#checkState();
-    let done = 0;
     try {
-      while (done < plain.length) {
-        const n = writeSync(this.#fd, plain, done, plain.length - done, offset + at + done);
-        if (n === 0) throw new AtrestError('IO', `short write to image ${this.imagePath}`);
-        done += n;
-      }
+      writeImageSync(this.#fd, plain, offset + at, this.imagePath);
     } catch (err) {
       throw fromSystemError(err, this.imagePath, 'image');
     }
