@@ -44,12 +44,20 @@ import type { SectorCipher } from './cipher.js';
 import { checkSidecarIdentity, sameSidecar, trustedSidecar } from './sidecar.js';
 import type { Volume } from './volume.js';
 import { YieldController, type YieldPolicy } from './yield-controller.js';
+import { DurableWriter } from './durable-write.js';
+import { writeImage } from './image-write.js';
 
 /** What the converter needs of the online volume: its range locks, its front, its foreground counters. */
 export type ConversionHost = Pick<Volume, 'foreground' | 'lockRange' | 'setConversionFront'>;
 
 export const CONVERT_TOKEN = 'atrest-convert';
 export const SIDECAR_SUFFIX = '.atrest-convert.hdr';
+/**
+ * Datashift batches bypass the page cache only when the shift leaves this much room between the end of
+ * the batch's source and its target: more than any readahead window, so no read pulls the target range
+ * into the page cache while the batch writes it directly.
+ */
+const READAHEAD_MARGIN = 8 * 1024 * 1024;
 /** Bytes converted per batch (and per checkpoint). */
 export const DEFAULT_BATCH_BYTES = 8 * 1024 * 1024;
 const RECORD_BYTES = 4096;
@@ -114,6 +122,12 @@ export interface ConvFile {
   /** Reads exactly buf.length bytes at pos (zeros past the end). */
   read(buf: Buffer, pos: number): Promise<void>;
   write(buf: Buffer, pos: number): Promise<void>;
+  /**
+   * Writes `buf` at `pos` and makes these bytes durable, without flushing the file's other dirty data
+   * where the filesystem allows (O_DSYNC; O_DIRECT too when `direct`: the caller guarantees nothing
+   * uses that range through the page cache meanwhile). Otherwise write + fdatasync.
+   */
+  writeDurable(buf: Buffer, pos: number, o?: { direct?: boolean }): Promise<void>;
   /** fdatasync. */
   sync(): Promise<void>;
   size(): Promise<number>;
@@ -126,10 +140,17 @@ export interface ConvIo {
 }
 
 class NodeFile implements ConvFile {
+  readonly #durable: DurableWriter;
   constructor(
     private readonly fh: FileHandle,
     private readonly path: string,
-  ) {}
+  ) {
+    this.#durable = new DurableWriter(fh, path, DEFAULT_BATCH_BYTES / 2);
+  }
+
+  writeDurable(buf: Buffer, pos: number, o?: { direct?: boolean }): Promise<void> {
+    return this.#durable.write(buf, pos, o);
+  }
 
   async read(buf: Buffer, pos: number): Promise<void> {
     let done = 0;
@@ -148,12 +169,8 @@ class NodeFile implements ConvFile {
   }
 
   async write(buf: Buffer, pos: number): Promise<void> {
-    let done = 0;
     try {
-      while (done < buf.length) {
-        const { bytesWritten } = await this.fh.write(buf, done, buf.length - done, pos + done);
-        done += bytesWritten;
-      }
+      await writeImage(this.fh, buf, pos, this.path);
     } catch (err) {
       throw fromSystemError(err, this.path, 'image');
     }
@@ -179,8 +196,9 @@ class NodeFile implements ConvFile {
     }
   }
 
-  close(): Promise<void> {
-    return this.fh.close();
+  async close(): Promise<void> {
+    await this.#durable.close();
+    await this.fh.close();
   }
 }
 
@@ -748,9 +766,10 @@ export class Converter {
 
   async #writeRecord(header: ConvFile, r: ConvertRecord): Promise<void> {
     const slot = r.seq % 2;
-    await header.write(encodeRecord(r), this.plan.area.offset + slot * RECORD_BYTES);
+    // durable on return (O_DSYNC): with an attached header, an fdatasync here would also write back
+    // every page the user dirtied since the last batch
+    await header.writeDurable(encodeRecord(r), this.plan.area.offset + slot * RECORD_BYTES);
     this.#kill('record-written');
-    await header.sync();
     this.#seq = r.seq;
   }
 
@@ -773,7 +792,8 @@ export class Converter {
       if (plan.resilience === 'checksum') {
         const sums = sectorSums(raw, ss);
         const seq = this.#seq + 1;
-        await header.write(sums, this.#sumsOffset(seq));
+        // durable before the record that names them: the record's digest then always finds them
+        await header.writeDurable(sums, this.#sumsOffset(seq));
         this.#kill('sums-written');
         const digest = createHash('sha256').update(sums).digest();
         await this.#writeRecord(header, {
@@ -787,11 +807,26 @@ export class Converter {
       const enc = await this.o.target.encrypt(plain, ss, this.#tweak(start, 0));
       this.#kill('before-data-write');
       const half = Math.floor(enc.length / ss / 2) * ss;
-      await image.write(enc.subarray(0, half), plan.targetOffset + start);
-      this.#kill('mid-data-write');
-      await image.write(enc.subarray(half), plan.targetOffset + start + half);
-      this.#kill('after-data-write');
-      await image.sync();
+      if (
+        plan.resilience === 'datashift' &&
+        plan.targetOffset - plan.sourceOffset >= plan.batch + READAHEAD_MARGIN
+      ) {
+        // Durable per write, straight to the device (O_DIRECT|O_DSYNC): no fdatasync of the whole image,
+        // which would also write back every page the user dirtied since the last batch. Nothing else
+        // touches the target range through the page cache: the batch holds its range lock, foreground
+        // I/O reaches the target layout only above it, and no readahead spans the rest of the shift.
+        await image.writeDurable(enc.subarray(0, half), plan.targetOffset + start, { direct: true });
+        this.#kill('mid-data-write');
+        await image.writeDurable(enc.subarray(half), plan.targetOffset + start + half, { direct: true });
+        this.#kill('after-data-write');
+      } else {
+        // same offsets: readahead of a user's read just below the batch can reach it, so no O_DIRECT
+        await image.write(enc.subarray(0, half), plan.targetOffset + start);
+        this.#kill('mid-data-write');
+        await image.write(enc.subarray(half), plan.targetOffset + start + half);
+        this.#kill('after-data-write');
+        await image.sync();
+      }
       this.#kill('after-data-sync');
       if (plan.resilience === 'datashift') {
         await this.#writeRecord(header, { seq: this.#seq + 1, front: start, hot: null });
