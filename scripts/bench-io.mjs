@@ -293,31 +293,40 @@ async function soft(fn) {
 }
 
 /**
- * Measures raw, the kernel backend (4 workers, then 1 and 2 on a few workloads) and the libfuse
- * fallback, in one run. Returns { raw, kernel, libfuse, scaling: { N: results }, sizes }, each
- * results map { workloadId: { mbps, iops, bytes, cpuPerGiB } } or { error }.
+ * Measures raw, the kernel backend (its default worker count, then 1, 2 and 4 on a few workloads) and
+ * the libfuse fallback, in one run. Returns { raw, kernel, libfuse, scaling: { N: results }, sizes },
+ * each results map { workloadId: { mbps, iops, bytes, cpuPerGiB } } or { error }.
  */
 export async function benchIo({ quick = false, log = () => undefined } = {}) {
   const sz = sizes(quick);
+  const { DEFAULT_FUSE_WORKERS } = await import(join(ROOT, 'dist', 'fuse', 'backend.js'));
   log('  raw file');
   const raw = await soft(() => rawRun(sz, log));
-  log('  kernel backend, 4 workers');
-  const kernel = await soft(() => atrestRun('kernel', { workers: 4, sz, log }));
+  log(`  kernel backend, default ${DEFAULT_FUSE_WORKERS} workers`);
+  const kernel = await soft(() => atrestRun('kernel', { sz, log }));
   const missing = libfuseMissing();
   let libfuse;
   if (missing === null) {
     log('  libfuse backend');
     libfuse = await soft(() => atrestRun('libfuse', { sz, log }));
   } else libfuse = { error: `not built, skipped (${missing})` };
-  const scaling = { 4: kernel };
+  const scaling = { [DEFAULT_FUSE_WORKERS]: kernel };
   const SCALE = ['seqwrite', 'randread', 'randwrite'];
-  for (const workers of [1, 2]) {
+  for (const workers of [1, 2, 4].filter((n) => n !== DEFAULT_FUSE_WORKERS)) {
     log(`  kernel backend, ${workers} worker(s)`);
     scaling[workers] = kernel.error
       ? { error: kernel.error }
       : await soft(() => atrestRun('kernel', { workers, only: SCALE, sz, log }));
   }
-  return { raw, kernel, libfuse, scaling, scaleWorkloads: SCALE, sizes: sz };
+  return {
+    raw,
+    kernel,
+    libfuse,
+    scaling,
+    scaleWorkloads: SCALE,
+    sizes: sz,
+    defaultWorkers: DEFAULT_FUSE_WORKERS,
+  };
 }
 
 const value = (w, r) => (r === undefined ? undefined : w.unit === 'IOPS' ? r.iops : r.mbps);
@@ -348,18 +357,21 @@ export function printIo(r) {
       `  ${`${w.label} (${w.unit})`.padEnd(32)} ${fmt(rv).padStart(8)} ${fmt(k).padStart(8)} ${fmt(k / rv, 2).padStart(6)} ${fmt(kernel[w.id]?.cpuPerGiB, 2).padStart(9)} ${fmt(l).padStart(8)} ${fmt(l / rv, 2).padStart(6)} ${fmt(libfuse[w.id]?.cpuPerGiB, 2).padStart(9)}`,
     );
   }
-  console.log('== kernel backend worker scaling (ATREST_FUSE_WORKERS)');
+  console.log(`== kernel backend worker scaling (ATREST_FUSE_WORKERS; default ${r.defaultWorkers})`);
   for (const id of r.scaleWorkloads) {
     const w = WORKLOADS.find((x) => x.id === id);
-    const cells = [1, 2, 4].map((n) => {
+    const counts = Object.keys(scaling)
+      .map(Number)
+      .sort((a, b) => a - b);
+    const cells = counts.map((n) => {
       const s = scaling[n];
       if (s.error) return `${n}: -`;
       return `${n}: ${fmt(value(w, s[id]))} ${w.unit} (${fmt(value(w, s[id]) / value(w, raw[id]), 2)}x raw, ${fmt(s[id]?.cpuPerGiB, 2)} cpu s/GiB)`;
     });
     console.log(`  ${w.label.padEnd(20)} ${cells.join('  ')}`);
   }
-  for (const n of [1, 2])
-    if (scaling[n].error && !kernel.error) console.log(`  ${n} worker(s): ${scaling[n].error}`);
+  for (const [n, s] of Object.entries(scaling))
+    if (s.error && !kernel.error) console.log(`  ${n} worker(s): ${s.error}`);
   console.log('== the bars (kernel backend)');
   for (const w of WORKLOADS.filter((x) => x.bar !== undefined)) {
     const ratio = value(w, kernel[w.id]) / value(w, raw[w.id]);

@@ -622,7 +622,7 @@ export async function main(argv: string[]): Promise<number> {
           .option('fuse-workers', {
             type: 'number',
             describe:
-              'threads serving FUSE requests per volume, kernel backend: 1-64, default 4; env ATREST_FUSE_WORKERS',
+              'threads serving FUSE requests per volume, kernel backend: 1-64, default one per core (2 to 8); env ATREST_FUSE_WORKERS',
           }),
       async (a) => {
         requireRoot();

@@ -76,7 +76,7 @@ export const ENVIRONMENT: Array<[string, string]> = [
   ],
   [
     'ATREST_FUSE_WORKERS',
-    'threads serving FUSE requests per volume with the kernel backend, 1 to 64 (default 4); --fuse-workers overrides it',
+    'threads serving FUSE requests per volume with the kernel backend, 1 to 64 (default one per core, 2 to 8); --fuse-workers overrides it',
   ],
   ['ATREST_DEBUG', 'set: internal errors also print their stack'],
 ];

@@ -1,6 +1,13 @@
 // FUSE backend settings: flags win over the environment, every bad value is a USAGE error naming its source.
 import { describe, expect, it } from 'vitest';
-import { fuseSettings, parseFuseBackend, parseFuseMaxMinor, parseFuseWorkers } from './backend.js';
+import { availableParallelism } from 'node:os';
+import {
+  DEFAULT_FUSE_WORKERS,
+  fuseSettings,
+  parseFuseBackend,
+  parseFuseMaxMinor,
+  parseFuseWorkers,
+} from './backend.js';
 import { isAtrestError } from '../errors/index.js';
 
 function usage(fn: () => unknown): string {
@@ -14,8 +21,9 @@ function usage(fn: () => unknown): string {
 }
 
 describe('FUSE backend settings', () => {
-  it('default: kernel chosen later (no backend), 4 workers, no forced minor', () => {
-    expect(fuseSettings({}, {})).toEqual({ workers: 4 });
+  it('default: kernel chosen later (no backend), one worker per core (2 to 8), no forced minor', () => {
+    expect(fuseSettings({}, {})).toEqual({ workers: DEFAULT_FUSE_WORKERS });
+    expect(DEFAULT_FUSE_WORKERS).toBe(Math.min(8, Math.max(2, availableParallelism())));
   });
 
   it('takes the environment, and a flag over it', () => {
@@ -26,7 +34,9 @@ describe('FUSE backend settings', () => {
       workers: 8,
       maxMinor: 31,
     });
-    expect(fuseSettings({}, { ATREST_FUSE_BACKEND: '', ATREST_FUSE_WORKERS: '' })).toEqual({ workers: 4 });
+    expect(fuseSettings({}, { ATREST_FUSE_BACKEND: '', ATREST_FUSE_WORKERS: '' })).toEqual({
+      workers: DEFAULT_FUSE_WORKERS,
+    });
   });
 
   it('refuses unknown backends and out-of-range numbers, naming where the value came from', () => {

@@ -1,4 +1,5 @@
 // Which FUSE backend serves the disk files and with how many workers: parsing and validating the daemon's settings.
+import { availableParallelism } from 'node:os';
 import { AtrestError } from '../errors/index.js';
 import { loadFuseNative } from './native.js';
 
@@ -6,7 +7,14 @@ import { loadFuseNative } from './native.js';
 export type FuseBackend = 'kernel' | 'libfuse';
 export const FUSE_BACKENDS: readonly FuseBackend[] = ['kernel', 'libfuse'];
 export const DEFAULT_FUSE_BACKEND: FuseBackend = 'kernel';
-export const DEFAULT_FUSE_WORKERS = 4;
+/**
+ * Serving threads per volume by default: one per core, at least 2 (one can wait on the disk while the
+ * other serves), at most 8. More threads than cores only add preemption, some of it of a thread that
+ * holds the image's inode lock: on 2 cores, 4 threads took 12.2 CPU s per GiB of 4 KiB random writes
+ * and 2 took 9.5 (reads 8.2 vs 6.6, 1 MiB writes 2.6 vs 2.4; npm run bench). An image mostly read
+ * from the device rather than the page cache wants more (each thread has one request at the image).
+ */
+export const DEFAULT_FUSE_WORKERS = Math.min(8, Math.max(2, availableParallelism()));
 export const MAX_FUSE_WORKERS = 64;
 /** The kernel backend negotiates FUSE 7.31 and later; a forced maximum below that could never mount. */
 export const MIN_FUSE_MINOR = 31;

@@ -39,7 +39,7 @@ export interface ServeDiskOptions {
   unmountTimeoutMs?: number;
   /** kernel (default): atrest's own FUSE protocol server; libfuse: the optional libfuse2 fallback. */
   backend?: FuseBackend;
-  /** Kernel backend: worker threads serving requests (default 4). */
+  /** Kernel backend: worker threads serving requests (default one per core, 2 to 8). */
   workers?: number;
   /** Kernel backend, tests only: the highest FUSE protocol minor to accept. */
   maxMinor?: number;

@@ -19,7 +19,7 @@ export interface ServeDiskKernelOptions {
   /** The disk file, e.g. /run/atrest/NAME; created empty (0600) if missing, removed again on close. */
   mountPath: string;
   disk: DiskIoDescriptor;
-  /** Serving threads (default 4; the caller reads ATREST_FUSE_WORKERS). */
+  /** Serving threads (default DEFAULT_FUSE_WORKERS: one per core, 2 to 8; the caller reads ATREST_FUSE_WORKERS). */
   workers?: number;
   /** Cap on the negotiated protocol minor, >= 31 (the caller reads ATREST_FUSE_MAX_MINOR). */
   maxMinor?: number;
