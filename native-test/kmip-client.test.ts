@@ -1,0 +1,127 @@
+// KmipClient against a real KMIP server (pykmip-server, issue 13): key life cycle, server-side GCM wrap and
+// unwrap, revocation, a refused client certificate and a server that is down.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AtrestError } from '../src/errors/index.js';
+import { KmipClient } from '../src/keys/kmip/client.js';
+import { startKmipServer, type KmipTestServer } from './helpers/kmip-server.js';
+
+async function failure(p: Promise<unknown>): Promise<AtrestError> {
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(AtrestError);
+  const e = err as AtrestError;
+  expect(e.oneLine()).not.toContain('\n');
+  return e;
+}
+
+describe('KmipClient with pykmip-server', () => {
+  let srv: KmipTestServer;
+  let client: KmipClient;
+
+  beforeAll(async () => {
+    srv = await startKmipServer();
+    client = new KmipClient(srv.endpoint(30_000));
+  });
+  afterAll(async () => {
+    await client?.close();
+    await srv?.cleanup();
+  });
+
+  it('creates, activates, locates and reports a key with its name and version', async () => {
+    const uid = await client.create('vol-a', 1);
+    expect(await client.getAttributes(uid)).toEqual({ uid, state: 'pre-active', name: 'vol-a', version: 1 });
+    await client.activate(uid);
+    expect((await client.getAttributes(uid)).state).toBe('active');
+    const uid2 = await client.create('vol-a', 2);
+    expect(uid2).not.toBe(uid);
+    expect((await client.getAttributes(uid2)).version).toBe(2);
+    expect((await client.locate('vol-a')).sort()).toEqual([uid, uid2].sort());
+    expect(await client.locate('no-such-key')).toEqual([]);
+  });
+
+  it('wraps and unwraps 32 bytes on the server (AES-GCM, IV travels with the result)', async () => {
+    const uid = await client.create('vol-b', 1);
+    await client.activate(uid);
+    const secret = Buffer.from('00112233445566778899aabbccddeeff0123456789abcdef0123456789abcdef', 'hex');
+    const w = await client.encrypt(uid, secret);
+    expect(w.iv.length).toBe(12);
+    expect(w.data.length).toBe(32 + 16);
+    expect(w.data.subarray(0, 32).equals(secret)).toBe(false);
+    const back = await client.decrypt(uid, w.data, w.iv);
+    expect(back.equals(secret)).toBe(true);
+    // A second wrap of the same secret uses a fresh IV.
+    const w2 = await client.encrypt(uid, secret);
+    expect(w2.iv.equals(w.iv)).toBe(false);
+    // A damaged token does not decrypt (pykmip reports General Failure for a GCM tag mismatch).
+    const bad = Buffer.from(w.data);
+    bad[0]! ^= 1;
+    const e = await failure(client.decrypt(uid, bad, w.iv));
+    expect(['KEY_SERVER_ERROR', 'WRONG_KEY']).toContain(e.code);
+  });
+
+  it('refuses to unwrap with a revoked key and reports its state', async () => {
+    const uid = await client.create('vol-c', 1);
+    await client.activate(uid);
+    const w = await client.encrypt(uid, Buffer.alloc(32, 9));
+    await client.revoke(uid);
+    expect(await client.getAttributes(uid)).toMatchObject({ uid, state: 'deactivated' });
+    const e = await failure(client.decrypt(uid, w.data, w.iv));
+    expect(e.code).toBe('KEY_UNAVAILABLE');
+    expect(e.message).toContain(`127.0.0.1:${srv.port}`);
+    await client.revoke(uid, 'key-compromise');
+    expect((await client.getAttributes(uid)).state).toBe('compromised');
+    expect((await failure(client.encrypt(uid, Buffer.alloc(32)))).code).toBe('KEY_UNAVAILABLE');
+    expect((await failure(client.getAttributes('no-such-uid'))).code).toBe('KEY_UNAVAILABLE');
+  });
+
+  it('says clearly when the server refuses the client certificate', async () => {
+    const other = srv.makeClientCert('intruder', { otherCa: true });
+    const c1 = new KmipClient({ ...srv.endpoint(30_000), cert: other.cert, key: other.key });
+    const e1 = await failure(c1.locate('vol-a'));
+    expect(e1.code).toBe('KEY_SERVER_REFUSED');
+    expect(e1.message).toMatch(/refused this host's client certificate/);
+    expect(e1.message).toContain(`127.0.0.1:${srv.port}`);
+
+    const noAuth = srv.makeClientCert('no-client-auth', { clientAuth: false });
+    const c2 = new KmipClient({ ...srv.endpoint(30_000), cert: noAuth.cert, key: noAuth.key });
+    const e2 = await failure(c2.locate('vol-a'));
+    expect(e2.code).toBe('KEY_SERVER_REFUSED');
+    expect(e2.message).toMatch(/Authentication Not Successful/);
+  });
+
+  it('reports an unreachable server by address within the timeout, and works again after a restart', async () => {
+    const uid = await client.create('vol-d', 1);
+    await client.activate(uid);
+    const w = await client.encrypt(uid, Buffer.alloc(32, 5));
+    await srv.stop();
+    const timeoutMs = 3000;
+    const down = new KmipClient(srv.endpoint(timeoutMs));
+    const t0 = Date.now();
+    const e = await failure(down.decrypt(uid, w.data, w.iv));
+    expect(Date.now() - t0).toBeLessThan(timeoutMs + 5000);
+    expect(e.code).toBe('KEY_SERVER_UNREACHABLE');
+    expect(e.message).toContain(`127.0.0.1:${srv.port}`);
+    await srv.start();
+    expect((await client.decrypt(uid, w.data, w.iv)).equals(Buffer.alloc(32, 5))).toBe(true);
+  });
+
+  it('times out on a server that accepts but never answers, naming the address', async () => {
+    const { createServer } = await import('node:net');
+    const silent = createServer(() => undefined);
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as { port: number }).port;
+    try {
+      const c = new KmipClient({ ...srv.endpoint(1500), port });
+      const t0 = Date.now();
+      const e = await failure(c.locate('x'));
+      expect(e.code).toBe('KEY_SERVER_UNREACHABLE');
+      expect(e.message).toContain(`127.0.0.1:${port}`);
+      expect(e.message).toMatch(/no answer within 1500 ms/);
+      expect(Date.now() - t0).toBeLessThan(1500 + 5000);
+    } finally {
+      silent.close();
+    }
+  });
+});
