@@ -213,6 +213,8 @@ function readItem(buf: Buffer, at: number, end: number, depth: number): { item: 
   const type = TYPE_NAME.get(buf[at + 3]!);
   if (type === undefined) throw malformed(`unknown item type 0x${buf[at + 3]!.toString(16)}`, at + 3);
   const len = buf.readUInt32BE(at + 4);
+  if (type === 'structure' && len % 8 !== 0)
+    throw malformed(`structure length ${len} not a multiple of 8`, at + 4);
   const v = at + HEADER;
   const padded = pad8(len);
   if (padded > end - v || len > end - v)
@@ -220,7 +222,6 @@ function readItem(buf: Buffer, at: number, end: number, depth: number): { item: 
   const next = v + padded;
   switch (type) {
     case 'structure': {
-      if (len % 8 !== 0) throw malformed(`structure length ${len} not a multiple of 8`, at + 4);
       if (depth >= MAX_DEPTH) throw malformed(`structures nested deeper than ${MAX_DEPTH}`, at);
       const children: Ttlv[] = [];
       let p = v;
