@@ -1,9 +1,16 @@
 // KmipClient against a real KMIP server (pykmip-server, issue 13): key life cycle, server-side GCM wrap and
 // unwrap, revocation, a refused client certificate and a server that is down.
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AtrestError } from '../src/errors/index.js';
 import { KmipClient } from '../src/keys/kmip/client.js';
 import { startKmipServer, type KmipTestServer } from './helpers/kmip-server.js';
+
+const run = promisify(execFile);
+const ROOT = resolve(import.meta.dirname, '..');
 
 async function failure(p: Promise<unknown>): Promise<AtrestError> {
   const err = await p.then(
@@ -105,6 +112,38 @@ describe('KmipClient with pykmip-server', () => {
     expect(e.message).toContain(`127.0.0.1:${srv.port}`);
     await srv.start();
     expect((await client.decrypt(uid, w.data, w.iv)).equals(Buffer.alloc(32, 5))).toBe(true);
+  });
+
+  it('runs calls in parallel over a few reused connections', async () => {
+    const uid = await client.create('vol-e', 1);
+    await client.activate(uid);
+    const w = await client.encrypt(uid, Buffer.alloc(32, 3));
+    const two = new KmipClient({ ...srv.endpoint(60_000), maxConnections: 2 });
+    const outs = await Promise.all(Array.from({ length: 12 }, () => two.decrypt(uid, w.data, w.iv)));
+    for (const o of outs) expect(o.equals(Buffer.alloc(32, 3))).toBe(true);
+    await two.close();
+    await expect(two.locate('vol-e')).rejects.toThrow(/after close/);
+  });
+
+  it('does not keep a process alive with its idle connection', async () => {
+    const script = join(srv.dir, 'one-call.mts');
+    await writeFile(
+      script,
+      [
+        `import { KmipClient } from ${JSON.stringify(join(ROOT, 'src/keys/kmip/client.ts'))};`,
+        `const ep = ${JSON.stringify({ host: srv.host, port: srv.port, caPath: srv.caPath, ...srv.client })};`,
+        `import { readFileSync } from 'node:fs';`,
+        `const c = new KmipClient({ host: ep.host, port: ep.port, ca: readFileSync(ep.caPath), cert: readFileSync(ep.certPath), key: readFileSync(ep.keyPath), idleMs: 120000 });`,
+        `console.log(JSON.stringify(await c.locate('vol-a')));`,
+      ].join('\n'),
+    );
+    const t0 = Date.now();
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', script], {
+      cwd: ROOT,
+      timeout: 90_000,
+    });
+    expect(JSON.parse(stdout)).toHaveLength(2);
+    expect(Date.now() - t0).toBeLessThan(60_000); // well before the 120 s idle timeout
   });
 
   it('times out on a server that accepts but never answers, naming the address', async () => {

@@ -1,8 +1,6 @@
-// One KMIP request/response exchange with a key server over mutual TLS (node:tls, TLS 1.2 or later), with a
-// deadline, a response size limit, and network/TLS failures translated into AtrestErrors naming host:port.
-import { connect, type TLSSocket } from 'node:tls';
+// Where a KMIP key server is and how to authenticate to it (mutual TLS 1.2+), and the translation of network
+// and TLS failures into AtrestErrors naming host:port (never certificate or key bytes).
 import { AtrestError } from '../../errors/index.js';
-import { MAX_MESSAGE_BYTES, ttlvMessageLength } from './ttlv.js';
 
 export interface KmipEndpoint {
   host: string;
@@ -14,6 +12,10 @@ export interface KmipEndpoint {
   key: Buffer;
   /** Deadline for one whole operation (connect, handshake, request, response); default 10 s. */
   timeoutMs?: number;
+  /** Connections kept to the server at most (one request in flight on each); default 4. */
+  maxConnections?: number;
+  /** An unused connection is closed after this long; default 5 s. Idle connections never keep the process alive. */
+  idleMs?: number;
 }
 
 export const DEFAULT_TIMEOUT_MS = 10_000;
@@ -48,7 +50,7 @@ const SERVER_CERT_CODES = new Set([
   'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
 
-const UNREACHABLE_HINT =
+export const UNREACHABLE_HINT =
   'check the network and that the key server is running; volumes stay open within the grace period';
 
 /** host:port, with brackets around an IPv6 address. */
@@ -92,100 +94,5 @@ export function classifyTlsError(err: unknown, ep: KmipEndpoint): AtrestError {
   return new AtrestError('KEY_SERVER_UNREACHABLE', `key server ${where} unreachable: ${code || msg}`, {
     hint: UNREACHABLE_HINT,
     cause: err,
-  });
-}
-
-/**
- * Sends one request message and returns the raw response message (a Buffer the caller wipes), on a fresh
- * connection that is closed afterwards. Every failure is an AtrestError; the deadline covers everything.
- */
-export function exchange(ep: KmipEndpoint, request: Buffer): Promise<Buffer> {
-  const timeoutMs = ep.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const where = address(ep);
-  return new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let received = 0;
-    let total = -1;
-    let handshakeDone = false;
-    let settled = false;
-    let socket: TLSSocket | undefined;
-    const finish = (err: AtrestError | undefined, out?: Buffer): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      for (const c of chunks) c.fill(0);
-      chunks.length = 0;
-      socket?.destroy();
-      if (err) reject(err);
-      else resolve(out!);
-    };
-    const timer = setTimeout(() => {
-      finish(
-        new AtrestError(
-          'KEY_SERVER_UNREACHABLE',
-          `key server ${where} unreachable: no answer within ${timeoutMs} ms`,
-          {
-            hint: UNREACHABLE_HINT,
-          },
-        ),
-      );
-    }, timeoutMs);
-    try {
-      socket = connect({
-        host: ep.host,
-        port: ep.port,
-        ca: ep.ca,
-        cert: ep.cert,
-        key: ep.key,
-        minVersion: 'TLSv1.2',
-        // SNI must not be an IP address; the certificate check still uses the host (SAN IP or DNS name).
-        ...(/^[\d.]+$|:/.test(ep.host) ? {} : { servername: ep.host }),
-      });
-    } catch (err) {
-      finish(classifyTlsError(err, ep));
-      return;
-    }
-    socket.on('secureConnect', () => {
-      handshakeDone = true;
-      socket.write(request);
-    });
-    socket.on('data', (chunk: Buffer) => {
-      chunks.push(chunk);
-      received += chunk.length;
-      try {
-        if (total < 0 && received >= 8) {
-          const head = chunks.length === 1 ? chunk : Buffer.concat(chunks);
-          total = ttlvMessageLength(head.subarray(0, 8), MAX_MESSAGE_BYTES);
-          if (head !== chunk) head.fill(0);
-        }
-        if (total >= 0 && received > total)
-          throw new AtrestError(
-            'KEY_SERVER_ERROR',
-            `key server ${where} sent ${received - total} bytes after its response`,
-            {
-              hint: 'check that the address is a KMIP server',
-            },
-          );
-      } catch (err) {
-        finish(classifyTlsError(err, ep));
-        return;
-      }
-      if (total >= 0 && received === total) finish(undefined, Buffer.concat(chunks, total));
-    });
-    socket.on('error', (err) => finish(classifyTlsError(err, ep)));
-    socket.on('close', () => {
-      // A close without a TLS alert is not proof of a refused certificate (a server going down looks the
-      // same), so it counts as unreachable; the message says what else it may be.
-      const got = received > 0 ? ` after ${received} of ${total < 0 ? '?' : total} bytes` : '';
-      finish(
-        new AtrestError(
-          'KEY_SERVER_UNREACHABLE',
-          handshakeDone
-            ? `key server ${where} unreachable: it closed the connection${got} before answering`
-            : `key server ${where} unreachable: it closed the connection during the TLS handshake (or refused this host's client certificate without saying why)`,
-          { hint: UNREACHABLE_HINT },
-        ),
-      );
-    });
   });
 }
