@@ -1,12 +1,16 @@
 // KmipClient against a real KMIP server (pykmip-server, issue 13): key life cycle, server-side GCM wrap and
 // unwrap, revocation, a refused client certificate and a server that is down.
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { createServer as createTlsServer } from 'node:tls';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AtrestError } from '../src/errors/index.js';
 import { KmipClient } from '../src/keys/kmip/client.js';
+import { Operation, Tag } from '../src/keys/kmip/tags.js';
+import { encodeTtlv, enumeration, struct } from '../src/keys/kmip/ttlv.js';
 import { startKmipServer, type KmipTestServer } from './helpers/kmip-server.js';
 
 const run = promisify(execFile);
@@ -123,6 +127,47 @@ describe('KmipClient with pykmip-server', () => {
     for (const o of outs) expect(o.equals(Buffer.alloc(32, 3))).toBe(true);
     await two.close();
     await expect(two.locate('vol-e')).rejects.toThrow(/after close/);
+  });
+
+  it('retries once on a fresh connection when the server dropped a reused one without answering', async () => {
+    // A TLS server with the test server's certificate that answers the first request on each connection
+    // with an empty Locate result, and closes the connection on the second one without answering.
+    const answer = encodeTtlv(
+      struct(
+        Tag.ResponseMessage,
+        struct(Tag.ResponseHeader),
+        struct(Tag.BatchItem, enumeration(Tag.Operation, Operation.Locate), enumeration(Tag.ResultStatus, 0)),
+      ),
+    );
+    let connections = 0;
+    const fake = createTlsServer(
+      {
+        cert: readFileSync(join(srv.dir, 'server.pem')),
+        key: readFileSync(join(srv.dir, 'server.key')),
+        ca: srv.ca,
+        requestCert: true,
+      },
+      (sock) => {
+        connections++;
+        let requests = 0;
+        sock.on('data', () => {
+          if (++requests === 1) sock.write(answer);
+          else sock.destroy();
+        });
+        sock.on('error', () => undefined);
+      },
+    );
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+    const port = (fake.address() as { port: number }).port;
+    try {
+      const c = new KmipClient({ ...srv.endpoint(30_000), port, maxConnections: 1 });
+      expect(await c.locate('x')).toEqual([]);
+      expect(await c.locate('x')).toEqual([]); // the reused connection is dropped; the retry gets an answer
+      expect(connections).toBe(2);
+      await c.close();
+    } finally {
+      fake.close();
+    }
   });
 
   it('does not keep a process alive with its idle connection', async () => {
