@@ -50,6 +50,10 @@ describe('KmipClient with pykmip-server', () => {
     expect((await client.getAttributes(uid2)).version).toBe(2);
     expect((await client.locate('vol-a')).sort()).toEqual([uid, uid2].sort());
     expect(await client.locate('no-such-key')).toEqual([]);
+    expect(await client.versions('vol-a')).toEqual([
+      { uid: uid2, state: 'pre-active', name: 'vol-a', version: 2 },
+      { uid, state: 'active', name: 'vol-a', version: 1 },
+    ]);
   });
 
   it('wraps and unwraps 32 bytes on the server (AES-GCM, IV travels with the result)', async () => {
@@ -95,6 +99,18 @@ describe('KmipClient with pykmip-server', () => {
     expect(e1.message).toMatch(/refused this host's client certificate/);
     expect(e1.message).toContain(`127.0.0.1:${srv.port}`);
 
+    // The server's certificate checked against another CA: refused on this side, also a clear error.
+    const otherCa = readFileSync(join(srv.dir, 'other-ca.pem'));
+    const e3 = await failure(new KmipClient({ ...srv.endpoint(30_000), ca: otherCa }).locate('vol-a'));
+    expect(e3.code).toBe('KEY_SERVER_REFUSED');
+    expect(e3.message).toMatch(/certificate of key server 127\.0\.0\.1:\d+ is not trusted/);
+
+    // A key that does not belong to the certificate: a configuration error, said before any connection.
+    const e4 = await failure(new KmipClient({ ...srv.endpoint(30_000), key: other.key }).locate('vol-a'));
+    expect(e4.code).toBe('USAGE');
+    expect(e4.message).toMatch(/cannot use the client certificate or key/);
+    expect(e4.message).not.toContain('PRIVATE KEY');
+
     const noAuth = srv.makeClientCert('no-client-auth', { clientAuth: false });
     const c2 = new KmipClient({ ...srv.endpoint(30_000), cert: noAuth.cert, key: noAuth.key });
     const e2 = await failure(c2.locate('vol-a'));
@@ -106,7 +122,7 @@ describe('KmipClient with pykmip-server', () => {
     const uid = await client.create('vol-d', 1);
     await client.activate(uid);
     const w = await client.encrypt(uid, Buffer.alloc(32, 5));
-    await srv.stop();
+    await srv.stop({ kill: true }); // like a crash: the key must survive it in the server's database
     const timeoutMs = 3000;
     const down = new KmipClient(srv.endpoint(timeoutMs));
     const t0 = Date.now();

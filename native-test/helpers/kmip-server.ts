@@ -57,8 +57,12 @@ export interface KmipTestServer {
    */
   makeClientCert(name: string, opts?: { otherCa?: boolean; clientAuth?: boolean }): CertPair;
   readonly running: boolean;
-  /** Stops the server (SIGINT, then SIGKILL to its process group); the database and certificates stay. */
-  stop(): Promise<void>;
+  /**
+   * Stops the server (SIGINT, then SIGKILL to its process group; pykmip waits for open sessions, so this can
+   * take seconds while a client holds a connection). `{ kill: true }`: SIGKILL at once, like a crash. The
+   * database and certificates stay.
+   */
+  stop(opts?: { kill?: boolean }): Promise<void>;
   /** Starts it again on the same port with the same database; resolves when it accepts TLS. */
   start(): Promise<void>;
   /** The last lines of the server's log (for failing tests). */
@@ -191,7 +195,7 @@ export async function startKmipServer(
   let child: ChildProcess | undefined;
   let stderr = '';
 
-  const stop = async (): Promise<void> => {
+  const stop = async (stopOpts: { kill?: boolean } = {}): Promise<void> => {
     const c = child;
     if (!c) return;
     child = undefined;
@@ -200,7 +204,8 @@ export async function startKmipServer(
       // SIGINT to the server alone: it raises KeyboardInterrupt out of accept() and shuts down its
       // multiprocessing helpers in order. (SIGTERM only sets a flag that accept() checks after its socket
       // timeout; a signal to the whole group kills the manager first and leaves the server hanging.)
-      c.kill('SIGINT');
+      if (stopOpts.kill) killGroup(c, 'SIGKILL');
+      else c.kill('SIGINT');
       const t = setTimeout(() => killGroup(c, 'SIGKILL'), 8000);
       await exited;
       clearTimeout(t);
