@@ -91,6 +91,22 @@ describe('KmipClient with pykmip-server', () => {
     expect((await failure(client.getAttributes('no-such-uid'))).code).toBe('KEY_UNAVAILABLE');
   });
 
+  it("lets another certificate with the creator's identity use a key, and not another identity", async () => {
+    const uid = await client.create('vol-f', 1);
+    await client.activate(uid);
+    const w = await client.encrypt(uid, Buffer.alloc(32, 4));
+    const sameCn = srv.makeClientCert('client');
+    const host2 = new KmipClient({ ...srv.endpoint(30_000), cert: sameCn.cert, key: sameCn.key });
+    expect(await host2.locate('vol-f')).toEqual([uid]);
+    expect((await host2.decrypt(uid, w.data, w.iv)).equals(Buffer.alloc(32, 4))).toBe(true);
+    const stranger = srv.makeClientCert('someone-else');
+    const other = new KmipClient({ ...srv.endpoint(30_000), cert: stranger.cert, key: stranger.key });
+    expect(await other.locate('vol-f')).toEqual([]);
+    expect((await failure(other.decrypt(uid, w.data, w.iv))).code).toBe('KEY_UNAVAILABLE');
+    await host2.close();
+    await other.close();
+  });
+
   it('says clearly when the server refuses the client certificate', async () => {
     const other = srv.makeClientCert('intruder', { otherCa: true });
     const c1 = new KmipClient({ ...srv.endpoint(30_000), cert: other.cert, key: other.key });
