@@ -202,6 +202,48 @@ describe('KmipClient with pykmip-server', () => {
     }
   });
 
+  it('reports a server that answers with something other than KMIP as KEY_SERVER_ERROR, at once', async () => {
+    const answers: [string, Buffer, RegExp][] = [
+      ['HTTP', Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n'), /outside the KMIP ranges/],
+      ['a 2 GiB length', Buffer.from('42007b017ffffff8', 'hex'), /exceeds the 1048576-byte limit/],
+      [
+        'a truncated item',
+        Buffer.from('42007b0100000010' + '42007a0100000040' + '00'.repeat(8), 'hex'),
+        /runs past/,
+      ],
+      [
+        'trailing bytes',
+        Buffer.concat([Buffer.from('42007b0100000000', 'hex'), Buffer.alloc(8)]),
+        /bytes after/,
+      ],
+    ];
+    for (const [what, answer, msg] of answers) {
+      const fake = createTlsServer(
+        {
+          cert: readFileSync(join(srv.dir, 'server.pem')),
+          key: readFileSync(join(srv.dir, 'server.key')),
+          ca: srv.ca,
+          requestCert: true,
+        },
+        (sock) => {
+          sock.on('data', () => sock.write(answer)); // and keep the connection open
+          sock.on('error', () => undefined);
+        },
+      );
+      await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+      const port = (fake.address() as { port: number }).port;
+      try {
+        const t0 = Date.now();
+        const e = await failure(new KmipClient({ ...srv.endpoint(60_000), port }).locate('x'));
+        expect(e.code, what).toBe('KEY_SERVER_ERROR');
+        expect(e.message, what).toMatch(msg);
+        expect(Date.now() - t0, what).toBeLessThan(30_000); // not the 60 s deadline
+      } finally {
+        fake.close();
+      }
+    }
+  });
+
   it('does not keep a process alive with its idle connection', async () => {
     const script = join(srv.dir, 'one-call.mts');
     await writeFile(
