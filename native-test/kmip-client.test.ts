@@ -50,6 +50,10 @@ describe('KmipClient with pykmip-server', () => {
     expect((await client.getAttributes(uid2)).version).toBe(2);
     expect((await client.locate('vol-a')).sort()).toEqual([uid, uid2].sort());
     expect(await client.locate('no-such-key')).toEqual([]);
+    expect(await client.versions('vol-a')).toEqual([
+      { uid: uid2, state: 'pre-active', name: 'vol-a', version: 2 },
+      { uid, state: 'active', name: 'vol-a', version: 1 },
+    ]);
   });
 
   it('wraps and unwraps 32 bytes on the server (AES-GCM, IV travels with the result)', async () => {
@@ -87,6 +91,22 @@ describe('KmipClient with pykmip-server', () => {
     expect((await failure(client.getAttributes('no-such-uid'))).code).toBe('KEY_UNAVAILABLE');
   });
 
+  it("lets another certificate with the creator's identity use a key, and not another identity", async () => {
+    const uid = await client.create('vol-f', 1);
+    await client.activate(uid);
+    const w = await client.encrypt(uid, Buffer.alloc(32, 4));
+    const sameCn = srv.makeClientCert('client');
+    const host2 = new KmipClient({ ...srv.endpoint(30_000), cert: sameCn.cert, key: sameCn.key });
+    expect(await host2.locate('vol-f')).toEqual([uid]);
+    expect((await host2.decrypt(uid, w.data, w.iv)).equals(Buffer.alloc(32, 4))).toBe(true);
+    const stranger = srv.makeClientCert('someone-else');
+    const other = new KmipClient({ ...srv.endpoint(30_000), cert: stranger.cert, key: stranger.key });
+    expect(await other.locate('vol-f')).toEqual([]);
+    expect((await failure(other.decrypt(uid, w.data, w.iv))).code).toBe('KEY_UNAVAILABLE');
+    await host2.close();
+    await other.close();
+  });
+
   it('says clearly when the server refuses the client certificate', async () => {
     const other = srv.makeClientCert('intruder', { otherCa: true });
     const c1 = new KmipClient({ ...srv.endpoint(30_000), cert: other.cert, key: other.key });
@@ -94,6 +114,18 @@ describe('KmipClient with pykmip-server', () => {
     expect(e1.code).toBe('KEY_SERVER_REFUSED');
     expect(e1.message).toMatch(/refused this host's client certificate/);
     expect(e1.message).toContain(`127.0.0.1:${srv.port}`);
+
+    // The server's certificate checked against another CA: refused on this side, also a clear error.
+    const otherCa = readFileSync(join(srv.dir, 'other-ca.pem'));
+    const e3 = await failure(new KmipClient({ ...srv.endpoint(30_000), ca: otherCa }).locate('vol-a'));
+    expect(e3.code).toBe('KEY_SERVER_REFUSED');
+    expect(e3.message).toMatch(/certificate of key server 127\.0\.0\.1:\d+ is not trusted/);
+
+    // A key that does not belong to the certificate: a configuration error, said before any connection.
+    const e4 = await failure(new KmipClient({ ...srv.endpoint(30_000), key: other.key }).locate('vol-a'));
+    expect(e4.code).toBe('USAGE');
+    expect(e4.message).toMatch(/cannot use the client certificate or key/);
+    expect(e4.message).not.toContain('PRIVATE KEY');
 
     const noAuth = srv.makeClientCert('no-client-auth', { clientAuth: false });
     const c2 = new KmipClient({ ...srv.endpoint(30_000), cert: noAuth.cert, key: noAuth.key });
@@ -106,7 +138,7 @@ describe('KmipClient with pykmip-server', () => {
     const uid = await client.create('vol-d', 1);
     await client.activate(uid);
     const w = await client.encrypt(uid, Buffer.alloc(32, 5));
-    await srv.stop();
+    await srv.stop({ kill: true }); // like a crash: the key must survive it in the server's database
     const timeoutMs = 3000;
     const down = new KmipClient(srv.endpoint(timeoutMs));
     const t0 = Date.now();
@@ -167,6 +199,48 @@ describe('KmipClient with pykmip-server', () => {
       await c.close();
     } finally {
       fake.close();
+    }
+  });
+
+  it('reports a server that answers with something other than KMIP as KEY_SERVER_ERROR, at once', async () => {
+    const answers: [string, Buffer, RegExp][] = [
+      ['HTTP', Buffer.from('HTTP/1.1 400 Bad Request\r\n\r\n'), /outside the KMIP ranges/],
+      ['a 2 GiB length', Buffer.from('42007b017ffffff8', 'hex'), /exceeds the 1048576-byte limit/],
+      [
+        'a truncated item',
+        Buffer.from('42007b0100000010' + '42007a0100000040' + '00'.repeat(8), 'hex'),
+        /runs past/,
+      ],
+      [
+        'trailing bytes',
+        Buffer.concat([Buffer.from('42007b0100000000', 'hex'), Buffer.alloc(8)]),
+        /bytes after/,
+      ],
+    ];
+    for (const [what, answer, msg] of answers) {
+      const fake = createTlsServer(
+        {
+          cert: readFileSync(join(srv.dir, 'server.pem')),
+          key: readFileSync(join(srv.dir, 'server.key')),
+          ca: srv.ca,
+          requestCert: true,
+        },
+        (sock) => {
+          sock.on('data', () => sock.write(answer)); // and keep the connection open
+          sock.on('error', () => undefined);
+        },
+      );
+      await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+      const port = (fake.address() as { port: number }).port;
+      try {
+        const t0 = Date.now();
+        const e = await failure(new KmipClient({ ...srv.endpoint(60_000), port }).locate('x'));
+        expect(e.code, what).toBe('KEY_SERVER_ERROR');
+        expect(e.message, what).toMatch(msg);
+        expect(Date.now() - t0, what).toBeLessThan(30_000); // not the 60 s deadline
+      } finally {
+        fake.close();
+      }
     }
   });
 

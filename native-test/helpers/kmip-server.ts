@@ -17,6 +17,9 @@
 // - A GCM tag mismatch on Decrypt is an unhandled exception in its crypto engine: the result is General
 //   Failure, not Cryptographic Failure.
 // - Nothing makes Name unique across objects, so several key versions can share a Name.
+// - Access control: the client identity is the certificate's common name; under the default operation
+//   policy only the creator's CN may use or even locate a key (another CN gets Permission Denied / nothing
+//   found). Hosts of one fleet therefore share a CN here (or need a pykmip operation policy).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -52,13 +55,20 @@ export interface KmipTestServer {
     timeoutMs?: number;
   };
   /**
-   * Another client certificate: by default signed by the test CA with clientAuth; `otherCa` signs it with
-   * a second CA the server does not trust; `clientAuth: false` leaves out extendedKeyUsage altogether (TLS accepts it; pykmip then refuses it).
+   * Another client certificate with common name `name`, signed by the test CA with clientAuth unless
+   * `otherCa` (a second CA the server does not trust) or `clientAuth: false` (no extendedKeyUsage at all: TLS
+   * accepts it, pykmip then refuses it). The CN is pykmip's client identity: under its default operation
+   * policy a key is usable only with its creator's CN, so another host of the same fleet is
+   * `makeClientCert('client')`.
    */
   makeClientCert(name: string, opts?: { otherCa?: boolean; clientAuth?: boolean }): CertPair;
   readonly running: boolean;
-  /** Stops the server (SIGINT, then SIGKILL to its process group); the database and certificates stay. */
-  stop(): Promise<void>;
+  /**
+   * Stops the server (SIGINT, then SIGKILL to its process group; pykmip waits for open sessions, so this can
+   * take seconds while a client holds a connection). `{ kill: true }`: SIGKILL at once, like a crash. The
+   * database and certificates stay.
+   */
+  stop(opts?: { kill?: boolean }): Promise<void>;
   /** Starts it again on the same port with the same database; resolves when it accepts TLS. */
   start(): Promise<void>;
   /** The last lines of the server's log (for failing tests). */
@@ -97,9 +107,9 @@ function makeCa(dir: string, name: string): void {
   ]); // prettier-ignore
 }
 
-function makeCert(dir: string, ca: string, name: string, ext: string): CertPair {
+function makeCert(dir: string, ca: string, name: string, ext: string, cn = name): CertPair {
   openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', `${name}.key`]);
-  openssl(dir, ['req', '-new', '-key', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`]);
+  openssl(dir, ['req', '-new', '-key', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`]);
   openssl(dir, [
     'x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial',
     '-out', `${name}.pem`, '-days', '3', '-extfile', 'ext.cnf', '-extensions', ext,
@@ -186,12 +196,13 @@ export async function startKmipServer(
     ].join('\n'),
   );
   const caPath = join(dir, 'ca.pem');
+  let extraCerts = 0;
   const ca = readFileSync(caPath);
   const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
   let child: ChildProcess | undefined;
   let stderr = '';
 
-  const stop = async (): Promise<void> => {
+  const stop = async (stopOpts: { kill?: boolean } = {}): Promise<void> => {
     const c = child;
     if (!c) return;
     child = undefined;
@@ -200,7 +211,8 @@ export async function startKmipServer(
       // SIGINT to the server alone: it raises KeyboardInterrupt out of accept() and shuts down its
       // multiprocessing helpers in order. (SIGTERM only sets a flag that accept() checks after its socket
       // timeout; a signal to the whole group kills the manager first and leaves the server hanging.)
-      c.kill('SIGINT');
+      if (stopOpts.kill) killGroup(c, 'SIGKILL');
+      else c.kill('SIGINT');
       const t = setTimeout(() => killGroup(c, 'SIGKILL'), 8000);
       await exited;
       clearTimeout(t);
@@ -258,7 +270,13 @@ export async function startKmipServer(
       ...(timeoutMs === undefined ? {} : { timeoutMs }),
     }),
     makeClientCert: (name, o = {}) =>
-      makeCert(dir, o.otherCa ? 'other-ca' : 'ca', name, o.clientAuth === false ? 'client_noauth' : 'client'),
+      makeCert(
+        dir,
+        o.otherCa ? 'other-ca' : 'ca',
+        `extra-${++extraCerts}`,
+        o.clientAuth === false ? 'client_noauth' : 'client',
+        name,
+      ),
     get running() {
       return child !== undefined;
     },

@@ -117,7 +117,7 @@ export class KmipClient {
     await this.call(Operation.Activate, uidPayload(uid), `key ${uid}`);
   }
 
-  /** The Unique Identifiers of every object named `name` (newest first, as pykmip orders them). */
+  /** The Unique Identifiers of every object named `name`, in the server's order (unspecified). */
   async locate(name: string): Promise<string[]> {
     const p = await this.call(Operation.Locate, locatePayload(name), `key "${name}"`);
     return children(p, Tag.UniqueIdentifier).map((c) => {
@@ -158,6 +158,16 @@ export class KmipClient {
         },
       );
     return info as KmipKeyInfo;
+  }
+
+  /**
+   * Every key named `name` with its state and version, highest version first (keys without an atrest
+   * version last): Locate, then Get Attributes of each.
+   */
+  async versions(name: string): Promise<KmipKeyInfo[]> {
+    const infos: KmipKeyInfo[] = [];
+    for (const uid of await this.locate(name)) infos.push(await this.getAttributes(uid));
+    return infos.sort((a, b) => (b.version ?? 0) - (a.version ?? 0));
   }
 
   /** AES-256-GCM encryption of `data` on the server with key `uid`: { data: ciphertext || tag, iv }. */

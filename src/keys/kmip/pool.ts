@@ -218,9 +218,17 @@ export class KmipPool {
       current = conn;
       try {
         await conn.ready;
-        // Past the deadline the caller has its answer (and may have wiped the request): send nothing.
-        if (timedOut) throw new AtrestError('KEY_SERVER_UNREACHABLE', `key server ${where}: call timed out`);
-        conn.socket!.ref();
+      } catch (err) {
+        this.discard(conn);
+        throw err;
+      }
+      if (timedOut) {
+        // The caller has its answer (and may have wiped the request): send nothing, keep the connection.
+        this.release(conn);
+        throw new AtrestError('KEY_SERVER_UNREACHABLE', `key server ${where}: call timed out`);
+      }
+      conn.socket!.ref();
+      try {
         const out = await conn.exchange(request);
         this.release(conn);
         return out;
@@ -250,13 +258,16 @@ export class KmipPool {
       return Promise.reject(
         new AtrestError('INTERNAL', `KMIP client for ${address(this.ep)} used after close()`),
       );
-    if (!fresh) {
-      while (this.idle.length) {
-        const c = this.idle.pop()!;
-        clearTimeout(c.idleTimer);
-        if (!c.dead) return Promise.resolve(c);
+    // Connections the server closed while they were idle.
+    for (let i = this.idle.length - 1; i >= 0; i--)
+      if (this.idle[i]!.dead) {
+        this.idle.splice(i, 1);
         this.open--;
       }
+    if (!fresh && this.idle.length) {
+      const c = this.idle.pop()!;
+      clearTimeout(c.idleTimer);
+      return Promise.resolve(c);
     }
     if (this.open < this.maxConnections) {
       this.open++;
