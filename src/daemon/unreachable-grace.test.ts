@@ -95,6 +95,13 @@ describe('UnreachableGrace (fake clock)', () => {
       'unavailable',
     );
     expect(classifyCheckFailure(new Error('other'), { network: true })).toBe('unavailable');
+    // a server that answers "no" (client certificate refused, a malformed answer) is not a blip
+    expect(classifyCheckFailure(new AtrestError('KEY_SERVER_REFUSED', 'refused'), { network: true })).toBe(
+      'unavailable',
+    );
+    expect(classifyCheckFailure(new AtrestError('KEY_SERVER_ERROR', 'garbage'), { network: true })).toBe(
+      'unavailable',
+    );
   });
 
   it('validates the grace (seconds, 0 to one day) with a clear USAGE error', () => {
