@@ -1,14 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { FakeKmipServer as FakeServer, fakeTls } from './fake-server.test-helper.js';
-import {
-  isUnreachable,
-  KmipKekProvider,
-  packBlob,
-  UNREACHABLE_CODE,
-  unpackBlob,
-  type KmipTarget,
-} from './provider.js';
+import { packBlob, unpackBlob } from './blob.js';
+import { isUnreachable, KmipKekProvider, UNREACHABLE_CODE, type KmipTarget } from './provider.js';
 
 const TARGET: KmipTarget = {
   name: 'fleet',

@@ -3,13 +3,13 @@
 // Reference. A token stores `ref:NAME`; `--kek kmip:NAME` or `--kek NAME` names the same entry of
 // providers.json, which says where the server is (host, port, CA, client certificate and key) and
 // which key it holds (keyName, or one fixed uid). Nothing read from an image names a host or a file.
-// The URI this provider is called with is `kmip:NAME`; register() binds NAME to its configured target.
+// The URI this provider is called with is `kmip:NAME#FINGERPRINT` (register(): from the configuration).
 //
 // Versions. Every KMIP key named `keyName` is a version; its version is what the client reports
 // (KmipKeyInfo.version: Application Specific Information, namespace "x-atrest-version"; 1 when
 // absent). current() is the newest active one. A fixed `uid` has the version the server reports for it.
 //
-// Blob: "KMP1" | 0x01 | ivLen (1) | iv | ciphertext: the server's Encrypt output and the IV it used.
+// Blob (blob.ts): the server's Encrypt output and the IV it used.
 // KekRef.keyId is the key's unique identifier. It comes from the token (untrusted), so before any
 // Encrypt or Decrypt the key's attributes are read and its name must be the configured one (or its
 // uid the configured uid): an image cannot make the host use another key it happens to reach.
@@ -18,11 +18,10 @@
 // pre-active, unknown or refused: false. A server that cannot be reached (network, TLS, timeout)
 // throws KEY_SERVER_UNREACHABLE (isUnreachable), which the daemon answers with a grace period.
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { AtrestError, isAtrestError, type ErrorCode } from '../../errors/index.js';
-import { checkTrusted } from '../provider-config.js';
 import type { KekProvider, KekRef } from '../provider.js';
+import { packBlob, unpackBlob } from './blob.js';
+import { readTlsFile } from './tls-files.js';
 
 /** What this provider needs from a KMIP client (src/keys/kmip/client.ts KmipClient has it). */
 export interface KmipOps {
@@ -77,8 +76,6 @@ export const DEFAULT_KMIP_TIMEOUT_MS = 3000;
 /** The error code the KMIP client uses for network, TLS and timeout failures. */
 export const UNREACHABLE_CODE = 'KEY_SERVER_UNREACHABLE' satisfies ErrorCode;
 
-const MAGIC = Buffer.from('KMP1', 'latin1');
-const FORMAT = 1;
 const SECRET_LEN = 32;
 
 /** Whether err says a key server could not be reached (network, TLS, timeout), not that it refused. */
@@ -90,55 +87,6 @@ export function isUnreachable(err: unknown): boolean {
 export function kmipName(uri: string): string | null {
   const m = /^kmip:([A-Za-z0-9][A-Za-z0-9._-]{0,63})$/i.exec(uri);
   return m?.[1] ?? null;
-}
-
-/** Packs the server's ciphertext and IV into the blob a token stores. */
-export function packBlob(iv: Uint8Array, data: Uint8Array): Buffer {
-  if (iv.length > 255) throw new AtrestError('INTERNAL', `KMIP IV of ${iv.length} bytes`);
-  return Buffer.concat([MAGIC, Buffer.from([FORMAT, iv.length]), iv, data]);
-}
-
-/** Splits a stored blob; a malformed one is WRONG_KEY (it cannot unwrap anything). */
-export function unpackBlob(blob: Uint8Array): { iv: Buffer; data: Buffer } {
-  const b = Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength);
-  const ivLen = b[5];
-  if (b.length < 6 || !b.subarray(0, 4).equals(MAGIC) || b[4] !== FORMAT || ivLen === undefined)
-    throw new AtrestError('WRONG_KEY', 'wrapped key is not a KMIP-wrapped key (bad blob)');
-  if (b.length < 6 + ivLen + 1) throw new AtrestError('WRONG_KEY', 'wrapped key is truncated (KMIP blob)');
-  return { iv: Buffer.from(b.subarray(6, 6 + ivLen)), data: Buffer.from(b.subarray(6 + ivLen)) };
-}
-
-/** Reads one configured TLS file (CA, certificate, key): root-owned, not writable by others; the key not readable by others. */
-async function readTlsFile(path: string, what: string, secret: boolean): Promise<Buffer> {
-  let fh;
-  try {
-    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-  } catch (err) {
-    throw new AtrestError(
-      'KEY_UNAVAILABLE',
-      `cannot read the KMIP ${what} ${path}: ${(err as Error).message}`,
-      {
-        path,
-        hint: 'check this provider in providers.json',
-        cause: err,
-      },
-    );
-  }
-  try {
-    const st = await fh.stat();
-    checkTrusted(path, st, `KMIP ${what}`);
-    if (secret && (st.mode & 0o007) !== 0) {
-      throw new AtrestError('USAGE', `refusing KMIP ${what} ${path}: others may read it`, {
-        path,
-        hint: `fix with: chmod o-rwx ${path}`,
-      });
-    }
-    if (st.size > 1024 * 1024)
-      throw new AtrestError('USAGE', `KMIP ${what} ${path} is larger than 1 MiB`, { path });
-    return await fh.readFile();
-  } finally {
-    await fh.close();
-  }
 }
 
 export interface KmipProviderOptions {
