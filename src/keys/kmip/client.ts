@@ -9,11 +9,12 @@
 // Keys: Create makes an AES-256 Symmetric Key with usage mask Encrypt|Decrypt, the Name attribute `name`,
 // and its version as an Application Specific Information attribute (namespace "x-atrest-version", data the
 // decimal version). Several objects share one Name, one per version: Locate by Name returns all of them and
-// getAttributes() reports each one's version. Why not a custom "x-atrest-version" attribute or an Object
-// Group: pykmip-server 0.10 refuses custom attributes on Create ("The x-... attribute is unsupported") and
-// supports Application Specific Information on Create, Get Attributes and Locate; it does not enforce the
-// uniqueness of Name across objects, which the KMIP spec asks servers to do (a server that enforces it needs
-// `name` to differ per version; the caller can then use a per-version name).
+// getAttributes() reports each one's version (versions() does both). Why not a custom "x-atrest-version"
+// attribute: pykmip-server 0.10 cannot parse a Create that carries one (Result Reason Invalid Message; its
+// template code would also call it unsupported). Why not an Object Group: it would still need the version
+// somewhere. Application Specific Information is standard since KMIP 1.0 and pykmip supports it on Create,
+// Get Attributes and Locate. pykmip does not enforce the uniqueness of Name across objects, which the KMIP
+// spec asks servers to do; against a server that enforces it the caller needs a per-version name.
 //
 // Wrap/unwrap: Encrypt/Decrypt with AES-GCM on the server, a 12-byte random IV chosen here and a 16-byte
 // tag. encrypt() returns { data: ciphertext || tag, iv }; decrypt() takes them back. The key never leaves
