@@ -14,6 +14,7 @@ import {
   type UnlockOptions,
 } from '../keys/index.js';
 import { readLuks2, type Luks2Metadata } from '../luks2/index.js';
+import { kmipRevocation, prepareKmipKey } from './kmip-keys.js';
 import { deletePlatformVersionCommand } from './platform-delete.js';
 import { writeSecretLine } from './secret-output.js';
 
@@ -78,6 +79,8 @@ async function fileRevocation(
 ): Promise<string> {
   const km = ctx.manager();
   try {
+    const kmip = await kmipRevocation(km, action, kek, version);
+    if (kmip !== null) return kmip;
     const r = await km.resolve(kek, 'cli');
     if (schemeOf(r.uri) !== 'file') {
       throw new AtrestError('USAGE', `key ${action} works on file providers; ${r.stored} is not one`, {
@@ -175,6 +178,8 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
         const u = await auth(ctx, a['key-file']);
         try {
           const meta = await readImage(a);
+          const kmip = await prepareKmipKey(km, uri);
+          if (kmip !== null) console.log(kmip);
           const r = await km.useKek(meta, uri, u);
           console.log(
             `key slot ${r.keyslot} now bound to ${r.ref.uri} (version ${r.ref.version})` +
@@ -188,10 +193,14 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
     )
     .command(
       'revoke',
-      'revoke a file: KEK (every version, or one): volumes using it lock and stop opening',
+      'revoke a file: or kmip: KEK (every version, or one): volumes using it lock and stop opening',
       (a) =>
         a
-          .option('kek', { type: 'string', demandOption: true, describe: 'file provider NAME' })
+          .option('kek', {
+            type: 'string',
+            demandOption: true,
+            describe: 'file or kmip provider NAME (kmip:NAME revokes the key on the KMIP server)',
+          })
           .option('version', { type: 'number', describe: 'only this version' }),
       async (a) => {
         const uri = kekUri(a.kek);

@@ -23,6 +23,7 @@ import { DEFAULT_CONFIG, loadConfig } from '../daemon/config.js';
 import { ensureDaemon, request, requestWithSecrets, waitForDaemonExit } from '../daemon/client.js';
 import { runtimePaths } from '../daemon/paths.js';
 import { Daemon } from '../daemon/server.js';
+import { parseUnreachableGrace } from '../daemon/unreachable-grace.js';
 import { fuseSettings, requireFuseBackend } from '../fuse/backend.js';
 import type { EncryptionStatus, VolumeStatus } from '../daemon/protocol.js';
 import { encryptOffline, progressLine, reencryptOffline } from './convert.js';
@@ -83,6 +84,9 @@ function encryptionRows(e: EncryptionStatus): Array<[string, string]> {
   ];
   if (e.kek !== null) rows.push(['KEK', `${e.kek} (version ${e.kekVersion ?? '?'})`]);
   rows.push(['locked', e.locked ? `yes: ${e.lockedReason ?? ''} (since ${e.lockedAt ?? '?'})` : 'no']);
+  const u = e.keyServerUnreachable;
+  if (u !== undefined)
+    rows.push(['WARNING', `key server unreachable since ${u.since}; locks at ${u.locksAt} (${u.detail})`]);
   return rows;
 }
 
@@ -614,6 +618,11 @@ export async function main(argv: string[]): Promise<number> {
             describe:
               'seconds between KEK checks (revocation, new versions); default 5, env ATREST_KEY_CHECK_INTERVAL',
           })
+          .option('key-unreachable-grace', {
+            type: 'number',
+            describe:
+              'seconds volumes stay open while their key server (kmip) cannot be reached, then they lock; default 600, env ATREST_KEY_UNREACHABLE_GRACE',
+          })
           .option('fuse-backend', {
             type: 'string',
             describe:
@@ -636,6 +645,16 @@ export async function main(argv: string[]): Promise<number> {
         if (!Number.isFinite(interval) || interval < 0.1 || interval > 3600) {
           throw new AtrestError('USAGE', `key check interval ${interval} s is out of range (0.1 to 3600)`);
         }
+        const graceArg = a['key-unreachable-grace'];
+        const keyUnreachableGraceMs =
+          graceArg !== undefined
+            ? parseUnreachableGrace(graceArg, '--key-unreachable-grace')
+            : process.env.ATREST_KEY_UNREACHABLE_GRACE !== undefined
+              ? parseUnreachableGrace(
+                  process.env.ATREST_KEY_UNREACHABLE_GRACE,
+                  'ATREST_KEY_UNREACHABLE_GRACE',
+                )
+              : undefined;
         const fips = globals.fips || process.env.ATREST_FIPS === '1';
         if (fips && !fipsActive()) requireFips();
         const config = a.config ?? process.env.ATREST_CONFIG;
@@ -646,6 +665,7 @@ export async function main(argv: string[]): Promise<number> {
           logLevel: a['log-level'],
           ...(config === undefined || config === '' ? {} : { config: resolve(config) }),
           keyCheckIntervalMs: Math.round(interval * 1000),
+          ...(keyUnreachableGraceMs === undefined ? {} : { keyUnreachableGraceMs }),
           fips,
           fuse,
         });

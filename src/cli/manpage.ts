@@ -53,6 +53,10 @@ export const ENVIRONMENT: Array<[string, string]> = [
   ],
   ['ATREST_KEY_CHECK_INTERVAL', 'seconds between KEK checks of the daemon (default 5)'],
   [
+    'ATREST_KEY_UNREACHABLE_GRACE',
+    'seconds volumes stay open while their key server (kmip) cannot be reached, then they lock (default 600); --key-unreachable-grace overrides it',
+  ],
+  [
     'ATREST_KDF_MAX_MEMORY',
     'the most memory one key derivation (Argon2) may use, KiB or 512M/2G (default 1 GiB)',
   ],

@@ -47,6 +47,8 @@ export interface EncryptionStatus {
   locked: boolean;
   lockedReason?: string;
   lockedAt?: string;
+  /** Its key server cannot be reached: the volume stays open until locksAt unless a check reaches it. */
+  keyServerUnreachable?: { since: string; locksAt: string; detail: string };
 }
 
 export type Request =

@@ -24,6 +24,8 @@ export interface DaemonOptions {
   logLevel?: string;
   /** KEK check interval (revocation, new versions); default 5 s. */
   keyCheckIntervalMs?: number;
+  /** How long volumes stay open while their key server cannot be reached (default 10 min). */
+  keyUnreachableGraceMs?: number;
   /** Refuse to start unless Node's OpenSSL is in FIPS mode; then PBKDF2 keyslots only. */
   fips?: boolean;
   /** Configuration file of volumes to open at start (and on SIGHUP). */
@@ -88,6 +90,9 @@ export class Daemon {
     this.service = new VolumeService(opts.paths, this.log, {
       audit: fileAuditSink(opts.paths.auditLog, { source: 'daemon' }),
       ...(opts.keyCheckIntervalMs === undefined ? {} : { keyCheckIntervalMs: opts.keyCheckIntervalMs }),
+      ...(opts.keyUnreachableGraceMs === undefined
+        ? {}
+        : { keyUnreachableGraceMs: opts.keyUnreachableGraceMs }),
       fips: opts.fips === true,
       ...(opts.fuse === undefined ? {} : { fuse: opts.fuse }),
     });
@@ -153,6 +158,7 @@ export class Daemon {
         runDir: paths.runDir,
         version: VERSION,
         keyCheckIntervalMs: this.service.keyCheckIntervalMs,
+        keyUnreachableGraceMs: this.service.keyUnreachableGraceMs,
         fips: this.opts.fips === true,
       },
       'daemon ready',

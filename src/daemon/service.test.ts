@@ -2,14 +2,15 @@
 // pass, and every key a volume holds leaves the pool's keyring on lock, close and failure.
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, mkdtemp, open, rename, rm, unlink } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CryptoPool, type PoolKey } from '../crypto/index.js';
-import { KeyManager, type KeyEvent } from '../keys/index.js';
+import { KeyManager, KmipKekProvider, type KeyEvent } from '../keys/index.js';
+import { FakeKmipServer, fakeTls } from '../keys/kmip/fake-server.test-helper.js';
 import { formatLuks2 } from '../luks2/index.js';
 import type { FuseDisk, ServeDiskOptions } from '../fuse/index.js';
 import { VolumeService, type VolumeServiceOptions } from './service.js';
@@ -116,6 +117,33 @@ async function revoke(store: string): Promise<() => Promise<void>> {
   return () => rename(`${kek}.away`, kek);
 }
 
+/** KMIP providers configured in the test's providers.json, one key name per volume. */
+const kmipEntries: Record<string, object> = {};
+
+/** A volume bound to a KMIP key (its own key name) on the fake server `server`, opened. */
+async function openKmip(
+  server: FakeKmipServer,
+  kmip: KmipKekProvider,
+): Promise<{ name: string; keyName: string }> {
+  const name = `v${++n}`;
+  const keyName = `kek-${name}`;
+  const image = join(dir, `${name}.img`);
+  kmipEntries[name] = {
+    type: 'kmip',
+    host: '127.0.0.1',
+    ca: '/etc/atrest/kmip-ca.pem',
+    cert: '/etc/atrest/kmip.pem',
+    key: '/etc/atrest/kmip.key',
+    keyName,
+  };
+  await writeFile(paths().providers, JSON.stringify({ providers: kmipEntries }), { mode: 0o644 });
+  server.add(keyName, 1);
+  const km = new KeyManager({ providersFile: paths().providers, kmip });
+  await km.format({ imagePath: image, dataSize: DATA_SIZE }, name);
+  await svc.open({ op: 'open', image, name, readOnly: false, loop: false });
+  return { name, keyName };
+}
+
 /** Replaces the platform KEK by a FIFO: the provider's read of it blocks until releaseFifo. */
 async function hangProvider(store: string): Promise<void> {
   const kek = join(store, 'platform-kek.v1');
@@ -163,7 +191,13 @@ describe('KEK check (watchdog)', () => {
   it('keeps running and locking after every kind of pass', async () => {
     const audit: KeyEvent[] = [];
     let throwOn: string | null = null;
+    const kmipServer = new FakeKmipServer();
+    const kmip = new KmipKekProvider({ connect: kmipServer.connect, readTls: fakeTls });
+    let clockOffset = 0;
     svc = service({
+      kmip,
+      keyUnreachableGraceMs: 600_000,
+      graceClock: () => Date.now() + clockOffset,
       audit: (e) => {
         audit.push(e);
         if (e.event === 'lock' && (e as { name?: string }).name === throwOn)
@@ -232,6 +266,51 @@ describe('KEK check (watchdog)', () => {
     await svc.close(g.name);
     await passes(3);
     expect(audit.some((x) => x.event === 'lock' && (x as { name?: string }).name === g.name)).toBe(false);
+    await stillLocks();
+
+    // a key server that cannot be reached: the volume stays open with a warning in status while the
+    // check goes on (other volumes still lock); reachable again ends the warning
+    const warning = (name: string): unknown => svc.status(name)[0]?.encryption.keyServerUnreachable;
+    const k = await openKmip(kmipServer, kmip);
+    kmipServer.down = true;
+    await until(() => warning(k.name) !== undefined, 'the key-server-unreachable warning');
+    expect(warning(k.name)).toMatchObject({
+      detail: expect.stringContaining(`ref:${k.name} version 1`) as unknown,
+    });
+    await passes(3);
+    expect(locked(k.name)).toBe(false);
+    await stillLocks();
+    expect(locked(k.name)).toBe(false);
+    kmipServer.down = false;
+    await until(() => warning(k.name) === undefined, 'the warning to end when the server answers');
+    await passes(3);
+    expect(locked(k.name)).toBe(false);
+
+    // a key server that accepts and never answers counts as unreachable too (each call bounded):
+    // open through the grace period, locked once it is over
+    kmipServer.hang = true;
+    await until(() => warning(k.name) !== undefined, 'the warning for a silent key server');
+    await passes(3);
+    expect(locked(k.name)).toBe(false);
+    clockOffset = 600_001;
+    await until(() => locked(k.name), 'the lock after the grace period');
+    expect(svc.status(k.name)[0]?.encryption.lockedReason).toMatch(
+      /^key server unreachable for longer than the grace period \(600 s\): ref:v\d+ version 1$/,
+    );
+    kmipServer.hang = false;
+    clockOffset = 0;
+    await passes(3);
+    await stillLocks();
+
+    // a key the server reports revoked locks at the next check: no grace
+    const r = await openKmip(kmipServer, kmip);
+    kmipServer.down = false;
+    for (const key of kmipServer.keys.values()) if (key.name === r.keyName) key.state = 'deactivated';
+    await until(() => locked(r.name), 'the revoked KMIP key to lock its volume');
+    expect(svc.status(r.name)[0]?.encryption.lockedReason).toMatch(
+      /^key revoked or unavailable: ref:v\d+ version 1$/,
+    );
+    await passes(3);
     await stillLocks();
   }, 120_000);
 });

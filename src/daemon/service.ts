@@ -8,6 +8,8 @@ import { AtrestError, fromSystemError, isAtrestError } from '../errors/index.js'
 import {
   bindings,
   KeyManager,
+  KmipKekProvider,
+  newKmipProvider,
   Pkcs11Provider,
   readKeyFile,
   redactUri,
@@ -32,6 +34,7 @@ import {
 import type { Config, VolumeConfig } from './config.js';
 import { openConversion, startReencrypt } from './conversion.js';
 import { Periodic, SingleFlight, withTimeout } from './periodic.js';
+import { classifyCheckFailure, DEFAULT_UNREACHABLE_GRACE_MS, UnreachableGrace } from './unreachable-grace.js';
 import { VolumeKeys, type KeyPool } from './volume-keys.js';
 import { refuseNotLuks2 } from './plaintext-refusal.js';
 import { mounts, serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
@@ -73,6 +76,15 @@ export interface VolumeServiceOptions {
   keyStore?: string;
   /** Bound on each call of the KEK check (default 5 s): a provider slower than that is unavailable. */
   keyCheckTimeoutMs?: number;
+  /**
+   * How long volumes stay open while their key server cannot be reached (default 10 min; see
+   * unreachable-grace.ts). A key the server reports revoked or unknown locks at once.
+   */
+  keyUnreachableGraceMs?: number;
+  /** Tests: the KMIP provider every volume shares (default: one made on first use, like PKCS#11). */
+  kmip?: KmipKekProvider;
+  /** Tests: the clock of the unreachable grace period (default Date.now). */
+  graceClock?: () => number;
   /** Tests: the crypto pool to use (default: one made on first use from the environment). */
   pool?: KeyPool & { destroy(): Promise<void> };
   /** Tests: serves a volume's disk file (default: FUSE). */
@@ -154,6 +166,7 @@ export class VolumeService {
   private readonly busy = new Set<string>();
   private pool: (KeyPool & { destroy(): Promise<void> }) | null = null;
   private pkcs11: Pkcs11Provider | null = null;
+  private kmip: KmipKekProvider | null = null;
   private readonly audit: AuditSink;
   /** The KEK check loop: self-rescheduling, each pass bounded (see Periodic). */
   private readonly keyChecks: Periodic;
@@ -161,6 +174,8 @@ export class VolumeService {
   private readonly checkCalls = new SingleFlight<unknown>();
   /** Volumes whose token is being re-wrapped now (never two re-wraps of one header at once). */
   private readonly rewrapping = new Set<OpenVolume>();
+  /** Volumes whose key server is unreachable, in their grace period. */
+  private readonly grace: UnreachableGrace<OpenVolume>;
 
   constructor(
     private readonly paths: RuntimePaths,
@@ -169,6 +184,11 @@ export class VolumeService {
   ) {
     this.audit = opts.audit ?? ((): void => undefined);
     this.pool = opts.pool ?? null;
+    this.grace = new UnreachableGrace({
+      graceMs: opts.keyUnreachableGraceMs ?? DEFAULT_UNREACHABLE_GRACE_MS,
+      log: this.log,
+      ...(opts.graceClock === undefined ? {} : { now: opts.graceClock }),
+    });
     this.keyChecks = new Periodic(() => this.checkKeys(), {
       intervalMs: this.keyCheckIntervalMs,
       // a pass waits for header reads and providers (each bounded), then a lock or re-wrap
@@ -188,6 +208,11 @@ export class VolumeService {
   /** KEK check passes finished so far (tests and diagnostics: proves the check keeps running). */
   get keyCheckPasses(): number {
     return this.keyChecks.passes;
+  }
+
+  /** How long volumes stay open while their key server cannot be reached. */
+  get keyUnreachableGraceMs(): number {
+    return this.grace.graceMs;
   }
 
   get keyCheckIntervalMs(): number {
@@ -254,25 +279,40 @@ export class VolumeService {
     const candidates: Array<Omit<KekBinding, 'wrapped' | 'wrapAlg'> & { wrapped?: Buffer }> =
       onDisk.length > 0 ? onDisk : [live];
     const available: Array<{ c: (typeof candidates)[number]; ref: KekRef; provider: KekProvider }> = [];
+    let unreachable: string | null = null;
     for (const c of candidates) {
+      let provider: KekProvider | undefined;
       try {
         // what the header names now goes through the host's provider configuration, like any token
-        const { uri, provider } = await live.km.resolve(c.kek);
-        const ref: KekRef = { uri, keyId: c.keyId, version: c.version };
-        const key = `kek\0${v.name}\0${c.tokenId}\0${uri}\0${c.keyId}\0${c.version}`;
-        if (await this.checkCall(key, 'KEK check', () => provider.available(ref)))
+        const r = await live.km.resolve(c.kek);
+        provider = r.provider;
+        const p = provider;
+        const ref: KekRef = { uri: r.uri, keyId: c.keyId, version: c.version };
+        const key = `kek\0${v.name}\0${c.tokenId}\0${r.uri}\0${c.keyId}\0${c.version}`;
+        if (await this.checkCall(key, 'KEK check', () => p.available(ref)))
           available.push({ c, ref, provider });
-      } catch {
-        // an unreachable or unconfigured provider, or one that does not answer in time, counts as unavailable
+      } catch (err) {
+        // a revoked, unknown, refused or unconfigured KEK counts as unavailable; an unreachable key
+        // server (or a network provider silent past the check bound) gets the grace period
+        if (classifyCheckFailure(err, provider) === 'unreachable')
+          unreachable ??= `${redactUri(c.kek)} version ${c.version}: ${(err as Error).message}`;
       }
     }
     if (!this.isOpen(v)) return; // closed meanwhile: its keys are gone already
     const first = available[0];
     if (first === undefined) {
+      if (unreachable !== null && this.grace.unreachable(v, unreachable)) return; // open, in its grace
       const what = candidates.map((c) => `${redactUri(c.kek)} version ${c.version}`).join(', ');
-      await this.lockVolume(v, `key revoked or unavailable: ${what}`);
+      this.grace.forget(v);
+      await this.lockVolume(
+        v,
+        unreachable !== null
+          ? `key server unreachable for longer than the grace period (${this.grace.graceMs / 1000} s): ${what}`
+          : `key revoked or unavailable: ${what}`,
+      );
       return;
     }
+    this.grace.reachable(v);
     Object.assign(live, {
       type: first.c.type,
       tokenId: first.c.tokenId,
@@ -567,6 +607,7 @@ export class VolumeService {
           audit: (e) => this.audit({ ...e, name }),
           fips: this.opts.fips === true,
           pkcs11: this.getPkcs11(),
+          kmip: this.getKmip(),
         });
       const header = v.header === v.image ? {} : { header: v.header };
       const { recovery } = await startReencrypt(v.image, { ...header, keys: { km, keyFiles: files } });
@@ -643,6 +684,12 @@ export class VolumeService {
   private getPkcs11(): Pkcs11Provider {
     this.pkcs11 ??= new Pkcs11Provider();
     return this.pkcs11;
+  }
+
+  /** One KMIP provider (its server connections) for every volume, like the PKCS#11 sessions. */
+  private getKmip(): KmipKekProvider {
+    this.kmip ??= this.opts.kmip ?? newKmipProvider();
+    return this.kmip;
   }
 
   get size(): number {
@@ -797,6 +844,7 @@ export class VolumeService {
       audit: (e) => this.audit({ ...e, name: req.name }),
       fips: req.fips === true || this.opts.fips === true,
       pkcs11: this.getPkcs11(),
+      kmip: this.getKmip(),
       ...(req.kek === undefined ? {} : { kekOverride: req.kek }),
     });
     try {
@@ -1035,6 +1083,14 @@ export class VolumeService {
       keyslot: b === null ? v.keyslot : b.keyslot,
       locked: v.locked !== null,
     };
+    const outage = v.locked === null ? this.grace.outage(v) : undefined;
+    if (outage !== undefined) {
+      e.keyServerUnreachable = {
+        since: new Date(outage.since).toISOString(),
+        locksAt: new Date(outage.locksAt).toISOString(),
+        detail: outage.detail,
+      };
+    }
     if (v.locked !== null) {
       e.lockedReason = v.locked.reason;
       e.lockedAt = v.locked.at.toISOString();
@@ -1058,6 +1114,8 @@ export class VolumeService {
     }
     this.pkcs11?.close();
     this.pkcs11 = null;
+    if (this.opts.kmip === undefined) await this.kmip?.close();
+    this.kmip = null;
   }
 }
 

@@ -31,6 +31,16 @@ export const ERROR_CODES = {
   KEK_NOT_CONFIGURED: { exit: 6, errno: 'EACCES' },
   /** A key derivation needs more memory or time than the configured KDF budget (kdf-limits.ts). */
   KDF_BUDGET: { exit: 6, errno: 'ETIMEDOUT' },
+  /**
+   * A KMIP key server cannot be reached: connection refused, network error, TLS handshake cut, or no answer
+   * within the timeout. Not a revocation: volumes stay open for the grace period. The message names
+   * host:port.
+   */
+  KEY_SERVER_UNREACHABLE: { exit: 6, errno: 'EHOSTUNREACH' },
+  /** The KMIP key server refused this host's client certificate, or its own certificate is not trusted. */
+  KEY_SERVER_REFUSED: { exit: 6, errno: 'EACCES' },
+  /** The KMIP key server sent a malformed message, or a failure that says nothing about the key's state. */
+  KEY_SERVER_ERROR: { exit: 6, errno: 'EPROTO' },
   // busy / state
   IMAGE_BUSY: { exit: 7, errno: 'EBUSY' },
   NAME_IN_USE: { exit: 7, errno: 'EBUSY' },

@@ -87,6 +87,8 @@ export {
   TOKEN_RECOVERY,
 } from './manager.js';
 export { Pkcs11Provider } from './pkcs11.js';
+export { KmipKekProvider, isUnreachable, kmipName } from './kmip/provider.js';
+export { newKmipProvider } from './kmip/connect.js';
 export { storedUri } from './provider.js';
 export type { ProviderTable } from './provider-config.js';
 export { DEFAULT_PROVIDERS, loadProviders, parseProviders, PROVIDER_NAME_RE } from './provider-config.js';

@@ -32,6 +32,8 @@ import {
 import { NO_AUDIT, type AuditSink, type KeyEvent } from './audit.js';
 import { FileKekProvider } from './file-provider.js';
 import { Pkcs11Provider } from './pkcs11.js';
+import { newKmipProvider } from './kmip/connect.js';
+import type { KmipKekProvider } from './kmip/provider.js';
 import { PlatformKekProvider } from './platform.js';
 import type { ProviderTable } from './provider-config.js';
 import { ProviderResolver, type KekOrigin, type ResolvedKek } from './provider-refs.js';
@@ -192,6 +194,8 @@ export interface KeyManagerOptions {
   fips?: boolean;
   /** Shared PKCS#11 provider (the daemon keeps one for its sessions); created on demand otherwise. */
   pkcs11?: Pkcs11Provider;
+  /** KMIP provider (tests give one with a fake client); created on demand otherwise, closed by close(). */
+  kmip?: KmipKekProvider;
 }
 
 /** How to unlock for an administrative change: a passphrase (key file), else through the tokens. */
@@ -214,12 +218,14 @@ export class KeyManager {
   private readonly audit: AuditSink;
   private pkcs11: Pkcs11Provider | null;
   private readonly ownsPkcs11: boolean;
+  private kmip: KmipKekProvider | null;
   private readonly resolver: ProviderResolver;
 
   constructor(private readonly opts: KeyManagerOptions = {}) {
     this.audit = opts.audit ?? NO_AUDIT;
     this.pkcs11 = opts.pkcs11 ?? null;
     this.ownsPkcs11 = opts.pkcs11 === undefined;
+    this.kmip = opts.kmip ?? null;
     const file = new FileKekProvider();
     this.resolver = new ProviderResolver({
       ...(opts.providersFile === undefined ? {} : { file: opts.providersFile }),
@@ -228,6 +234,7 @@ export class KeyManager {
       shared: {
         file: () => file,
         pkcs11: () => (this.pkcs11 ??= new Pkcs11Provider()),
+        kmip: () => (this.kmip ??= newKmipProvider()),
       },
       platform: () => this.platform(),
     });
@@ -242,10 +249,12 @@ export class KeyManager {
     this.audit(e);
   }
 
-  /** Closes PKCS#11 sessions this manager opened. */
+  /** Closes PKCS#11 sessions and KMIP connections this manager opened. */
   close(): void {
     if (this.ownsPkcs11) this.pkcs11?.close();
     this.pkcs11 = null;
+    if (this.opts.kmip === undefined) void this.kmip?.close();
+    this.kmip = null;
   }
 
   /**

@@ -77,8 +77,8 @@ describe('parseProviders', () => {
       }),
     ).toEqual([
       'unknown field "extra" at the top level',
-      'providers["v"].type: unknown type "vault" (known: file, pkcs11)',
-      'providers["t"].type: missing (known: file, pkcs11)',
+      'providers["v"].type: unknown type "vault" (known: file, pkcs11, kmip)',
+      'providers["t"].type: missing (known: file, pkcs11, kmip)',
       'providers["p"].module: must be an absolute file path',
       'providers["p"].token: missing (required for type pkcs11)',
       'providers["p"].object: must be a non-empty label',
@@ -91,6 +91,42 @@ describe('parseProviders', () => {
       'the top level must be an object: { "providers": { "NAME": { "type": ... } } }',
     ]);
     expect(problems({ providers: [] })).toEqual(['"providers" must be an object of NAME: { "type": ... }']);
+  });
+
+  it('kmip entries: server, TLS files, keyName or uid (not both), port default left to the provider', () => {
+    const tls = { ca: '/etc/atrest/ca.pem', cert: '/etc/atrest/c.pem', key: '/etc/atrest/c.key' };
+    const t = parseProviders(
+      {
+        providers: {
+          fleet: { type: 'kmip', host: 'kms.example.com', port: 5696, ...tls, keyName: 'fleet-kek' },
+          one: { type: 'kmip', host: '10.0.0.5', ...tls, uid: '42' },
+        },
+      },
+      '/p.json',
+    );
+    expect(t.providers.get('fleet')?.fields).toEqual({
+      host: 'kms.example.com',
+      port: 5696,
+      ...tls,
+      keyName: 'fleet-kek',
+    });
+    expect(t.providers.get('one')?.fields).toEqual({ host: '10.0.0.5', ...tls, uid: '42' });
+    expect(
+      problems({
+        providers: {
+          a: { type: 'kmip', host: 'kms; rm -rf /', port: 70000, ca: 'ca.pem', cert: '/c', key: '/k' },
+          b: { type: 'kmip', host: 'kms', ...tls, keyName: 'x', uid: '1' },
+          c: { type: 'kmip', ...tls, url: 'kmip://x' },
+        },
+      }),
+    ).toEqual([
+      'providers["a"].host: must be a host name or address',
+      'providers["a"].port: must be a port number',
+      'providers["a"].ca: must be an absolute file path',
+      'providers["b"]: give keyName (every version of a named key) or uid (one fixed key), not both',
+      'providers["c"]: unknown field "url" for type kmip (fields: host, port, ca, cert, key, keyName, uid)',
+      'providers["c"].host: missing (required for type kmip)',
+    ]);
   });
 });
 

@@ -3,10 +3,12 @@
 //   { "providers": {
 //       "hsm1":  { "type": "pkcs11", "module": "/usr/lib/softhsm/libsofthsm2.so", "token": "atrest",
 //                  "object": "kek-1", "pinSource": "/etc/atrest/hsm1.pin" },
-//       "kek-a": { "type": "file", "path": "/etc/atrest/kek-a.key" } } }
+//       "kek-a": { "type": "file", "path": "/etc/atrest/kek-a.key" },
+//       "fleet": { "type": "kmip", "host": "kms.example.com", "port": 5696, "ca": "/etc/atrest/kmip-ca.pem",
+//                  "cert": "/etc/atrest/kmip-client.pem", "key": "/etc/atrest/kmip-client.key", "keyName": "fleet" } } }
 //
 // Tokens in images store only a provider *name* (`ref:hsm1`); this file, which only root can change,
-// says which module to load, which PIN file and which key file to open. Fields per type: provider-types.ts.
+// says which module to load, which PIN file and which key file to open, which key server to reach. Fields per type: provider-types.ts.
 import { constants } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, normalize } from 'node:path';
@@ -112,7 +114,11 @@ export function parseProviders(value: unknown, path: string): ProviderTable {
           }
           fields[f] = fs.kind === 'path' ? normalize(v as string) : (v as string | number);
         }
-        if (ok) out.set(name, { name, type, fields });
+        if (ok) {
+          const cross = spec.check?.(fields) ?? [];
+          for (const c of cross) problems.push(`${at}: ${c}`);
+          if (cross.length === 0) out.set(name, { name, type, fields });
+        }
       }
     }
   }

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { KmipKekProvider } from './kmip/provider.js';
 import type { Pkcs11Provider } from './pkcs11.js';
 import { parseProviders } from './provider-config.js';
 import { ProviderResolver } from './provider-refs.js';
@@ -17,6 +18,13 @@ const table = parseProviders(
       },
       'hsm-nopin': { type: 'pkcs11', module: '/usr/lib/hsm.so', token: 'tok', object: 'k w' },
       'kek-a': { type: 'file', path: '/etc/atrest/kek-a.key' },
+      fleet: {
+        type: 'kmip',
+        host: 'kms.example.com',
+        ca: '/etc/atrest/kmip-ca.pem',
+        cert: '/etc/atrest/kmip.pem',
+        key: '/etc/atrest/kmip.key',
+      },
     },
   },
   FILE,
@@ -33,12 +41,19 @@ function resolver(override?: string): { r: ProviderResolver; used: string[] } {
     unwrap: () => Promise.reject(new Error(`${name} used`)),
     available: () => Promise.reject(new Error(`${name} used`)),
   });
+  // resolving never connects to a key server
+  const kmip = new KmipKekProvider({
+    connect: () => {
+      throw new Error('kmip used');
+    },
+  });
   const r = new ProviderResolver({
     table,
     ...(override === undefined ? {} : { override }),
     shared: {
       file: () => (used.push('file'), fake('file')),
       pkcs11: () => (used.push('pkcs11'), fake('pkcs11') as unknown as Pkcs11Provider),
+      kmip: () => (used.push('kmip'), kmip),
     },
     platform: () => (used.push('platform'), fake('platform')),
   });
@@ -73,6 +88,27 @@ describe('ProviderResolver: references', () => {
     expect(await r.resolve('platform:', 'image')).toMatchObject({ stored: 'platform:', name: null });
     // the command line may give the bare name
     expect((await r.resolve('kek-a', 'cli')).stored).toBe('ref:kek-a');
+  });
+
+  it('kmip: ref:NAME and kmip:NAME name the configured entry; where the server is comes from providers.json', async () => {
+    const { r, used } = resolver();
+    const ref = await r.resolve('ref:fleet', 'image');
+    expect(ref).toMatchObject({ stored: 'ref:fleet', name: 'fleet' });
+    expect(ref.uri).toMatch(/^kmip:fleet#[0-9a-f]{12}$/);
+    expect(ref.provider).toBeInstanceOf(KmipKekProvider);
+    expect(await r.resolve('kmip:fleet', 'cli')).toMatchObject({ stored: 'ref:fleet', uri: ref.uri });
+    expect((await r.resolve('kmip:fleet', 'image')).stored).toBe('ref:fleet');
+    expect((await r.resolve('fleet', 'cli')).stored).toBe('ref:fleet');
+    expect(used).toEqual(['kmip', 'kmip', 'kmip', 'kmip']);
+    for (const uri of ['kmip:other', 'kmip://evil.example:5696/fleet', 'kmip:fleet?host=evil.example']) {
+      const msg = await refused(r.resolve(uri, 'image'), 'KEK_NOT_CONFIGURED', /matches no provider/);
+      expect(msg).toContain('add a provider with exactly this name');
+    }
+    await refused(
+      r.resolve('kmip:other', 'cli'),
+      'KEK_NOT_CONFIGURED',
+      /--kek "kmip:other" matches no provider/,
+    );
   });
 
   it('an unknown reference is a KEK_NOT_CONFIGURED error saying which file and what entry to add', async () => {

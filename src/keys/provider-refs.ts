@@ -169,7 +169,7 @@ export class ProviderResolver {
         {
           path: table.path,
           hint: image
-            ? `if this is your key, add a provider with exactly this ${typeName === 'pkcs11' ? 'module-path, token, object and pin-source' : 'file path'} to ${table.path}; or unlock with a recovery key (--key-file)`
+            ? `if this is your key, add a provider with exactly this ${typeName === 'pkcs11' ? 'module-path, token, object and pin-source' : typeName === 'kmip' ? 'name' : 'file path'} to ${table.path}; or unlock with a recovery key (--key-file)`
             : `add a provider for it to ${table.path} and give --kek NAME`,
         },
       );

@@ -1,10 +1,11 @@
-// The kinds of configured KEK provider (file, pkcs11): their providers.json fields, how to reach one, how a URI names one.
+// The kinds of configured KEK provider (file, pkcs11, kmip): their providers.json fields, how to reach one, how a URI names one.
 //
 // One entry per type. A new kind (e.g. `kmip`: host, port, ca, cert, key, keyName) is one more entry in
 // PROVIDER_TYPES: the configuration loader validates its fields from `fields`, and `bind` turns a
 // configured entry into the provider and the reference it is called with.
 import { normalize } from 'node:path';
 import { parseFileUri } from './file-provider.js';
+import { DEFAULT_KMIP_PORT, kmipName, type KmipKekProvider } from './kmip/provider.js';
 import { parsePkcs11Uri } from './pkcs11-uri.js';
 import type { Pkcs11Provider } from './pkcs11.js';
 import type { KekProvider } from './provider.js';
@@ -28,6 +29,7 @@ export interface ProviderEntry {
 export interface SharedProviders {
   file(): KekProvider;
   pkcs11(): Pkcs11Provider;
+  kmip(): KmipKekProvider;
 }
 
 /** A credential given at run time by root (never read from an image): a PKCS#11 PIN. */
@@ -39,6 +41,8 @@ export interface ProviderType {
   fields: Readonly<Record<string, FieldSpec>>;
   /** A one-line JSON example of an entry, for hints. */
   example: string;
+  /** Problems between fields (e.g. two that exclude each other), one message each. */
+  check?(fields: Readonly<Record<string, string | number>>): string[];
   /** The URI scheme of full URIs (legacy tokens, `--kek URI`) that can name an entry of this type. */
   scheme: string;
   /** Whether a full URI names this entry exactly (text only: nothing is opened, loaded or stat'ed). */
@@ -54,6 +58,11 @@ export interface ProviderType {
 function str(entry: ProviderEntry, field: string): string | undefined {
   const v = entry.fields[field];
   return typeof v === 'string' ? v : undefined;
+}
+
+function num(entry: ProviderEntry, field: string): number | undefined {
+  const v = entry.fields[field];
+  return typeof v === 'number' ? v : undefined;
 }
 
 /** RFC 7512 percent-encoding of an attribute value (UTF-8; keeps unreserved characters and '/'). */
@@ -117,6 +126,44 @@ export const PROVIDER_TYPES: Readonly<Record<string, ProviderType>> = {
       if (cred.pinValue !== undefined) uri += `&pin-value=${pct(cred.pinValue)}`;
       else if (pinSource !== undefined) uri += `&pin-source=${pct(pinSource)}`;
       return { provider: shared.pkcs11(), uri };
+    },
+  },
+  kmip: {
+    fields: {
+      host: { kind: 'host', required: true },
+      port: { kind: 'port', required: false },
+      ca: { kind: 'path', required: true },
+      cert: { kind: 'path', required: true },
+      key: { kind: 'path', required: true },
+      keyName: { kind: 'label', required: false },
+      uid: { kind: 'label', required: false },
+    },
+    example:
+      '{"type": "kmip", "host": "kms.example.com", "port": 5696, "ca": "/etc/atrest/kmip-ca.pem", "cert": "/etc/atrest/kmip-client.pem", "key": "/etc/atrest/kmip-client.key", "keyName": "NAME"}',
+    check(fields) {
+      return fields.keyName !== undefined && fields.uid !== undefined
+        ? ['give keyName (every version of a named key) or uid (one fixed key), not both']
+        : [];
+    },
+    scheme: 'kmip',
+    // `kmip:NAME` names the entry NAME: a name only, never a host or a file
+    matches(uri, entry) {
+      return kmipName(uri) === entry.name;
+    },
+    bind(entry, shared) {
+      const keyName = str(entry, 'keyName');
+      const uid = str(entry, 'uid');
+      const provider = shared.kmip();
+      const uri = provider.register({
+        name: entry.name,
+        host: str(entry, 'host') ?? '',
+        port: num(entry, 'port') ?? DEFAULT_KMIP_PORT,
+        ca: str(entry, 'ca') ?? '',
+        cert: str(entry, 'cert') ?? '',
+        key: str(entry, 'key') ?? '',
+        ...(uid !== undefined ? { uid } : { keyName: keyName ?? entry.name }),
+      });
+      return { provider, uri };
     },
   },
 };

@@ -22,6 +22,11 @@ export interface KekProvider {
   unwrap(ref: KekRef, wrapped: Uint8Array): Promise<Buffer>;
   /** Is this KEK version still usable right now? (for the revocation checker) */
   available(ref: KekRef): Promise<boolean>;
+  /**
+   * A key server reached over the network (kmip): when it cannot be reached, available() throws a
+   * "key server unreachable" error and the daemon gives its volumes a grace period.
+   */
+  readonly network?: boolean;
 }
 
 const SECRET_ATTRS = new Set(['pin-value', 'pin-source']);
