@@ -5,7 +5,6 @@ import { AtrestError } from '../errors/index.js';
 import {
   bindings,
   FileKekProvider,
-  KeyManager,
   listKeyslots,
   PROVIDER_NAME_RE,
   redactUri,
@@ -16,15 +15,8 @@ import {
 import { readLuks2, type Luks2Metadata } from '../luks2/index.js';
 import { kmipRevocation, prepareKmipKey } from './kmip-keys.js';
 import { deletePlatformVersionCommand } from './platform-delete.js';
+import type { KeyCommandContext } from './key-context.js';
 import { writeSecretLine } from './secret-output.js';
-
-/** What key commands need from the CLI around them. */
-export interface KeyCommandContext {
-  /** A key manager for these global options (key store, FIPS, audit log). */
-  manager(kekOverride?: string): KeyManager;
-  /** Reads --key-file FILE or - (stdin); caller wipes. */
-  loadKey(keyFile: string): Promise<Buffer>;
-}
 
 interface ImageArgs {
   image: string;

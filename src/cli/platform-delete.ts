@@ -2,7 +2,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { PlatformKekProvider } from '../keys/index.js';
 import { deletePlatformVersion, planPlatformDeletion, type DeletionPlan } from '../keys/platform-delete.js';
-import type { KeyCommandContext } from './keys.js';
+import type { KeyCommandContext } from './key-context.js';
 
 interface Args {
   version: number;

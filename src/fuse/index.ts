@@ -1,5 +1,6 @@
 // FUSE layer: serves each volume as one plaintext regular file (its own mount), plus safe helper spawning and unmounting.
-export { serveDisk, fuseOptions, type DiskBackend, type FuseDisk, type ServeDiskOptions } from './serve.js';
+export { serveDisk, fuseOptions, type DiskBackend, type ServeDiskOptions } from './serve.js';
+export type { FuseDisk } from './fuse-disk.js';
 export {
   DEFAULT_FUSE_BACKEND,
   FUSE_BACKENDS,

@@ -1,7 +1,7 @@
 // serveDisk's kernel backend entry: hands a volume's shared-memory descriptor to src/fuse/kernel's server.
 import type { DiskIoDescriptor } from '../volume/disk-io.js';
 import { serveDiskKernel } from './kernel/index.js';
-import type { FuseDisk } from './serve.js';
+import type { FuseDisk } from './fuse-disk.js';
 
 /** What serveDisk hands the kernel backend (the shape of src/fuse/kernel/index.ts serveDiskKernel's options). */
 export interface KernelServeOptions {

@@ -9,6 +9,7 @@ import { claimDiskFile, removeDiskFile } from './disk-file.js';
 import { abortConnection, fuseMountAt, unmountFuse } from './mounts.js';
 import type { DiskIoDescriptor } from '../volume/disk-io.js';
 import { DEFAULT_FUSE_BACKEND, type FuseBackend } from './backend.js';
+import type { FuseDisk } from './fuse-disk.js';
 import { loadFuseNative, NativeSession, type NativeOps, type NativeStat } from './native.js';
 import { serveKernel } from './serve-kernel.js';
 import { fuseDeviceFds, inPrivateMountNamespace } from './spawn.js';
@@ -43,25 +44,6 @@ export interface ServeDiskOptions {
   workers?: number;
   /** Kernel backend, tests only: the highest FUSE protocol minor to accept. */
   maxMinor?: number;
-}
-
-export interface FuseDisk {
-  readonly mountPath: string;
-  /** Which backend serves it. */
-  readonly backend: FuseBackend;
-  /** FUSE connection number (/sys/fs/fuse/connections/N). */
-  readonly connection: number;
-  /** The mount options passed to libfuse. */
-  readonly options: string;
-  /** Requests being served now. */
-  readonly inFlight: number;
-  /** Unmounts robustly, waits for requests in flight, releases the native side. Idempotent. */
-  close(): Promise<void>;
-  /**
-   * Kernel backend: makes every serving thread drop its key schedules (after the keyring was wiped)
-   * and resolves true once all acknowledged. The libfuse backend serves from the main thread and has none.
-   */
-  dropKeys?(): Promise<boolean>;
 }
 
 /** FUSE wants `-errno`. */

@@ -15,8 +15,7 @@ import { basename, dirname, isAbsolute, normalize } from 'node:path';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { fsyncDir } from './durable-file.js';
 import { readKekFile } from './platform.js';
-import type { KekRef } from './provider.js';
-import { keyUnavailable } from './provider.js';
+import { keyUnavailable, type KekRef } from './kek.js';
 import { LocalKekProvider } from './wrap.js';
 
 /** Parses `file:/abs/path` or `file:///abs/path` into the absolute, normalised path. */

@@ -56,8 +56,10 @@ export async function readKeyFile(path: string): Promise<Buffer> {
   }
 }
 
-export type { KekProvider, KekRef, ProviderOptions } from './provider.js';
-export { keyUnavailable, providerFor, redactUri, schemeOf } from './provider.js';
+export type { KekProvider, KekRef } from './kek.js';
+export { keyUnavailable, redactUri, schemeOf } from './kek.js';
+export type { ProviderOptions } from './provider.js';
+export { providerFor } from './provider.js';
 export { KEK_BYTES, unwrapKey, wrapKey } from './wrap.js';
 export type { PlatformStoreOptions } from './platform.js';
 export { DEFAULT_KEY_STORE, PlatformKekProvider, rotatePlatform } from './platform.js';
@@ -89,7 +91,7 @@ export {
 export { Pkcs11Provider } from './pkcs11.js';
 export { KmipKekProvider, isUnreachable, kmipName } from './kmip/provider.js';
 export { newKmipProvider } from './kmip/connect.js';
-export { storedUri } from './provider.js';
+export { storedUri } from './kek.js';
 export type { ProviderTable } from './provider-config.js';
 export { DEFAULT_PROVIDERS, loadProviders, parseProviders, PROVIDER_NAME_RE } from './provider-config.js';
 export type { KekOrigin, ResolvedKek } from './provider-refs.js';

@@ -7,7 +7,7 @@ import { formatLuks2, readLuks2, unlockVolumeKey, type JsonObject } from '../luk
 import type { KeyEvent } from './audit.js';
 import { FileKekProvider } from './file-provider.js';
 import { bindings, generateRecoveryPassphrase, KeyManager, listKeyslots } from './manager.js';
-import { storedUri } from './provider.js';
+import { storedUri } from './kek.js';
 
 let dir: string;
 let store: string;

@@ -37,7 +37,7 @@ import type { KmipKekProvider } from './kmip/provider.js';
 import { PlatformKekProvider } from './platform.js';
 import type { ProviderTable } from './provider-config.js';
 import { ProviderResolver, type KekOrigin, type ResolvedKek } from './provider-refs.js';
-import { redactUri, storedUri, type KekProvider, type KekRef } from './provider.js';
+import { redactUri, storedUri, type KekProvider, type KekRef } from './kek.js';
 import { recordKnownVolume } from './registry.js';
 
 export const TOKEN_PLATFORM = 'atrest-platform';

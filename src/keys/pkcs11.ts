@@ -17,8 +17,8 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import pkcs11js from 'pkcs11js';
 import { AtrestError } from '../errors/index.js';
-import type { KekProvider, KekRef } from './provider.js';
-import { checkTrusted } from './provider-config.js';
+import type { KekProvider, KekRef } from './kek.js';
+import { checkTrusted } from './trusted-file.js';
 import { parsePkcs11Uri, redactPkcs11Uri, stripPkcs11Query, type Pkcs11Uri } from './pkcs11-uri.js';
 
 const MAGIC = Buffer.from('A11G', 'latin1');

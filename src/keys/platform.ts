@@ -5,8 +5,7 @@ import { link, lstat, open, readdir, readFile, rename, unlink } from 'node:fs/pr
 import { join } from 'node:path';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { fsyncDir, mkdirDurable, STALE_TEMP_MS, type KillPoint } from './durable-file.js';
-import type { KekRef } from './provider.js';
-import { keyUnavailable } from './provider.js';
+import { keyUnavailable, type KekRef } from './kek.js';
 import { KEK_BYTES, LocalKekProvider } from './wrap.js';
 
 export const DEFAULT_KEY_STORE = '/var/lib/atrest/keys';

@@ -14,6 +14,7 @@ import { open, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, normalize } from 'node:path';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { PROVIDER_TYPES, type FieldSpec, type ProviderEntry } from './provider-types.js';
+import { checkTrusted } from './trusted-file.js';
 
 export const DEFAULT_PROVIDERS = '/etc/atrest/providers.json';
 /** Provider names: what tokens store after `ref:` and what `--kek NAME` takes. */
@@ -130,34 +131,6 @@ export function parseProviders(value: unknown, path: string): ProviderTable {
     );
   }
   return { path, providers: out };
-}
-
-function runningUid(): number {
-  return typeof process.getuid === 'function' ? process.getuid() : 0;
-}
-
-function mode(m: number): string {
-  return (m & 0o777).toString(8).padStart(3, '0');
-}
-
-/**
- * Refuses a configuration file (or its directory) that someone other than root (or the running user)
- * owns, or that group or others may write: whoever can change it chooses what root loads.
- */
-export function checkTrusted(path: string, st: { uid: number; mode: number }, what: string): void {
-  if (st.uid !== 0 && st.uid !== runningUid()) {
-    throw new AtrestError('USAGE', `refusing ${what} ${path}: owned by uid ${st.uid}, not by root`, {
-      path,
-      hint: `fix with: chown root: ${path}`,
-    });
-  }
-  if ((st.mode & 0o022) !== 0) {
-    throw new AtrestError(
-      'USAGE',
-      `refusing ${what} ${path}: mode ${mode(st.mode)} lets group or others change it`,
-      { path, hint: `fix with: chmod go-w ${path}` },
-    );
-  }
 }
 
 /** Reads and validates the provider configuration; a missing file is an empty configuration. */

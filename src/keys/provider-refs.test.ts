@@ -3,7 +3,7 @@ import { KmipKekProvider } from './kmip/provider.js';
 import type { Pkcs11Provider } from './pkcs11.js';
 import { parseProviders } from './provider-config.js';
 import { ProviderResolver } from './provider-refs.js';
-import type { KekProvider } from './provider.js';
+import type { KekProvider } from './kek.js';
 
 const FILE = '/etc/atrest/providers.json';
 const table = parseProviders(

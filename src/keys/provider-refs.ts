@@ -15,7 +15,7 @@ import {
   type SharedProviders,
 } from './provider-types.js';
 import { parsePkcs11Uri } from './pkcs11-uri.js';
-import { redactUri, schemeOf, type KekProvider } from './provider.js';
+import { redactUri, schemeOf, type KekProvider } from './kek.js';
 
 export const REF_PREFIX = 'ref:';
 

@@ -8,7 +8,7 @@ import { parseFileUri } from './file-provider.js';
 import { DEFAULT_KMIP_PORT, kmipName, type KmipKekProvider } from './kmip/provider.js';
 import { parsePkcs11Uri } from './pkcs11-uri.js';
 import type { Pkcs11Provider } from './pkcs11.js';
-import type { KekProvider } from './provider.js';
+import type { KekProvider } from './kek.js';
 
 /** How a field of a provider entry is validated. */
 export type FieldKind = 'path' | 'label' | 'host' | 'port';

@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FileKekProvider } from './file-provider.js';
 import { PlatformKekProvider } from './platform.js';
-import type { KekProvider } from './provider.js';
-import { providerFor, redactUri, schemeOf } from './provider.js';
+import { redactUri, schemeOf, type KekProvider } from './kek.js';
+import { providerFor } from './provider.js';
 
 describe('redactUri', () => {
   it('hides pin-value and pin-source values in path and query attributes', () => {

@@ -1,7 +1,7 @@
 // AES-256 key wrap with padding (RFC 5649) through OpenSSL's id-aes256-wrap-pad cipher.
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { AtrestError } from '../errors/index.js';
-import type { KekProvider, KekRef } from './provider.js';
+import type { KekProvider, KekRef } from './kek.js';
 
 /** KEK length this module accepts: AES-256 only. */
 export const KEK_BYTES = 32;

@@ -1,5 +1,5 @@
 // Parses the JSON text of a LUKS2 JSON area the way cryptsetup's json-c does where it matters: nesting limit, integer vs. floating-point literals.
-import { InvalidMetadata, type Json, type JsonObject } from './metadata.js';
+import { InvalidMetadata, type Json, type JsonObject } from './json-value.js';
 
 /** json-c's default tokener depth (32) admits at most 31 nested objects/arrays, the top object included. */
 export const JSON_MAX_DEPTH = 31;

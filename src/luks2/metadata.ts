@@ -1,21 +1,13 @@
 // LUKS2 JSON metadata: validated (validate.ts, cryptsetup's invariants), then read into typed records; the raw object is kept for rewrites.
 import { Buffer } from 'node:buffer';
 import { parseJsonText } from './json-text.js';
+import { InvalidMetadata, isObject, type Json, type JsonObject } from './json-value.js';
 import { validateLuks2Json } from './validate.js';
 import { strtoull } from './validate-json.js';
 
-export type Json = null | boolean | number | string | Json[] | JsonObject;
-export interface JsonObject {
-  [key: string]: Json;
-}
-
-/** Thrown while validating one header copy; becomes part of a CORRUPT_HEADER message. */
-export class InvalidMetadata extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'InvalidMetadata';
-  }
-}
+// The JSON value types and InvalidMetadata live in json-value.ts (which the parser and validators share without
+// importing this module); re-exported here with the accessors below.
+export { InvalidMetadata, isObject, type Json, type JsonObject } from './json-value.js';
 
 export const KEYSLOTS_MAX = 32;
 export const TOKENS_MAX = 32;
@@ -86,10 +78,6 @@ export interface ParsedMetadata {
   digests: DigestInfo[];
   tokens: TokenInfo[];
   config: ConfigInfo;
-}
-
-export function isObject(v: Json | undefined): v is JsonObject {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 function fail(msg: string): never {

@@ -1,6 +1,6 @@
 // JSON access like cryptsetup's json_contains helpers (luks2_json_metadata.c): typed members, numbered strings, strtoull; shared by the header validators.
 import { isIntegerLiteral } from './json-text.js';
-import { InvalidMetadata, isObject, type Json, type JsonObject } from './metadata.js';
+import { InvalidMetadata, isObject, type Json, type JsonObject } from './json-value.js';
 
 export const U64_MAX = (1n << 64n) - 1n;
 const U32_MAX = 0xffff_ffff;

@@ -1,5 +1,5 @@
 // cryptsetup's keyslot validation (LUKS2_keyslots_validate, luks2_keyslot_validate, reenc_keyslot_validate, 2.6) and its in-memory repair of leftover KDF fields.
-import { isObject, type Json, type JsonObject } from './metadata.js';
+import { isObject, type Json, type JsonObject } from './json-value.js';
 import {
   fail,
   int,

@@ -1,6 +1,6 @@
 // The invariants cryptsetup's LUKS2_hdr_validate (lib/luks2/luks2_json_metadata.c, 2.6) enforces on one header copy's JSON, in its order; run on read and before every write.
 import { Buffer } from 'node:buffer';
-import { isObject, type Json, type JsonObject } from './metadata.js';
+import { isObject, type Json, type JsonObject } from './json-value.js';
 import {
   arr,
   fail,

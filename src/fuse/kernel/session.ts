@@ -7,7 +7,7 @@ import { AtrestError } from '../../errors/index.js';
 import type { DiskIoDescriptor } from '../../volume/disk-io.js';
 import { claimDiskFile, removeDiskFile } from '../disk-file.js';
 import { abortConnection, fuseMountAt } from '../mounts.js';
-import type { FuseDisk } from '../serve.js';
+import type { FuseDisk } from '../fuse-disk.js';
 import { spawnHelper } from '../spawn.js';
 import { FUSE_MAX_KNOWN_MINOR, FUSE_MIN_MINOR, OP_SLOTS, opName } from './abi.js';
 import { ACK_GONE, Ctl, MAX_WORKERS, ackIndex, newControl } from './control.js';

@@ -19,7 +19,7 @@
 // throws KEY_SERVER_UNREACHABLE (isUnreachable), which the daemon answers with a grace period.
 import { createHash } from 'node:crypto';
 import { AtrestError, isAtrestError, type ErrorCode } from '../../errors/index.js';
-import type { KekProvider, KekRef } from '../provider.js';
+import type { KekProvider, KekRef } from '../kek.js';
 import { packBlob, unpackBlob } from './blob.js';
 import { readTlsFile } from './tls-files.js';
 

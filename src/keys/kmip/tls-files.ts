@@ -2,7 +2,7 @@
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { AtrestError } from '../../errors/index.js';
-import { checkTrusted } from '../provider-config.js';
+import { checkTrusted } from '../trusted-file.js';
 
 /** Reads one configured TLS file (CA, certificate, key): root-owned, not writable by others; the key not readable by others. */
 export async function readTlsFile(path: string, what: string, secret: boolean): Promise<Buffer> {
