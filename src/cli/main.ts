@@ -6,14 +6,14 @@ import { fileURLToPath } from 'node:url';
 import yargs, { type FallbackCompletionFunction } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { AtrestError, ERROR_CODES, exitCodeOf, isAtrestError } from '../errors/index.js';
-import { fipsActive, requireFips } from '../crypto/index.js';
+import { fipsActive, requireFips, SECTOR_SIZES } from '../crypto/index.js';
 import {
   bindings,
   KeyManager,
+  keySourceOf,
   loadProviders,
   readKeyFile,
   redactUri,
-  TOKEN_PLATFORM,
   type AuditSink,
 } from '../keys/index.js';
 import { formatLuks2, readLuks2 } from '../luks2/index.js';
@@ -97,7 +97,7 @@ async function imageEncryption(image: string, header: string | undefined): Promi
   return {
     enabled: true,
     cipher: meta.cipher,
-    keySource: b === undefined ? 'passphrase' : b.type === TOKEN_PLATFORM ? 'platform' : 'customer',
+    keySource: keySourceOf(b),
     kek: b === undefined ? null : redactUri(b.kek),
     kekVersion: b === undefined ? null : b.version,
     keyslot: b === undefined ? -1 : b.keyslot,
@@ -212,7 +212,7 @@ export async function main(argv: string[]): Promise<number> {
             describe:
               'bind to this customer KEK instead of the platform key: a provider NAME from providers.json',
           })
-          .option('sector-size', { type: 'number', choices: [512, 1024, 2048, 4096], default: 4096 })
+          .option('sector-size', { type: 'number', choices: [...SECTOR_SIZES], default: 4096 })
           .option('header', { type: 'string', describe: 'detached header file (data then starts at 0)' })
           .option('label', { type: 'string', describe: 'LUKS2 label' })
           .option('iter-time', { type: 'number', describe: 'PBKDF2 benchmark target in ms (default 1000)' })
@@ -438,7 +438,7 @@ export async function main(argv: string[]): Promise<number> {
             type: 'string',
             describe: 'bind to this customer KEK (provider NAME) instead of the platform key',
           })
-          .option('sector-size', { type: 'number', choices: [512, 1024, 2048, 4096], default: 4096 })
+          .option('sector-size', { type: 'number', choices: [...SECTOR_SIZES], default: 4096 })
           .option('header', {
             type: 'string',
             describe: 'detached header file: ciphertext replaces plaintext in place',

@@ -8,12 +8,12 @@ import { AtrestError, fromSystemError, isAtrestError } from '../errors/index.js'
 import {
   bindings,
   KeyManager,
+  keySourceOf,
   KmipKekProvider,
   newKmipProvider,
   Pkcs11Provider,
   readKeyFile,
   redactUri,
-  TOKEN_PLATFORM,
   type AuditSink,
   type BindingType,
   type KekBinding,
@@ -37,6 +37,7 @@ import { Periodic, SingleFlight, withTimeout } from './periodic.js';
 import { classifyCheckFailure, DEFAULT_UNREACHABLE_GRACE_MS, UnreachableGrace } from './unreachable-grace.js';
 import { VolumeKeys, type KeyPool } from './volume-keys.js';
 import { refuseNotLuks2 } from './plaintext-refusal.js';
+import { notOpen } from './not-open.js';
 import { mounts, serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
 import { DEFAULT_FUSE_BACKEND, type FuseBackend, type FuseSettings } from '../fuse/backend.js';
 import { VOLUME_NAME_RE, type RuntimePaths } from './paths.js';
@@ -581,8 +582,7 @@ export class VolumeService {
     passphrases: readonly Buffer[] = [],
   ): Promise<{ recovery: Buffer[] }> {
     const v = this.volumes.get(name);
-    if (!v)
-      throw new AtrestError('NOT_OPEN', `no open volume is named ${name}`, { hint: 'see `atrest status`' });
+    if (!v) throw notOpen(name);
     if (v.plain) throw new AtrestError('USAGE', `volume ${name} is a benchmark volume`);
     if (v.locked !== null) throw new AtrestError('LOCKED', `volume ${name} is locked (${v.locked.reason})`);
     if (v.readOnly) throw new AtrestError('READ_ONLY', `volume ${name} is open read-only`);
@@ -668,8 +668,7 @@ export class VolumeService {
   /** Pauses or resumes the conversion of an open volume. */
   controlConversion(name: string, action: 'pause' | 'resume'): void {
     const v = this.volumes.get(name);
-    if (!v)
-      throw new AtrestError('NOT_OPEN', `no open volume is named ${name}`, { hint: 'see `atrest status`' });
+    if (!v) throw notOpen(name);
     const c = v.conversion?.converter;
     if (c === undefined || c.progress().state === 'done') {
       throw new AtrestError('USAGE', `volume ${name} is not being converted`, {
@@ -977,7 +976,7 @@ export class VolumeService {
   async close(name: string): Promise<void> {
     const v = this.volumes.get(name);
     if (!v) {
-      throw new AtrestError('NOT_OPEN', `no open volume is named ${name}`, { hint: 'see `atrest status`' });
+      throw notOpen(name);
     }
     if (this.busy.has(name)) {
       throw new AtrestError('NAME_IN_USE', `volume ${name} is being opened or closed`, { hint: 'try again' });
@@ -1030,8 +1029,7 @@ export class VolumeService {
       const v = this.volumes.get(name);
       const failed = this.failedConfigured().find((f) => f.name === name);
       if (!v && failed) return [failed];
-      if (!v)
-        throw new AtrestError('NOT_OPEN', `no open volume is named ${name}`, { hint: 'see `atrest status`' });
+      if (!v) throw notOpen(name);
       return [this.statusOf(v)];
     }
     return [...[...this.volumes.values()].map((v) => this.statusOf(v)), ...this.failedConfigured()].sort(
@@ -1077,7 +1075,7 @@ export class VolumeService {
     const e: EncryptionStatus = {
       enabled: !v.plain,
       cipher: v.plain ? 'none (benchmark only)' : 'aes-xts-plain64',
-      keySource: b === null ? 'passphrase' : b.type === TOKEN_PLATFORM ? 'platform' : 'customer',
+      keySource: keySourceOf(b),
       kek: b === null ? null : redactUri(b.kek),
       kekVersion: b === null ? null : b.version,
       keyslot: b === null ? v.keyslot : b.keyslot,

@@ -80,6 +80,7 @@ export {
   BOUND_KEYSLOT_KDF,
   generateRecoveryPassphrase,
   KeyManager,
+  keySourceOf,
   listKeyslots,
   parseBinding,
   TOKEN_CMK,
