@@ -1,5 +1,7 @@
 // Where the daemon keeps its socket, pid file, locks and log, and where disk files appear.
 import { join } from 'node:path';
+import { DEFAULT_KEY_STORE } from '../keys/platform.js';
+import { DEFAULT_PROVIDERS } from '../keys/provider-config.js';
 
 export interface RuntimePaths {
   /** Directory holding one plaintext disk file per open volume: /run/atrest/NAME. */
@@ -32,9 +34,9 @@ export function runtimePaths(env: NodeJS.ProcessEnv = process.env): RuntimePaths
     pidFile: join(stateDir, 'daemon.pid'),
     lockDir: join(stateDir, 'locks'),
     logFile: join(stateDir, 'daemon.log'),
-    keyStore: env.ATREST_KEY_STORE || '/var/lib/atrest/keys',
+    keyStore: env.ATREST_KEY_STORE || DEFAULT_KEY_STORE,
     auditLog: env.ATREST_AUDIT_LOG || '/var/log/atrest/audit.log',
-    providers: env.ATREST_PROVIDERS || '/etc/atrest/providers.json',
+    providers: env.ATREST_PROVIDERS || DEFAULT_PROVIDERS,
   };
 }
 
