@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { CryptoPool, requireFips, type PoolKey } from '../crypto/index.js';
 import type { CryptoPoolOptions } from '../crypto/index.js';
+import { envFlag, envSet } from '../errors/env.js';
 import { AtrestError, fromSystemError, isAtrestError } from '../errors/index.js';
 import {
   bindings,
@@ -951,7 +952,7 @@ export class VolumeService {
    * with and without crypto. Refused unless this daemon was started with ATREST_BENCH_PLAIN=1.
    */
   private benchPlainLayout(image: string, imageSize: number): Layout {
-    if (process.env.ATREST_BENCH_PLAIN !== '1') {
+    if (!envFlag('ATREST_BENCH_PLAIN')) {
       throw new AtrestError('USAGE', 'unencrypted serving exists only for benchmarks', {
         hint: 'atrest always encrypts; open a LUKS2 volume',
       });
@@ -1120,8 +1121,10 @@ export class VolumeService {
 /** Crypto pool tuning for operators and benchmarks: ATREST_CRYPTO_WORKERS, ATREST_CRYPTO_INLINE_MAX. */
 function poolOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): CryptoPoolOptions {
   const opts: CryptoPoolOptions = {};
-  if (env.ATREST_CRYPTO_WORKERS) opts.workers = Number(env.ATREST_CRYPTO_WORKERS);
-  if (env.ATREST_CRYPTO_INLINE_MAX) opts.inlineMaxBytes = Number(env.ATREST_CRYPTO_INLINE_MAX);
+  const workers = envSet('ATREST_CRYPTO_WORKERS', env);
+  if (workers !== undefined) opts.workers = Number(workers);
+  const inlineMax = envSet('ATREST_CRYPTO_INLINE_MAX', env);
+  if (inlineMax !== undefined) opts.inlineMaxBytes = Number(inlineMax);
   return opts;
 }
 
