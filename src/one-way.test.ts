@@ -18,19 +18,20 @@ import { DEFAULT_PROVIDERS } from './keys/provider-config.js';
 
 const SRC = new URL('.', import.meta.url).pathname;
 
-function sourceFiles(dir: string): string[] {
+function sourceFiles(dir: string, tests = false): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
     e.isDirectory()
-      ? sourceFiles(join(dir, e.name))
-      : e.name.endsWith('.ts') && !e.name.endsWith('.test.ts') && !e.name.endsWith('.test-helper.ts')
+      ? sourceFiles(join(dir, e.name), tests)
+      : e.name.endsWith('.ts') &&
+          (tests || (!e.name.endsWith('.test.ts') && !e.name.endsWith('.test-helper.ts')))
         ? [join(dir, e.name)]
         : [],
   );
 }
 
-/** The src/-relative files (not tests) whose text matches `re`. */
-function filesMatching(re: RegExp): string[] {
-  return sourceFiles(SRC)
+/** The src/-relative files (not tests, unless `tests`) whose text matches `re`. */
+function filesMatching(re: RegExp, tests = false): string[] {
+  return sourceFiles(SRC, tests)
     .filter((f) => re.test(readFileSync(f, 'utf8')))
     .map((f) => relative(SRC, f))
     .sort();
@@ -39,6 +40,10 @@ function filesMatching(re: RegExp): string[] {
 describe('one way to do each thing', () => {
   it('writes the LUKS2 sector sizes out once (crypto/xts.ts SECTOR_SIZES)', () => {
     expect(filesMatching(/\[\s*512,\s*1024,\s*2048,\s*4096\s*\]/)).toEqual(['crypto/xts.ts']);
+  });
+
+  it("defines the tests' Node reference XTS once (crypto/node-xts.test-helper.ts)", () => {
+    expect(filesMatching(/\bfunction nodeXts\b/, true)).toEqual(['crypto/node-xts.test-helper.ts']);
   });
 
   it('defines the XTS tweak unit once (crypto/xts.ts TWEAK_UNIT)', () => {
