@@ -17,7 +17,7 @@ describe('useTempDir', () => {
   }
 
   it('refuses to be read at load time, before beforeAll made it', () => {
-    expect(String(early)).toMatch(/made in beforeAll/);
+    expect(String(early)).toMatch(/made in a before hook/);
   });
 
   it('makes a private directory with the prefix under the temp directory', async () => {
@@ -26,6 +26,21 @@ describe('useTempDir', () => {
     expect(basename(seen)).toMatch(/^atrest-tempdir-.{6}$/);
     expect((await stat(seen)).isDirectory()).toBe(true);
     await writeFile(join(seen, 'f'), 'x');
+  });
+});
+
+describe('useTempDir per test', () => {
+  const dir = useTempDir('atrest-tempdir-each-', { perTest: true });
+  const dirs: string[] = [];
+
+  it('gives the first test a directory', () => {
+    dirs.push(dir());
+  });
+
+  it('gives the next test a new one, the previous one removed', async () => {
+    dirs.push(dir());
+    expect(dirs[1]).not.toBe(dirs[0]);
+    await expect(stat(dirs[0] ?? '')).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });
 
