@@ -1,6 +1,7 @@
 // `atrest encrypt`: in-place encryption in the foreground (with a progress bar), or pause/resume in the daemon.
 import { resolve } from 'node:path';
 import { CryptoPool } from '../crypto/index.js';
+import { envSet } from '../errors/env.js';
 import { AtrestError } from '../errors/index.js';
 import type { KeyManager } from '../keys/index.js';
 import { openConversion, startReencrypt, type OpenedConversion } from '../daemon/conversion.js';
@@ -18,7 +19,7 @@ import { writeSecretLine } from './secret-output.js';
 
 /** A test hook: ATREST_TEST_KILL_AT=point:n SIGKILLs this process the n-th time it reaches point. */
 export function killPointFromEnv(env: NodeJS.ProcessEnv = process.env): ((name: string) => void) | undefined {
-  const spec = env.ATREST_TEST_KILL_AT;
+  const spec = envSet('ATREST_TEST_KILL_AT', env);
   if (!spec) return undefined;
   const [point, nth = '1'] = spec.split(':');
   let count = 0;

@@ -5,15 +5,16 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import yargs, { type FallbackCompletionFunction } from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { envFlag, envSet, envValue, keyCheckIntervalSeconds } from '../errors/env.js';
 import { AtrestError, ERROR_CODES, exitCodeOf, isAtrestError } from '../errors/index.js';
-import { fipsActive, requireFips } from '../crypto/index.js';
+import { fipsActive, requireFips, SECTOR_SIZES } from '../crypto/index.js';
 import {
   bindings,
   KeyManager,
+  keySourceOf,
   loadProviders,
   readKeyFile,
   redactUri,
-  TOKEN_PLATFORM,
   type AuditSink,
 } from '../keys/index.js';
 import { formatLuks2, readLuks2 } from '../luks2/index.js';
@@ -97,7 +98,7 @@ async function imageEncryption(image: string, header: string | undefined): Promi
   return {
     enabled: true,
     cipher: meta.cipher,
-    keySource: b === undefined ? 'passphrase' : b.type === TOKEN_PLATFORM ? 'platform' : 'customer',
+    keySource: keySourceOf(b),
     kek: b === undefined ? null : redactUri(b.kek),
     kekVersion: b === undefined ? null : b.version,
     keyslot: b === undefined ? -1 : b.keyslot,
@@ -212,7 +213,7 @@ export async function main(argv: string[]): Promise<number> {
             describe:
               'bind to this customer KEK instead of the platform key: a provider NAME from providers.json',
           })
-          .option('sector-size', { type: 'number', choices: [512, 1024, 2048, 4096], default: 4096 })
+          .option('sector-size', { type: 'number', choices: [...SECTOR_SIZES], default: 4096 })
           .option('header', { type: 'string', describe: 'detached header file (data then starts at 0)' })
           .option('label', { type: 'string', describe: 'LUKS2 label' })
           .option('iter-time', { type: 'number', describe: 'PBKDF2 benchmark target in ms (default 1000)' })
@@ -438,7 +439,7 @@ export async function main(argv: string[]): Promise<number> {
             type: 'string',
             describe: 'bind to this customer KEK (provider NAME) instead of the platform key',
           })
-          .option('sector-size', { type: 'number', choices: [512, 1024, 2048, 4096], default: 4096 })
+          .option('sector-size', { type: 'number', choices: [...SECTOR_SIZES], default: 4096 })
           .option('header', {
             type: 'string',
             describe: 'detached header file: ciphertext replaces plaintext in place',
@@ -583,7 +584,7 @@ export async function main(argv: string[]): Promise<number> {
           .positional('action', { type: 'string', choices: ['check'], demandOption: true })
           .positional('file', { type: 'string', describe: `default ${DEFAULT_CONFIG}` }),
       async (a) => {
-        const file = resolve(a.file ?? process.env.ATREST_CONFIG ?? DEFAULT_CONFIG);
+        const file = resolve(a.file ?? envValue('ATREST_CONFIG') ?? DEFAULT_CONFIG);
         const cfg = await loadConfig(file);
         console.log(`${file}: ${cfg.volumes.length} volume(s), no problems`);
         const providers = await loadProviders(globals.providers);
@@ -641,23 +642,20 @@ export async function main(argv: string[]): Promise<number> {
           return;
         }
         await requireFuse();
-        const interval = a['key-check-interval'] ?? Number(process.env.ATREST_KEY_CHECK_INTERVAL ?? 5);
-        if (!Number.isFinite(interval) || interval < 0.1 || interval > 3600) {
-          throw new AtrestError('USAGE', `key check interval ${interval} s is out of range (0.1 to 3600)`);
-        }
+        const interval = keyCheckIntervalSeconds(a['key-check-interval']);
         const graceArg = a['key-unreachable-grace'];
         const keyUnreachableGraceMs =
           graceArg !== undefined
             ? parseUnreachableGrace(graceArg, '--key-unreachable-grace')
-            : process.env.ATREST_KEY_UNREACHABLE_GRACE !== undefined
+            : envValue('ATREST_KEY_UNREACHABLE_GRACE') !== undefined
               ? parseUnreachableGrace(
-                  process.env.ATREST_KEY_UNREACHABLE_GRACE,
+                  envValue('ATREST_KEY_UNREACHABLE_GRACE'),
                   'ATREST_KEY_UNREACHABLE_GRACE',
                 )
               : undefined;
-        const fips = globals.fips || process.env.ATREST_FIPS === '1';
+        const fips = globals.fips || envFlag('ATREST_FIPS');
         if (fips && !fipsActive()) requireFips();
-        const config = a.config ?? process.env.ATREST_CONFIG;
+        const config = a.config ?? envValue('ATREST_CONFIG');
         const fuse = fuseSettings({ backend: a['fuse-backend'], workers: a['fuse-workers'] }, process.env);
         if (fuse.backend !== undefined) requireFuseBackend(fuse.backend);
         const d = new Daemon({
@@ -737,7 +735,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`atrest: ${err.oneLine()}`);
     } else {
       console.error(`atrest: internal error: ${err instanceof Error ? err.message : String(err)}`);
-      if (process.env.ATREST_DEBUG) console.error(err);
+      if (envSet('ATREST_DEBUG') !== undefined) console.error(err);
     }
     return exitCodeOf(err);
   }

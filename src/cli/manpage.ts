@@ -1,4 +1,5 @@
 // The atrest(8) manual page, rendered from the CLI's own --help texts and the error table, so the two never drift.
+import { ENV_VARS } from '../errors/env.js';
 import { ERROR_CODES } from '../errors/index.js';
 
 /** One command's help as the CLI prints it (`atrest CMD --help`). */
@@ -32,66 +33,13 @@ export const EXIT_MEANINGS: Record<number, string> = {
 };
 
 /**
- * The environment variables atrest reads, and what for. A test checks every ATREST_* variable read in
- * src/ is either here or in INTERNAL_ENV.
+ * The environment variables atrest reads, and what for: from the one table (src/errors/env.ts), the
+ * internal ones (tests, benchmarks) left out.
  */
-export const ENVIRONMENT: Array<[string, string]> = [
-  ['ATREST_RUN_DIR', 'directory of the plaintext disk files (default /run/atrest)'],
-  ['ATREST_STATE_DIR', "the daemon's control socket, pid file, locks and log (default /run/atrestd)"],
-  [
-    'ATREST_KEY_STORE',
-    'platform key store directory (default /var/lib/atrest/keys); --key-store overrides it',
-  ],
-  ['ATREST_AUDIT_LOG', 'audit log of key events, JSON lines (default /var/log/atrest/audit.log)'],
-  [
-    'ATREST_PROVIDERS',
-    'customer key providers (default /etc/atrest/providers.json); --providers overrides it',
-  ],
-  [
-    'ATREST_CONFIG',
-    'configuration file of the daemon (default /etc/atrest/volumes.json); --config overrides it',
-  ],
-  ['ATREST_KEY_CHECK_INTERVAL', 'seconds between KEK checks of the daemon (default 5)'],
-  [
-    'ATREST_KEY_UNREACHABLE_GRACE',
-    'seconds volumes stay open while their key server (kmip) cannot be reached, then they lock (default 600); --key-unreachable-grace overrides it',
-  ],
-  [
-    'ATREST_KDF_MAX_MEMORY',
-    'the most memory one key derivation (Argon2) may use, KiB or 512M/2G (default 1 GiB)',
-  ],
-  [
-    'ATREST_KDF_MAX_SECONDS',
-    'the most seconds one key derivation may run before it fails with KDF_BUDGET (default 60)',
-  ],
-  ['ATREST_FIPS', '1: the daemon behaves as with --fips'],
-  ['ATREST_CRYPTO_WORKERS', 'crypto worker threads (default: one per core)'],
-  [
-    'ATREST_CRYPTO_INLINE_MAX',
-    'runs up to this many bytes are encrypted on the calling thread (default 16384)',
-  ],
-  [
-    'ATREST_HOST_MNT_NS',
-    "the host's mount namespace, where mounts are made when the daemon runs in its own (default /proc/1/ns/mnt)",
-  ],
-  [
-    'ATREST_FUSE_BACKEND',
-    "the daemon's FUSE backend: kernel (default) or libfuse (the optional fallback); --fuse-backend overrides it, it overrides the configuration file's fuseBackend",
-  ],
-  [
-    'ATREST_FUSE_WORKERS',
-    'threads serving FUSE requests per volume with the kernel backend, 1 to 64 (default one per core, 2 to 8); --fuse-workers overrides it',
-  ],
-  ['ATREST_DEBUG', 'set: internal errors also print their stack'],
-];
-
-/** Variables read in src/ that are for tests and benchmarks only, never for users. */
-export const INTERNAL_ENV = [
-  'ATREST_TEST_KILL_AT',
-  'ATREST_BENCH_PLAIN',
-  // the highest FUSE protocol minor the kernel backend accepts (tests of older kernels), 31 to 255
-  'ATREST_FUSE_MAX_MINOR',
-];
+export const ENVIRONMENT: Array<[string, string]> = ENV_VARS.filter((v) => !('internal' in v)).map((v) => [
+  v.name,
+  v.default === null ? v.meaning : `${v.meaning} (default ${v.default})`,
+]);
 
 const FILES: Array<[string, string]> = [
   ['/run/atrest/NAME', 'the plaintext disk file of open volume NAME (root only)'],

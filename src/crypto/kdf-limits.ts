@@ -1,4 +1,5 @@
 // KDF parameter limits in one place: cryptsetup's hard limits (refused outright) and atrest's configurable budget (memory, seconds).
+import { envKdfMaxMemoryKiB, envKdfMaxSeconds } from '../errors/env.js';
 import { AtrestError } from '../errors/index.js';
 
 /** cryptsetup's floor for PBKDF2 iterations of new keyslots (lib/crypto_backend/pbkdf_check.c). */
@@ -60,48 +61,14 @@ export function setKdfBudget(b: KdfBudget | null): void {
   override = b === null ? null : { ...b };
 }
 
-function positive(
-  name: string,
-  text: string | undefined,
-  scale: (n: number, unit: string) => number,
-): number | undefined {
-  if (text === undefined || text === '') return undefined;
-  const m = /^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$/.exec(text);
-  const n = m ? scale(Number(m[1]), (m[2] ?? '').toUpperCase()) : NaN;
-  if (!Number.isFinite(n) || n <= 0) {
-    throw new AtrestError('USAGE', `${name}=${JSON.stringify(text)} is not a positive amount`, {
-      hint:
-        name === 'ATREST_KDF_MAX_MEMORY' ? 'e.g. 1G, 512M or 1048576 (KiB)' : 'a number of seconds, e.g. 60',
-    });
-  }
-  return n;
-}
-
 /**
  * The budget in force: setKdfBudget's, else ATREST_KDF_MAX_MEMORY (KiB, or with K/M/G) and
  * ATREST_KDF_MAX_SECONDS from the environment, else DEFAULT_KDF_BUDGET.
  */
 export function kdfBudget(env: NodeJS.ProcessEnv = process.env): KdfBudget {
   if (override !== null) return { ...override };
-  const units: Record<string, number> = {
-    '': 1,
-    K: 1,
-    KB: 1,
-    KIB: 1,
-    M: 1024,
-    MB: 1024,
-    MIB: 1024,
-    G: 1 << 20,
-    GB: 1 << 20,
-    GIB: 1 << 20,
-  };
-  const mem = positive('ATREST_KDF_MAX_MEMORY', env.ATREST_KDF_MAX_MEMORY, (n, u) => {
-    const unit = units[u];
-    return unit === undefined ? NaN : Math.floor(n * unit);
-  });
-  const secs = positive('ATREST_KDF_MAX_SECONDS', env.ATREST_KDF_MAX_SECONDS, (n, u) =>
-    u === '' || u === 'S' ? n : NaN,
-  );
+  const mem = envKdfMaxMemoryKiB(env);
+  const secs = envKdfMaxSeconds(env);
   return {
     maxMemoryKiB: mem ?? DEFAULT_KDF_BUDGET.maxMemoryKiB,
     maxSeconds: secs ?? DEFAULT_KDF_BUDGET.maxSeconds,

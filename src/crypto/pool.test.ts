@@ -1,20 +1,10 @@
-import { createCipheriv, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AtrestError } from '../errors/index.js';
 import { CryptoPool, type PoolKey } from './pool.js';
 import { Keyring } from './keyring.js';
-import { TWEAK_UNIT, XtsCipher } from './xts.js';
-
-function nodeXts(key: Uint8Array, data: Uint8Array, sectorSize: number, first: number): Buffer {
-  const out = Buffer.alloc(data.length);
-  for (let i = 0; i * sectorSize < data.length; i++) {
-    const iv = Buffer.alloc(16);
-    iv.writeBigUInt64LE(BigInt(first + (i * sectorSize) / TWEAK_UNIT));
-    const c = createCipheriv(key.length === 32 ? 'aes-128-xts' : 'aes-256-xts', key, iv);
-    out.set(c.update(data.subarray(i * sectorSize, (i + 1) * sectorSize)), i * sectorSize);
-  }
-  return out;
-}
+import { nodeXts } from './node-xts.test-helper.js';
+import { XtsCipher } from './xts.js';
 
 function randomKey(bytes: 32 | 64 = 64): Buffer {
   const k = randomBytes(bytes);

@@ -1,4 +1,4 @@
-import { createCipheriv, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { ecb } from '@noble/ciphers/aes.js';
@@ -14,6 +14,7 @@ import {
   xtsEncryptInPlace,
 } from './xts.js';
 import { XTS_KERNEL_WASM_BASE64 } from './xts-kernel-wasm.js';
+import { nodeXts } from './node-xts.test-helper.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
@@ -58,19 +59,6 @@ function refXts(
     masks.forEach((m, j) =>
       out.set(toBytes(toBig(mid.subarray(16 * j, 16 * j + 16)) ^ m), u * unit + 16 * j),
     );
-  }
-  return out;
-}
-
-/** Node's own aes-128-xts or aes-256-xts (by key length), one data unit per call. */
-function nodeXts(key: Uint8Array, data: Uint8Array, sectorSize: number, first: number): Buffer {
-  const out = Buffer.alloc(data.length);
-  for (let i = 0; i * sectorSize < data.length; i++) {
-    const iv = Buffer.alloc(16);
-    iv.writeBigUInt64LE(BigInt(first + (i * sectorSize) / TWEAK_UNIT));
-    const c = createCipheriv(key.length === 32 ? 'aes-128-xts' : 'aes-256-xts', key, iv);
-    out.set(c.update(data.subarray(i * sectorSize, (i + 1) * sectorSize)), i * sectorSize);
-    c.final();
   }
   return out;
 }

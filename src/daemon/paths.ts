@@ -1,5 +1,8 @@
 // Where the daemon keeps its socket, pid file, locks and log, and where disk files appear.
 import { join } from 'node:path';
+import { envSet } from '../errors/env.js';
+import { DEFAULT_KEY_STORE } from '../keys/platform.js';
+import { DEFAULT_PROVIDERS } from '../keys/provider-config.js';
 
 export interface RuntimePaths {
   /** Directory holding one plaintext disk file per open volume: /run/atrest/NAME. */
@@ -23,8 +26,8 @@ export interface RuntimePaths {
  * ATREST_PROVIDERS) or the defaults.
  */
 export function runtimePaths(env: NodeJS.ProcessEnv = process.env): RuntimePaths {
-  const runDir = env.ATREST_RUN_DIR || '/run/atrest';
-  const stateDir = env.ATREST_STATE_DIR || '/run/atrestd';
+  const runDir = envSet('ATREST_RUN_DIR', env) ?? '/run/atrest';
+  const stateDir = envSet('ATREST_STATE_DIR', env) ?? '/run/atrestd';
   return {
     runDir,
     stateDir,
@@ -32,9 +35,9 @@ export function runtimePaths(env: NodeJS.ProcessEnv = process.env): RuntimePaths
     pidFile: join(stateDir, 'daemon.pid'),
     lockDir: join(stateDir, 'locks'),
     logFile: join(stateDir, 'daemon.log'),
-    keyStore: env.ATREST_KEY_STORE || '/var/lib/atrest/keys',
-    auditLog: env.ATREST_AUDIT_LOG || '/var/log/atrest/audit.log',
-    providers: env.ATREST_PROVIDERS || '/etc/atrest/providers.json',
+    keyStore: envSet('ATREST_KEY_STORE', env) ?? DEFAULT_KEY_STORE,
+    auditLog: envSet('ATREST_AUDIT_LOG', env) ?? '/var/log/atrest/audit.log',
+    providers: envSet('ATREST_PROVIDERS', env) ?? DEFAULT_PROVIDERS,
   };
 }
 

@@ -4,16 +4,17 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { CryptoPool, requireFips, type PoolKey } from '../crypto/index.js';
 import type { CryptoPoolOptions } from '../crypto/index.js';
+import { envFlag, envSet } from '../errors/env.js';
 import { AtrestError, fromSystemError, isAtrestError } from '../errors/index.js';
 import {
   bindings,
   KeyManager,
+  keySourceOf,
   KmipKekProvider,
   newKmipProvider,
   Pkcs11Provider,
   readKeyFile,
   redactUri,
-  TOKEN_PLATFORM,
   type AuditSink,
   type BindingType,
   type KekBinding,
@@ -37,6 +38,7 @@ import { Periodic, SingleFlight, withTimeout } from './periodic.js';
 import { classifyCheckFailure, DEFAULT_UNREACHABLE_GRACE_MS, UnreachableGrace } from './unreachable-grace.js';
 import { VolumeKeys, type KeyPool } from './volume-keys.js';
 import { refuseNotLuks2 } from './plaintext-refusal.js';
+import { notOpen } from './not-open.js';
 import { mounts, serveDisk, spawnHelper, type FuseDisk } from '../fuse/index.js';
 import { DEFAULT_FUSE_BACKEND, type FuseBackend, type FuseSettings } from '../fuse/backend.js';
 import { VOLUME_NAME_RE, type RuntimePaths } from './paths.js';
@@ -581,8 +583,7 @@ export class VolumeService {
     passphrases: readonly Buffer[] = [],
   ): Promise<{ recovery: Buffer[] }> {
     const v = this.volumes.get(name);
-    if (!v)
-      throw new AtrestError('NOT_OPEN', `no open volume is named ${name}`, { hint: 'see `atrest status`' });
+    if (!v) throw notOpen(name);
     if (v.plain) throw new AtrestError('USAGE', `volume ${name} is a benchmark volume`);
     if (v.locked !== null) throw new AtrestError('LOCKED', `volume ${name} is locked (${v.locked.reason})`);
     if (v.readOnly) throw new AtrestError('READ_ONLY', `volume ${name} is open read-only`);
@@ -668,8 +669,7 @@ export class VolumeService {
   /** Pauses or resumes the conversion of an open volume. */
   controlConversion(name: string, action: 'pause' | 'resume'): void {
     const v = this.volumes.get(name);
-    if (!v)
-      throw new AtrestError('NOT_OPEN', `no open volume is named ${name}`, { hint: 'see `atrest status`' });
+    if (!v) throw notOpen(name);
     const c = v.conversion?.converter;
     if (c === undefined || c.progress().state === 'done') {
       throw new AtrestError('USAGE', `volume ${name} is not being converted`, {
@@ -952,7 +952,7 @@ export class VolumeService {
    * with and without crypto. Refused unless this daemon was started with ATREST_BENCH_PLAIN=1.
    */
   private benchPlainLayout(image: string, imageSize: number): Layout {
-    if (process.env.ATREST_BENCH_PLAIN !== '1') {
+    if (!envFlag('ATREST_BENCH_PLAIN')) {
       throw new AtrestError('USAGE', 'unencrypted serving exists only for benchmarks', {
         hint: 'atrest always encrypts; open a LUKS2 volume',
       });
@@ -977,7 +977,7 @@ export class VolumeService {
   async close(name: string): Promise<void> {
     const v = this.volumes.get(name);
     if (!v) {
-      throw new AtrestError('NOT_OPEN', `no open volume is named ${name}`, { hint: 'see `atrest status`' });
+      throw notOpen(name);
     }
     if (this.busy.has(name)) {
       throw new AtrestError('NAME_IN_USE', `volume ${name} is being opened or closed`, { hint: 'try again' });
@@ -1030,8 +1030,7 @@ export class VolumeService {
       const v = this.volumes.get(name);
       const failed = this.failedConfigured().find((f) => f.name === name);
       if (!v && failed) return [failed];
-      if (!v)
-        throw new AtrestError('NOT_OPEN', `no open volume is named ${name}`, { hint: 'see `atrest status`' });
+      if (!v) throw notOpen(name);
       return [this.statusOf(v)];
     }
     return [...[...this.volumes.values()].map((v) => this.statusOf(v)), ...this.failedConfigured()].sort(
@@ -1077,7 +1076,7 @@ export class VolumeService {
     const e: EncryptionStatus = {
       enabled: !v.plain,
       cipher: v.plain ? 'none (benchmark only)' : 'aes-xts-plain64',
-      keySource: b === null ? 'passphrase' : b.type === TOKEN_PLATFORM ? 'platform' : 'customer',
+      keySource: keySourceOf(b),
       kek: b === null ? null : redactUri(b.kek),
       kekVersion: b === null ? null : b.version,
       keyslot: b === null ? v.keyslot : b.keyslot,
@@ -1122,8 +1121,10 @@ export class VolumeService {
 /** Crypto pool tuning for operators and benchmarks: ATREST_CRYPTO_WORKERS, ATREST_CRYPTO_INLINE_MAX. */
 function poolOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): CryptoPoolOptions {
   const opts: CryptoPoolOptions = {};
-  if (env.ATREST_CRYPTO_WORKERS) opts.workers = Number(env.ATREST_CRYPTO_WORKERS);
-  if (env.ATREST_CRYPTO_INLINE_MAX) opts.inlineMaxBytes = Number(env.ATREST_CRYPTO_INLINE_MAX);
+  const workers = envSet('ATREST_CRYPTO_WORKERS', env);
+  if (workers !== undefined) opts.workers = Number(workers);
+  const inlineMax = envSet('ATREST_CRYPTO_INLINE_MAX', env);
+  if (inlineMax !== undefined) opts.inlineMaxBytes = Number(inlineMax);
   return opts;
 }
 

@@ -1,5 +1,6 @@
 // Which FUSE backend serves the disk files and with how many workers: parsing and validating the daemon's settings.
 import { availableParallelism } from 'node:os';
+import { envSet } from '../errors/env.js';
 import { AtrestError } from '../errors/index.js';
 import { loadFuseNative } from './native.js';
 
@@ -74,14 +75,14 @@ export function fuseSettings(
   env: NodeJS.ProcessEnv,
 ): FuseSettings {
   const out: FuseSettings = { workers: DEFAULT_FUSE_WORKERS };
+  const backend = envSet('ATREST_FUSE_BACKEND', env);
   if (flags.backend !== undefined) out.backend = parseFuseBackend(flags.backend, '--fuse-backend');
-  else if (env.ATREST_FUSE_BACKEND !== undefined && env.ATREST_FUSE_BACKEND !== '')
-    out.backend = parseFuseBackend(env.ATREST_FUSE_BACKEND, 'ATREST_FUSE_BACKEND');
+  else if (backend !== undefined) out.backend = parseFuseBackend(backend, 'ATREST_FUSE_BACKEND');
+  const workers = envSet('ATREST_FUSE_WORKERS', env);
   if (flags.workers !== undefined) out.workers = parseFuseWorkers(flags.workers, '--fuse-workers');
-  else if (env.ATREST_FUSE_WORKERS !== undefined && env.ATREST_FUSE_WORKERS !== '')
-    out.workers = parseFuseWorkers(env.ATREST_FUSE_WORKERS, 'ATREST_FUSE_WORKERS');
-  if (env.ATREST_FUSE_MAX_MINOR !== undefined && env.ATREST_FUSE_MAX_MINOR !== '')
-    out.maxMinor = parseFuseMaxMinor(env.ATREST_FUSE_MAX_MINOR, 'ATREST_FUSE_MAX_MINOR');
+  else if (workers !== undefined) out.workers = parseFuseWorkers(workers, 'ATREST_FUSE_WORKERS');
+  const maxMinor = envSet('ATREST_FUSE_MAX_MINOR', env);
+  if (maxMinor !== undefined) out.maxMinor = parseFuseMaxMinor(maxMinor, 'ATREST_FUSE_MAX_MINOR');
   return out;
 }
 

@@ -1,6 +1,7 @@
 // Runs helper programs without leaking /dev/fuse descriptors into them, always under a timeout.
 import { spawn } from 'node:child_process';
 import { readdir, readlink } from 'node:fs/promises';
+import { envSet } from '../errors/env.js';
 import { AtrestError } from '../errors/index.js';
 
 export interface SpawnHelperOptions {
@@ -20,7 +21,7 @@ let privateNs: Promise<boolean> | null = null;
 
 /** The host's mount namespace: PID 1's, or ATREST_HOST_MNT_NS (tests, machines whose PID 1 is not init). */
 export function hostMountNamespace(env: NodeJS.ProcessEnv = process.env): string {
-  return env.ATREST_HOST_MNT_NS || '/proc/1/ns/mnt';
+  return envSet('ATREST_HOST_MNT_NS', env) ?? '/proc/1/ns/mnt';
 }
 
 /**

@@ -1,18 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdtemp, readFile, rm, symlink, unlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { lstat, readFile, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FileKekProvider, parseFileUri } from './file-provider.js';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 
-let dir: string;
+const dir = useTempDir('atrest-filekek-');
 const p = new FileKekProvider();
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-filekek-'));
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
 
 describe('parseFileUri', () => {
   it('accepts file:/abs and file:///abs, refuses hosts and relative paths', () => {
@@ -25,7 +19,7 @@ describe('parseFileUri', () => {
 
 describe('FileKekProvider', () => {
   it('picks the newest sibling version, wraps and unwraps under each', async () => {
-    const base = join(dir, 'kek');
+    const base = join(dir(), 'kek');
     const uri = `file:${base}`;
     await writeFile(base, randomBytes(32), { mode: 0o600 });
     const v1 = await p.current(uri);
@@ -41,7 +35,7 @@ describe('FileKekProvider', () => {
   });
 
   it('revoke() makes every version unavailable with KEY_UNAVAILABLE; restore() brings it back', async () => {
-    const base = join(dir, 'rk');
+    const base = join(dir(), 'rk');
     const uri = `file:${base}`;
     await writeFile(base, randomBytes(32), { mode: 0o600 });
     const ref = await p.current(uri);
@@ -59,7 +53,7 @@ describe('FileKekProvider', () => {
   });
 
   it('per-version revocation falls back to the older version; removing the file revokes too', async () => {
-    const base = join(dir, 'pv');
+    const base = join(dir(), 'pv');
     const uri = `file:${base}`;
     await writeFile(base, randomBytes(32), { mode: 0o600 });
     await writeFile(`${base}.v2`, randomBytes(32), { mode: 0o600 });
@@ -73,13 +67,13 @@ describe('FileKekProvider', () => {
   });
 
   it('refuses key files of the wrong length or readable by others', async () => {
-    const short = join(dir, 'short');
+    const short = join(dir(), 'short');
     await writeFile(short, randomBytes(31), { mode: 0o600 });
     await expect(p.wrap(await p.current(`file:${short}`), Buffer.from('x'))).rejects.toThrow(/KEK too short/);
-    const long = join(dir, 'long');
+    const long = join(dir(), 'long');
     await writeFile(long, randomBytes(64), { mode: 0o600 });
     await expect(p.wrap(await p.current(`file:${long}`), Buffer.from('x'))).rejects.toThrow(/KEK too long/);
-    const open = join(dir, 'open');
+    const open = join(dir(), 'open');
     await writeFile(open, randomBytes(32), { mode: 0o644 });
     await expect(p.wrap(await p.current(`file:${open}`), Buffer.from('x'))).rejects.toMatchObject({
       code: 'USAGE',
@@ -87,12 +81,12 @@ describe('FileKekProvider', () => {
   });
 
   it('revoke() never follows a symlink at the marker path and fails closed on one', async () => {
-    const base = join(dir, 'sl');
+    const base = join(dir(), 'sl');
     const uri = `file:${base}`;
     await writeFile(base, randomBytes(32), { mode: 0o600 });
     const ref = await p.current(uri);
     // a symlink planted where the marker goes, to a file that does not exist yet and to one that does
-    const absent = join(dir, 'victim-absent');
+    const absent = join(dir(), 'victim-absent');
     await symlink(absent, `${base}.revoked`);
     // a dangling symlink at the marker path already counts as revoked (fail closed)
     expect(await p.available(ref)).toBe(false);
@@ -101,7 +95,7 @@ describe('FileKekProvider', () => {
       message: expect.stringContaining('not a regular file') as unknown,
     });
     await expect(lstat(absent)).rejects.toMatchObject({ code: 'ENOENT' });
-    const present = join(dir, 'victim-present');
+    const present = join(dir(), 'victim-present');
     await writeFile(present, 'precious\n', { mode: 0o600 });
     await symlink(present, `${base}.v1.revoked`);
     await expect(p.revoke(uri, { version: 1 })).rejects.toMatchObject({ code: 'USAGE' });

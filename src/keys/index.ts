@@ -82,6 +82,7 @@ export {
   BOUND_KEYSLOT_KDF,
   generateRecoveryPassphrase,
   KeyManager,
+  keySourceOf,
   listKeyslots,
   parseBinding,
   TOKEN_CMK,

@@ -46,6 +46,15 @@ export const TOKEN_RECOVERY = 'atrest-recovery';
 /** Token types that wrap a keyslot secret under a KEK. */
 export const BINDING_TYPES: readonly string[] = [TOKEN_PLATFORM, TOKEN_CMK];
 const ATREST_TYPES: readonly string[] = [TOKEN_PLATFORM, TOKEN_CMK, TOKEN_RECOVERY];
+
+/** How a volume is keyed, as status shows it. */
+export type KeySource = 'platform' | 'customer' | 'passphrase';
+
+/** The key source of a volume from its KEK binding (its token type); no binding: a passphrase. */
+export function keySourceOf(binding: { type: string } | null | undefined): KeySource {
+  if (binding === null || binding === undefined) return 'passphrase';
+  return binding.type === TOKEN_PLATFORM ? 'platform' : 'customer';
+}
 export const SECRET_BYTES = 32;
 /**
  * KDF of bound keyslots. Their passphrase is 256 random bits, so key stretching adds nothing; this is
@@ -154,7 +163,7 @@ export function listKeyslots(meta: Luks2Metadata): KeyslotEntry[] {
     };
     if (t && BINDING_TYPES.includes(t.type)) {
       const b = parseBinding(meta, t);
-      entry.kind = b.type === TOKEN_PLATFORM ? 'platform' : 'customer';
+      entry.kind = keySourceOf(b);
       entry.kek = redactUri(b.kek);
       entry.keyId = b.keyId;
       entry.kekVersion = b.version;

@@ -1,10 +1,9 @@
 // LUKS2 volumes with 256-bit (AES-128-XTS) volume keys: read, unlocked and edited; never created.
 import { Buffer } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { xtsEncryptInPlace } from '../crypto/xts.js';
 import { readHeaders, writeHeaders } from './disk.js';
 import {
@@ -18,17 +17,11 @@ import {
 } from './index.js';
 import { keyslotHandler } from './keyslot-luks2.js';
 import { areaIo } from './unlock.js';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 
 const PASS = Buffer.from('aes-128-xts passphrase');
 const FAST = { type: 'pbkdf2', iterations: 1000 } as const;
-let dir: string;
-
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-aes128-'));
-});
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const dir = useTempDir('atrest-aes128-', { perTest: true });
 
 function key32(): Buffer {
   const k = randomBytes(32);
@@ -40,7 +33,7 @@ function key32(): Buffer {
 async function aes128Image(
   sectorSize: 512 | 4096,
 ): Promise<{ path: string; key: Buffer; meta: Luks2Metadata; slot: number }> {
-  const path = join(dir, `v${sectorSize}.img`);
+  const path = join(dir(), `v${sectorSize}.img`);
   await formatLuks2({
     imagePath: path,
     dataSize: 1 << 20,
@@ -166,7 +159,7 @@ describe('256-bit XTS volume keys (AES-128-XTS)', () => {
 
   it('format keeps creating AES-256-XTS only: a given 256-bit volume key is refused', async () => {
     const err = await formatLuks2({
-      imagePath: join(dir, 'no.img'),
+      imagePath: join(dir(), 'no.img'),
       dataSize: 1 << 20,
       passphrase: PASS,
       pbkdf2Iterations: 1000,
@@ -174,7 +167,7 @@ describe('256-bit XTS volume keys (AES-128-XTS)', () => {
     }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'UNSUPPORTED' });
     expect((err as Error).message).toMatch(/AES-256-XTS/);
-    const path = join(dir, 'yes.img');
+    const path = join(dir(), 'yes.img');
     await formatLuks2({ imagePath: path, dataSize: 1 << 20, passphrase: PASS, pbkdf2Iterations: 1000 });
     expect((await readLuks2(path)).keySize).toBe(64);
   });

@@ -3,7 +3,7 @@ import { Buffer } from 'node:buffer';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { link, open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { assertXtsKey } from '../crypto/xts.js';
+import { assertXtsKey, SECTOR_SIZES } from '../crypto/xts.js';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { LABEL_LEN } from './binary-header.js';
 import { digestHandler } from './digest-pbkdf2.js';
@@ -132,7 +132,7 @@ async function createAtomically(
  */
 export async function formatLuks2(opts: FormatOptions): Promise<{ uuid: string; keyslot: number }> {
   const sectorSize = opts.sectorSize ?? 4096;
-  if (![512, 1024, 2048, 4096].includes(sectorSize)) {
+  if (!SECTOR_SIZES.includes(sectorSize)) {
     throw usage(`sector size ${String(sectorSize)} is not 512, 1024, 2048 or 4096`);
   }
   const { dataSize } = opts;

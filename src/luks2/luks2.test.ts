@@ -1,8 +1,7 @@
 import { Buffer } from 'node:buffer';
-import { mkdtemp, open, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { encodeBinaryHeader, setChecksum } from './binary-header.js';
 import { readHeaders, writeHeaders, readAt, writeAt } from './disk.js';
 import {
@@ -17,20 +16,14 @@ import {
   type JsonObject,
 } from './index.js';
 import { rejects } from '../errors/rejects.test-helper.js';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 
 const PASS = Buffer.from('correct horse battery staple');
 const FAST = 1000;
-let dir: string;
-
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-luks2-'));
-});
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const dir = useTempDir('atrest-luks2-', { perTest: true });
 
 async function fresh(name = 'a.img', sectorSize: 512 | 4096 = 4096): Promise<string> {
-  const path = join(dir, name);
+  const path = join(dir(), name);
   await formatLuks2({
     imagePath: path,
     dataSize: 1 << 20,
@@ -85,7 +78,7 @@ describe('formatLuks2 / readLuks2 / unlockVolumeKey', () => {
   it('formats in the cryptsetup layout and unlocks', async () => {
     const key = Buffer.alloc(64);
     for (let i = 0; i < 64; i++) key[i] = i;
-    const path = join(dir, 'a.img');
+    const path = join(dir(), 'a.img');
     const r = await formatLuks2({
       imagePath: path,
       dataSize: 1 << 20,
@@ -119,7 +112,7 @@ describe('formatLuks2 / readLuks2 / unlockVolumeKey', () => {
     expect(u.keyslot).toBe(0);
     expect(u.volumeKey.equals(key)).toBe(true);
     // no leftovers from the atomic create
-    expect(await readdir(dir)).toEqual(['a.img']);
+    expect(await readdir(dir())).toEqual(['a.img']);
   });
 
   it('says WRONG_KEY without key material', async () => {
@@ -141,14 +134,14 @@ describe('formatLuks2 / readLuks2 / unlockVolumeKey', () => {
       'FILE_EXISTS',
     );
     await rejects(
-      formatLuks2({ imagePath: join(dir, 'x'), dataSize: 1000, passphrase: PASS, pbkdf2Iterations: FAST }),
+      formatLuks2({ imagePath: join(dir(), 'x'), dataSize: 1000, passphrase: PASS, pbkdf2Iterations: FAST }),
       'USAGE',
     );
   });
 
   it('formats a detached header with the data at offset 0', async () => {
-    const img = join(dir, 'd.img');
-    const hdr = join(dir, 'd.hdr');
+    const img = join(dir(), 'd.img');
+    const hdr = join(dir(), 'd.hdr');
     await formatLuks2({
       imagePath: img,
       headerPath: hdr,
@@ -270,19 +263,19 @@ describe('header copies', () => {
 
 describe('damaged and foreign images', () => {
   it('NOT_LUKS2 for empty files, other data and LUKS1', async () => {
-    const empty = join(dir, 'empty');
+    const empty = join(dir(), 'empty');
     await writeFile(empty, '');
     await rejects(readLuks2(empty), 'NOT_LUKS2', /empty/);
-    const junk = join(dir, 'junk');
+    const junk = join(dir(), 'junk');
     await writeFile(junk, Buffer.alloc(1 << 20, 0x41));
     await rejects(readLuks2(junk), 'NOT_LUKS2', /no LUKS header/);
-    const luks1 = join(dir, 'luks1');
+    const luks1 = join(dir(), 'luks1');
     const b = Buffer.alloc(1 << 20);
     Buffer.from('LUKS\xba\xbe', 'latin1').copy(b);
     b.writeUInt16BE(1, 6);
     await writeFile(luks1, b);
     await rejects(readLuks2(luks1), 'NOT_LUKS2', /LUKS1/);
-    await rejects(readLuks2(join(dir, 'missing')), 'FILE_NOT_FOUND');
+    await rejects(readLuks2(join(dir(), 'missing')), 'FILE_NOT_FOUND');
   });
 
   it('CORRUPT_HEADER when both copies fail their checksum', async () => {
@@ -472,7 +465,7 @@ describe('golden image from cryptsetup 2.6.1', () => {
   const fixtures = new URL('./fixtures/', import.meta.url);
   it('opens the detached header with both keyslots (pbkdf2 and argon2id)', async () => {
     const hdr = new URL('golden-2.6.1.hdr', fixtures).pathname;
-    const img = join(dir, 'data.img');
+    const img = join(dir(), 'data.img');
     await writeFile(img, Buffer.alloc(1 << 20));
     const meta = await readLuks2(hdr, { imagePath: img });
     expect(meta).toMatchObject({ label: 'golden', sectorSize: 4096, dataOffset: 0, keyslotsSize: 524288 });
@@ -487,7 +480,7 @@ describe('golden image from cryptsetup 2.6.1', () => {
 
 describe('tokens', () => {
   it('format writes token 0 for keyslot 0; addKeyslot adds a linked token in the same update', async () => {
-    const path = join(dir, 't.img');
+    const path = join(dir(), 't.img');
     await formatLuks2({
       imagePath: path,
       dataSize: 1 << 20,

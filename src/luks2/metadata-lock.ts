@@ -4,6 +4,7 @@ import { stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { envSet } from '../errors/env.js';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { isHeld, tryLockFile } from './lock-file.js';
 
@@ -20,7 +21,7 @@ let configuredDir: string | null = null;
  */
 export function metadataLockDir(): string {
   if (configuredDir !== null) return configuredDir;
-  const state = process.env.ATREST_STATE_DIR;
+  const state = envSet('ATREST_STATE_DIR');
   if (state) return join(state, 'locks');
   const uid = process.getuid?.() ?? 0;
   return uid === 0 ? '/run/atrestd/locks' : join(tmpdir(), `atrest-locks-${uid}`);

@@ -1,9 +1,8 @@
 // Header validation like cryptsetup's (the holes its test material found), typed errors for odd header values, foreign signatures, layouts atrest must not serve.
 import { Buffer } from 'node:buffer';
-import { mkdtemp, open, readFile, rm, truncate } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, readFile, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { encodeBinaryHeader, setChecksum } from './binary-header.js';
 import { readAt, readHeaders, writeAt } from './disk.js';
 import {
@@ -16,19 +15,13 @@ import {
   type JsonObject,
 } from './index.js';
 import { rejects } from '../errors/rejects.test-helper.js';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 
 const PASS = Buffer.from('validation passphrase');
-let dir: string;
-
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-luks2-validate-'));
-});
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const dir = useTempDir('atrest-luks2-validate-', { perTest: true });
 
 async function fresh(name: string): Promise<string> {
-  const path = join(dir, name);
+  const path = join(dir(), name);
   await formatLuks2({ imagePath: path, dataSize: 1 << 20, passphrase: PASS, pbkdf2Iterations: 1000 });
   return path;
 }
@@ -217,7 +210,7 @@ describe('layouts atrest must not serve', () => {
     await rejects(readLuks2(path), 'UNSUPPORTED', /data segment starts at byte 0 of the same file/);
     await rejects(readLuks2(path, { imagePath: path }), 'UNSUPPORTED', /same file/);
     // as a detached header for another data file it is fine
-    const data = join(dir, 'data.img');
+    const data = join(dir(), 'data.img');
     await (await open(data, 'w')).close();
     await truncate(data, 1 << 20);
     expect((await readLuks2(path, { imagePath: data })).dataOffset).toBe(0);

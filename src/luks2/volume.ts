@@ -2,7 +2,7 @@
 import { Buffer } from 'node:buffer';
 import type { Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { XTS_KEY_SIZES } from '../crypto/xts.js';
+import { SECTOR_SIZES, XTS_KEY_SIZES } from '../crypto/xts.js';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { digestHandler } from './digest-pbkdf2.js';
 import { openFile, readAt, readHeaders, writeHeaders } from './disk.js';
@@ -136,7 +136,7 @@ export function checkSupported(
   if (segment.tooLarge !== undefined) {
     return fail('UNSUPPORTED', `${segment.tooLarge} is beyond 2^53 - 1, the largest value atrest supports`);
   }
-  if (![512, 1024, 2048, 4096].includes(segment.sectorSize)) {
+  if (!SECTOR_SIZES.includes(segment.sectorSize)) {
     return fail(
       'UNSUPPORTED',
       `sector size ${segment.sectorSize} is not supported (512, 1024, 2048 or 4096)`,

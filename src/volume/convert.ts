@@ -29,6 +29,7 @@ import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } f
 import { constants } from 'node:fs';
 import { open, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { SECTOR_SIZES, TWEAK_UNIT } from '../crypto/xts.js';
 import { AtrestError, fromSystemError, isAtrestError } from '../errors/index.js';
 import {
   CONVERT_REQUIREMENT,
@@ -72,7 +73,6 @@ const SUMS_SLOT_BYTES = (DEFAULT_BATCH_BYTES / 512) * SUM_BYTES;
 export const AREA_BYTES = 2 * RECORD_BYTES + 2 * SUMS_SLOT_BYTES;
 /** Where the area goes in a header made for a conversion: after keyslot 0 (32 KiB + 252 KiB). */
 export const AREA_OFFSET = 32768 + 258048;
-const TWEAK_UNIT = 512;
 
 export type ConvertMode = 'encrypt' | 'reencrypt';
 export type Resilience = 'datashift' | 'checksum';
@@ -315,7 +315,7 @@ export function planOf(meta: Luks2Metadata): ConvertPlan {
   }
   const ss = plan.sectorSize;
   const sane =
-    [512, 1024, 2048, 4096].includes(ss) &&
+    SECTOR_SIZES.includes(ss) &&
     plan.size % ss === 0 &&
     plan.batch % ss === 0 &&
     plan.batch > 0 &&
@@ -483,7 +483,7 @@ export async function planEncrypt(
     });
   }
   if (st.size === 0 || st.size % ss !== 0) {
-    const works = [512, 1024, 2048, 4096].filter((s) => st.size > 0 && st.size % s === 0);
+    const works = SECTOR_SIZES.filter((s) => st.size > 0 && st.size % s === 0);
     throw new AtrestError('USAGE', `${image} is ${st.size} bytes, not a whole number of ${ss}-byte sectors`, {
       path: image,
       hint:

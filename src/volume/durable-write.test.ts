@@ -1,23 +1,17 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DIRECT_ALIGN, DurableWriter } from './durable-write.js';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 
-let dir: string;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-durable-'));
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const dir = useTempDir('atrest-durable-');
 
 async function withFile(
   size: number,
   fn: (w: DurableWriter, path: string) => Promise<void>,
 ): Promise<Buffer> {
-  const path = join(dir, `f-${randomBytes(4).toString('hex')}`);
+  const path = join(dir(), `f-${randomBytes(4).toString('hex')}`);
   await writeFile(path, Buffer.alloc(size));
   const fh = await open(path, 'r+');
   const w = new DurableWriter(fh, path, 64 * 1024);

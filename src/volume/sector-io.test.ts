@@ -1,23 +1,17 @@
 import { randomBytes, randomInt } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LocalKeyring, type KeyRef } from '../crypto/keyring.js';
 import { XtsCipher } from '../crypto/xts.js';
 import { isAtrestError } from '../errors/index.js';
 import { openDiskIo } from './disk-io-open.js';
 import { Volume, type ConversionSplit } from './volume.js';
 import { runWorker } from './worker-spawn.test-helper.js';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 
-let dir: string;
+const dir = useTempDir('atrest-sector-io-');
 const keyring = new LocalKeyring();
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-sector-io-'));
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
 
 function xtsKey(): Buffer {
   for (;;) {
@@ -59,7 +53,7 @@ async function setup(
   const ref = o.ref ?? keyring.add(key);
   const dataOffset = 8192;
   const dataSize = o.dataSize ?? 256 * 1024;
-  const image = join(dir, `img-${randomBytes(4).toString('hex')}`);
+  const image = join(dir(), `img-${randomBytes(4).toString('hex')}`);
   await writeFile(image, o.imageBytes ?? Buffer.alloc(dataOffset + dataSize));
   const ivTweak = o.ivTweak ?? 0;
   const volume = await Volume.open({

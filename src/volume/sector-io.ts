@@ -3,14 +3,12 @@ import { Buffer } from 'node:buffer';
 import { fdatasyncSync, fsyncSync, readSync } from 'node:fs';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { KeyCache } from '../crypto/key-cache.js';
-import type { XtsCipher } from '../crypto/xts.js';
+import { TWEAK_UNIT, type XtsCipher } from '../crypto/xts.js';
 import type { DiskIo, DiskIoDescriptor } from './disk-io.js';
 import { SharedRangeLock } from './shared-range-lock.js';
 import { I64, SharedVolumeState, STATE_CLOSED, STATE_OPEN, type SlotRef } from './shared-volume.js';
 import { writeImageSync } from './image-write.js';
 
-/** XTS tweaks count 512-byte units whatever the sector size. */
-const TWEAK_UNIT = 512;
 /** Writes are encrypted in a reusable scratch buffer, at most this much at a time (a FUSE request's max). */
 const WRITE_CHUNK = 1024 * 1024;
 

@@ -1,23 +1,17 @@
 import { randomBytes, randomInt } from 'node:crypto';
-import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LocalKeyring } from '../crypto/keyring.js';
 import { xtsDecryptInPlace } from '../crypto/xts.js';
 import { isAtrestError } from '../errors/index.js';
 import { Volume } from './volume.js';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 
 /** Volumes take their key by keyring ref: this file's keys live in a keyring of its own. */
 const keyring = new LocalKeyring();
 
-let dir: string;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-volume-'));
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const dir = useTempDir('atrest-volume-');
 
 function xtsKey(): Buffer {
   for (;;) {
@@ -40,7 +34,7 @@ async function makeVolume(
   const key = xtsKey();
   const dataOffset = opts.dataOffset ?? 16384;
   const dataSize = opts.dataSize ?? 256 * 1024;
-  const image = join(dir, `img-${randomBytes(4).toString('hex')}`);
+  const image = join(dir(), `img-${randomBytes(4).toString('hex')}`);
   await writeFile(image, Buffer.alloc(dataOffset + dataSize + 4096));
   const ivTweak = opts.ivTweak ?? 0;
   const volume = await Volume.open({
@@ -184,14 +178,14 @@ describe('Volume', () => {
   });
 
   it('rejects bad geometry and short images', async () => {
-    const image = join(dir, 'short');
+    const image = join(dir(), 'short');
     await writeFile(image, Buffer.alloc(4096));
     const base = { imagePath: image, dataOffset: 0, ivTweak: 0, key: null, readOnly: false };
     await expectCode(Volume.open({ ...base, dataSize: 8192, sectorSize: 512 }), 'TRUNCATED_IMAGE');
     await expectCode(Volume.open({ ...base, dataSize: 4096, sectorSize: 600 }), 'UNSUPPORTED');
     await expectCode(Volume.open({ ...base, dataSize: 1000, sectorSize: 512 }), 'UNSUPPORTED');
     await expectCode(
-      Volume.open({ ...base, imagePath: join(dir, 'nope'), dataSize: 512, sectorSize: 512 }),
+      Volume.open({ ...base, imagePath: join(dir(), 'nope'), dataSize: 512, sectorSize: 512 }),
       'FILE_NOT_FOUND',
     );
     const fh = await open(image, 'r');

@@ -2,13 +2,12 @@
 import { Buffer } from 'node:buffer';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Keyring, type KeyRef } from '../crypto/keyring.js';
+import { SECTOR_SIZES } from '../crypto/xts.js';
 import { AtrestError, fromSystemError, isAtrestError } from '../errors/index.js';
 import type { DiskIoDescriptor } from './disk-io.js';
 import { SectorIo } from './sector-io.js';
 import { SharedRangeLock } from './shared-range-lock.js';
 import { I64, SharedVolumeState, STATE_CLOSED, STATE_LOCKED, type SlotRef } from './shared-volume.js';
-
-const SECTOR_SIZES: readonly number[] = [512, 1024, 2048, 4096];
 
 export interface VolumeOptions {
   /** The encrypted image (or raw file for a null key). */
