@@ -8,7 +8,7 @@
 // batch is one device write instead of a few thousand folios.
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { AtrestError, fromSystemError } from '../errors/index.js';
+import { fromSystemError } from '../errors/index.js';
 import { writeImage } from './image-write.js';
 
 /** O_DIRECT needs buffer address, file offset and length aligned; 4096 covers every logical block size. */
@@ -50,21 +50,6 @@ async function openDirect(fh: FileHandle, slabBytes: number): Promise<Direct | n
   return null;
 }
 
-/** Writes all of `buf` at `pos` in as few calls as the kernel takes (each O_DSYNC call flushes once). */
-async function writeAll(fh: FileHandle, buf: Buffer, pos: number, path: string): Promise<void> {
-  let done = 0;
-  while (done < buf.length) {
-    const { bytesWritten } = await fh.write(buf, done, buf.length - done, pos + done);
-    if (bytesWritten <= 0) {
-      throw new AtrestError('IO', `short write to image ${path}: the filesystem accepted no bytes`, {
-        path,
-        hint: 'check that the filesystem holding the image is not full or failing',
-      });
-    }
-    done += bytesWritten;
-  }
-}
-
 /**
  * Durable writes to one open file. `direct` writes bypass the page cache: the caller guarantees that
  * nothing reads or writes that range through the page cache meanwhile (a range lock held, and no
@@ -92,7 +77,7 @@ export class DurableWriter {
       }
       // small writes (records, sums): one O_DSYNC write, which writes back and flushes only its range
       this.#dsync ??= await open(`/proc/self/fd/${this.fh.fd}`, constants.O_RDWR | constants.O_DSYNC);
-      await writeAll(this.#dsync, buf, pos, this.path);
+      await writeImage(this.#dsync, buf, pos, this.path, Infinity);
     } catch (err) {
       throw fromSystemError(err, this.path, 'image');
     }
@@ -108,7 +93,7 @@ export class DurableWriter {
       const n = Math.min(d.slab.length, buf.length - done);
       buf.copy(d.slab, 0, done, done + n);
       try {
-        await writeAll(d.fh, d.slab.subarray(0, n), pos + done, this.path);
+        await writeImage(d.fh, d.slab.subarray(0, n), pos + done, this.path, Infinity);
       } catch (err) {
         // refused after all (EINVAL): this writer goes through the page cache from now on
         if (done !== 0 || (err as { code?: unknown }).code !== 'EINVAL') throw err;

@@ -30,16 +30,21 @@ export function writeImageSync(fd: number, buf: Uint8Array, pos: number, path: s
   }
 }
 
-/** Writes all of `buf` at `pos` of `fh` (asynchronously, from the main thread). */
-export async function writeImage(fh: FileHandle, buf: Uint8Array, pos: number, path: string): Promise<void> {
+/**
+ * Writes all of `buf` at `pos` of `fh` (asynchronously, from the main thread), in calls of at most
+ * `chunk` bytes (Infinity: as few calls as the kernel takes, e.g. for O_DIRECT or O_DSYNC descriptors,
+ * where the page cache keeps no folios or every call flushes the device).
+ */
+export async function writeImage(
+  fh: FileHandle,
+  buf: Uint8Array,
+  pos: number,
+  path: string,
+  chunk = IMAGE_WRITE_CHUNK,
+): Promise<void> {
   let done = 0;
   while (done < buf.length) {
-    const { bytesWritten } = await fh.write(
-      buf,
-      done,
-      Math.min(IMAGE_WRITE_CHUNK, buf.length - done),
-      pos + done,
-    );
+    const { bytesWritten } = await fh.write(buf, done, Math.min(chunk, buf.length - done), pos + done);
     if (bytesWritten <= 0) throw noProgress(path);
     done += bytesWritten;
   }
