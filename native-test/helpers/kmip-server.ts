@@ -26,6 +26,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
+import type { KmipEndpoint } from '../../src/keys/kmip/transport.js';
 
 export const PYKMIP_SERVER = '/usr/bin/pykmip-server';
 export const HOST = '127.0.0.1';
@@ -46,14 +47,7 @@ export interface KmipTestServer {
   /** The default client certificate (signed by the test CA, extendedKeyUsage clientAuth). */
   client: CertPair;
   /** An endpoint for KmipClient with the default client certificate. */
-  endpoint(timeoutMs?: number): {
-    host: string;
-    port: number;
-    ca: Buffer;
-    cert: Buffer;
-    key: Buffer;
-    timeoutMs?: number;
-  };
+  endpoint(timeoutMs?: number): KmipEndpoint;
   /**
    * Another client certificate with common name `name`, signed by the test CA with clientAuth unless
    * `otherCa` (a second CA the server does not trust) or `clientAuth: false` (no extendedKeyUsage at all: TLS

@@ -22,6 +22,7 @@ import { AtrestError, isAtrestError, type ErrorCode } from '../../errors/index.j
 import type { KekProvider, KekRef } from '../kek.js';
 import { packBlob, unpackBlob } from './blob.js';
 import { readTlsFile } from './tls-files.js';
+import type { KmipEndpoint } from './transport.js';
 
 /** What this provider needs from a KMIP client (src/keys/kmip/client.ts KmipClient has it). */
 export interface KmipOps {
@@ -42,15 +43,8 @@ export interface KmipKeyState {
   version?: number;
 }
 
-/** How to reach a server (the client's KmipEndpoint). */
-export interface KmipConnection {
-  host: string;
-  port: number;
-  ca: Buffer;
-  cert: Buffer;
-  key: Buffer;
-  timeoutMs?: number;
-}
+/** How to reach a server: the client's endpoint, without its pool tuning. */
+export type KmipConnection = Pick<KmipEndpoint, 'host' | 'port' | 'ca' | 'cert' | 'key' | 'timeoutMs'>;
 
 export type KmipConnect = (ep: KmipConnection) => KmipOps;
 
