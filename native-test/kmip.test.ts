@@ -5,8 +5,8 @@ import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { KmipClient } from '../src/keys/kmip/client.js';
-import { encryptionOf, makeAtrestEnv, run, type AtrestEnv } from './helpers/cli.js';
-import { sha256File, writeDisk } from './helpers/disk.js';
+import { atrestOk, encryptionOf, makeAtrestEnv, type AtrestEnv } from './helpers/cli.js';
+import { ddBlock, sha256File, writeDisk } from './helpers/disk.js';
 import { startKmipServer, type CertPair, type KmipTestServer } from './helpers/kmip-server.js';
 import { start } from './helpers/load.js';
 
@@ -61,29 +61,7 @@ async function configure(name: string, cert: CertPair = kms.client, keyName?: st
   return kn;
 }
 
-async function must(args: string[]): Promise<string> {
-  const r = await t.atrest(args);
-  expect(r.code, `atrest ${args.join(' ')}: ${r.stderr}`).toBe(0);
-  return r.stdout.trim();
-}
-
-/** One 4 KiB write through the page cache, made durable: dd ... conv=notrunc,fsync. */
-async function dd(disk: string, block: number): Promise<{ ok: boolean; eio: boolean }> {
-  const r = await run(
-    'dd',
-    [
-      'if=/dev/urandom',
-      `of=${disk}`,
-      'bs=4096',
-      'count=1',
-      `seek=${block}`,
-      'conv=notrunc,fsync',
-      'status=none',
-    ],
-    { timeoutMs: 60_000 },
-  );
-  return { ok: r.code === 0, eio: /Input\/output error/.test(r.stderr) };
-}
+const must = (args: string[]): Promise<string> => atrestOk(t, args);
 
 /** A platform-key image with a recovery key slot; returns the image and a file holding the recovery key. */
 async function imageWithRecovery(): Promise<{ img: string; recovery: string }> {
@@ -143,7 +121,7 @@ describe('kmip: customer keys in a KMIP server', () => {
       locked: false,
     });
     await writeDisk(disk, 0, randomBytes(64 * 1024));
-    expect(await dd(disk, 1)).toEqual({ ok: true, eio: false });
+    expect(await ddBlock(disk, 1)).toEqual({ ok: true, eio: false });
 
     const fio = start(children, 'fio', [
       '--name=load',
@@ -175,7 +153,7 @@ describe('kmip: customer keys in a KMIP server', () => {
     expect(f.stderr + f.stdout).toMatch(/Input\/output error|EIO/);
     expect(f.exitedAt - revokedAt).toBeLessThan(LOCK_WITHIN_MS + 5_000);
     const locked = await sha256File(img);
-    for (let i = 0; i < 3; i++) expect(await dd(disk, i)).toEqual({ ok: false, eio: true });
+    for (let i = 0; i < 3; i++) expect(await ddBlock(disk, i)).toEqual({ ok: false, eio: true });
     expect(await sha256File(img)).toBe(locked);
     await must(['close', 'r']);
 
@@ -190,7 +168,7 @@ describe('kmip: customer keys in a KMIP server', () => {
     );
     expect(refused.stderr).not.toMatch(/\n\s+at /);
     const again = await must(['open', img, 'r', '--key-file', recovery]);
-    expect(await dd(again, 3)).toEqual({ ok: true, eio: false });
+    expect(await ddBlock(again, 3)).toEqual({ ok: true, eio: false });
     await must(['close', 'r']);
   }, 180_000);
 
@@ -231,7 +209,7 @@ describe('kmip: customer keys in a KMIP server', () => {
     const { img } = await imageWithRecovery();
     await must(['key', 'use', img, '--kek', 'kmip:fleet']);
     const disk = await must(['open', img, 'r']);
-    expect(await dd(disk, 1)).toEqual({ ok: true, eio: false });
+    expect(await ddBlock(disk, 1)).toEqual({ ok: true, eio: false });
 
     // a blip: warned, still served, recovered
     await kms.stop();
@@ -241,7 +219,7 @@ describe('kmip: customer keys in a KMIP server', () => {
       LOCK_WITHIN_MS,
     );
     expect(w.detail).toContain('ref:fleet version 1');
-    expect(await dd(disk, 2)).toEqual({ ok: true, eio: false });
+    expect(await ddBlock(disk, 2)).toEqual({ ok: true, eio: false });
     const text = await must(['status', 'r']);
     expect(text).toMatch(/WARNING\s+key server unreachable since \S+; locks at \S+/);
     await kms.start();
@@ -256,7 +234,7 @@ describe('kmip: customer keys in a KMIP server', () => {
     await kms.stop();
     const stoppedAt = Date.now();
     await until(async () => (await encryptionOf(t, 'r')).keyServerUnreachable, 'the warning', LOCK_WITHIN_MS);
-    expect(await dd(disk, 3)).toEqual({ ok: true, eio: false });
+    expect(await ddBlock(disk, 3)).toEqual({ ok: true, eio: false });
     const enc = await until(
       async () => {
         const e = await encryptionOf(t, 'r');
@@ -274,7 +252,7 @@ describe('kmip: customer keys in a KMIP server', () => {
       ),
     );
     expect(enc.keyServerUnreachable).toBeUndefined();
-    expect(await dd(disk, 4)).toEqual({ ok: false, eio: true });
+    expect(await ddBlock(disk, 4)).toEqual({ ok: false, eio: true });
     const log = await readFile(join(t.dir, 'state', 'daemon.log'), 'utf8');
     expect(log.match(/"event":"key-server-unreachable"/g)).toHaveLength(2); // once per outage
     expect(log.match(/"event":"key-server-reachable"/g)).toHaveLength(1);

@@ -3,9 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { makeAtrestEnv, run, type AtrestEnv, encryptionOf } from './helpers/cli.js';
+import { atrestOk, makeAtrestEnv, type AtrestEnv, encryptionOf } from './helpers/cli.js';
 import type { EncryptionStatus } from '../src/daemon/protocol.js';
-import { sha256File, writeDisk } from './helpers/disk.js';
+import { ddBlock, sha256File, writeDisk } from './helpers/disk.js';
 
 /** Short check interval; locking is asserted within LOCK_WITHIN_MS of the revocation (generous margin). */
 const CHECK_INTERVAL_S = 1;
@@ -41,29 +41,7 @@ async function customerKek(name: string): Promise<{ arg: string; file: string }>
 
 const encryption = (name: string): Promise<EncryptionStatus> => encryptionOf(t, name);
 
-async function must(args: string[]): Promise<string> {
-  const r = await t.atrest(args);
-  expect(r.code, `atrest ${args.join(' ')}: ${r.stderr}`).toBe(0);
-  return r.stdout.trim();
-}
-
-/** One 4 KiB write through the page cache, made durable: dd ... conv=notrunc,fsync. */
-async function dd(disk: string, block: number): Promise<{ ok: boolean; eio: boolean }> {
-  const r = await run(
-    'dd',
-    [
-      'if=/dev/urandom',
-      `of=${disk}`,
-      'bs=4096',
-      'count=1',
-      `seek=${block}`,
-      'conv=notrunc,fsync',
-      'status=none',
-    ],
-    { timeoutMs: 60_000 },
-  );
-  return { ok: r.code === 0, eio: /Input\/output error/.test(r.stderr) };
-}
+const must = (args: string[]): Promise<string> => atrestOk(t, args);
 
 /**
  * Moves the KEK file away and writes 4 KiB once a second: within LOCK_WITHIN_MS status says locked
@@ -80,7 +58,7 @@ async function revokeWhileWriting(
   let failedAt: number | null = null;
   let enc = await encryption(name);
   for (let block = 0; Date.now() - revokedAt < LOCK_WITHIN_MS + 5_000; block++) {
-    const w = await dd(disk, block % 64);
+    const w = await ddBlock(disk, block % 64);
     if (!w.ok) {
       expect(w.eio, 'a failed write fails with EIO').toBe(true);
       failedAt ??= Date.now();
@@ -97,7 +75,7 @@ async function revokeWhileWriting(
   expect(failedAt, 'writes fail').not.toBeNull();
   expect((failedAt ?? Infinity) - revokedAt).toBeLessThan(LOCK_WITHIN_MS + 2_000);
   const locked = await sha256File(image);
-  for (let i = 0; i < 3; i++) expect(await dd(disk, i)).toEqual({ ok: false, eio: true });
+  for (let i = 0; i < 3; i++) expect(await ddBlock(disk, i)).toEqual({ ok: false, eio: true });
   expect(await sha256File(image)).toBe(locked);
   return () => rename(`${kekFile}.away`, kekFile);
 }
@@ -115,7 +93,7 @@ describe('revocation always locks', () => {
     await must(['key', 'use', img, '--kek', kek.arg]);
     disk = await must(['open', img, 'r']);
     expect(await encryption('r')).toMatchObject({ keySource: 'customer', locked: false });
-    expect(await dd(disk, 1)).toEqual({ ok: true, eio: false });
+    expect(await ddBlock(disk, 1)).toEqual({ ok: true, eio: false });
 
     const restore = await revokeWhileWriting('r', disk, img, kek.file);
 
@@ -125,7 +103,7 @@ describe('revocation always locks', () => {
     await new Promise((r) => setTimeout(r, 3 * CHECK_INTERVAL_S * 1000));
     disk = await must(['open', img, 'r']);
     expect(await encryption('r')).toMatchObject({ keySource: 'customer', locked: false });
-    expect(await dd(disk, 2)).toEqual({ ok: true, eio: false });
+    expect(await ddBlock(disk, 2)).toEqual({ ok: true, eio: false });
     await revokeWhileWriting('r', disk, img, kek.file);
     await must(['close', 'r']);
   });

@@ -4,6 +4,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { EncryptionStatus } from '../../src/daemon/protocol.js';
+import { expect } from 'vitest';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
 export const BIN = join(ROOT, 'bin', 'atrest.js');
@@ -49,6 +50,13 @@ export async function must(
   const r = await run(cmd, args, opts);
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}\n${r.stdout}\n${r.stderr}`);
   return r;
+}
+
+/** Runs `atrest args` in `t`, expects exit 0 (the assertion names the command and its stderr), returns stdout trimmed. */
+export async function atrestOk(t: AtrestEnv, args: string[]): Promise<string> {
+  const r = await t.atrest(args);
+  expect(r.code, `atrest ${args.join(' ')}: ${r.stderr}`).toBe(0);
+  return r.stdout.trim();
 }
 
 /** A private atrest environment: its own run dir (disk files) and state dir (socket, locks, log). */

@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { open, readFile } from 'node:fs/promises';
 import { expect } from 'vitest';
+import { run } from './cli.js';
 
 /** Writes `data` at `pos` into a disk file and fsyncs it (the test process is not the FUSE server). */
 export async function writeDisk(path: string, pos: number, data: Buffer): Promise<void> {
@@ -42,4 +43,22 @@ export function expectOneLineError(r: { code: number; stderr: string }, exit: nu
   expect(lines[0]).toMatch(/^atrest: /);
   expect(lines[0]).toMatch(text);
   expect(r.stderr).not.toMatch(/\n\s+at /);
+}
+
+/** One 4 KiB write of random bytes at 4 KiB block `block`, through the page cache, made durable: dd ... conv=notrunc,fsync. */
+export async function ddBlock(disk: string, block: number): Promise<{ ok: boolean; eio: boolean }> {
+  const r = await run(
+    'dd',
+    [
+      'if=/dev/urandom',
+      `of=${disk}`,
+      'bs=4096',
+      'count=1',
+      `seek=${block}`,
+      'conv=notrunc,fsync',
+      'status=none',
+    ],
+    { timeoutMs: 60_000 },
+  );
+  return { ok: r.code === 0, eio: /Input\/output error/.test(r.stderr) };
 }
