@@ -12,6 +12,7 @@ import {
   keySourceOf,
   KmipKekProvider,
   newKmipProvider,
+  keyEvent,
   Pkcs11Provider,
   readKeyFile,
   redactUri,
@@ -391,15 +392,17 @@ export class VolumeService {
         );
       }
     }
-    this.audit({
-      event: 'lock',
-      name: v.name,
-      volume: v.image,
-      uuid: v.uuid,
-      slot: v.keyslot,
-      ...(v.binding ? { provider: redactUri(v.binding.kek), kekVersion: v.binding.version } : {}),
-      reason,
-    });
+    this.audit(
+      keyEvent('lock', {
+        name: v.name,
+        volume: v.image,
+        uuid: v.uuid,
+        slot: v.keyslot,
+        provider: v.binding ? redactUri(v.binding.kek) : undefined,
+        kekVersion: v.binding?.version,
+        reason,
+      }),
+    );
     this.log.error({ event: 'locked', volume: v.name, reason }, 'volume locked, keys wiped');
   }
 

@@ -7,7 +7,8 @@ import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 import { formatLuks2, readLuks2 } from '../luks2/index.js';
 import type { KeyEvent } from './audit.js';
 import { FileKekProvider } from './file-provider.js';
-import { bindings, KeyManager } from './manager.js';
+import { KeyManager } from './manager.js';
+import { bindings } from './tokens.js';
 
 const dir = useTempDir('atrest-km-audit-');
 let events: KeyEvent[];

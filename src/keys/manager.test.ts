@@ -6,7 +6,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { formatLuks2, readLuks2, unlockVolumeKey, type JsonObject } from '../luks2/index.js';
 import type { KeyEvent } from './audit.js';
 import { FileKekProvider } from './file-provider.js';
-import { bindings, generateRecoveryPassphrase, KeyManager, listKeyslots } from './manager.js';
+import { generateRecoveryPassphrase, listKeyslots } from './keyslots.js';
+import { KeyManager } from './manager.js';
+import { bindings } from './tokens.js';
 import { storedUri } from './kek.js';
 
 let dir: string;
