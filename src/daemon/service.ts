@@ -9,10 +9,10 @@ import { AtrestError, fromSystemError, isAtrestError } from '../errors/index.js'
 import {
   bindings,
   KeyManager,
+  keyEvent,
   keySourceOf,
   KmipKekProvider,
   newKmipProvider,
-  keyEvent,
   Pkcs11Provider,
   readKeyFile,
   redactUri,

@@ -1,4 +1,6 @@
 // Pins the audit log entry of every key event kind as keyEvent builds it: its fields, values and their order.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { KEY_EVENT_FIELD_ORDER, keyEvent, type KeyEvent, type KeyEventName } from './audit.js';
 
@@ -157,5 +159,35 @@ describe('keyEvent', () => {
       reason: true,
     };
     expect([...KEY_EVENT_FIELD_ORDER].sort()).toEqual(Object.keys(every).sort());
+  });
+});
+
+/** Source files of src/ (not tests) that hand an object literal with an `event` straight to an audit sink. */
+function handBuiltEntries(): string[] {
+  const src = new URL('..', import.meta.url).pathname;
+  const walk = (dir: string): string[] =>
+    readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory()
+        ? walk(join(dir, e.name))
+        : e.name.endsWith('.ts') && !e.name.endsWith('.test.ts') && !e.name.endsWith('.test-helper.ts')
+          ? [join(dir, e.name)]
+          : [],
+    );
+  return walk(src)
+    .filter((f) => HAND_BUILT.test(readFileSync(f, 'utf8')))
+    .map((f) => relative(src, f));
+}
+const HAND_BUILT = /\b(?:audit|auditEvent|NO_AUDIT\))\(\s*\{\s*event\s*:/;
+
+describe('one way to build an audit entry', () => {
+  it('the pattern finds a hand-built entry', () => {
+    expect(HAND_BUILT.test("this.audit({ event: 'lock', volume })")).toBe(true);
+    expect(HAND_BUILT.test("km.auditEvent({\n  event: 'revoke',")).toBe(true);
+    expect(HAND_BUILT.test("(opts.audit ?? NO_AUDIT)({ event: 'x' })")).toBe(true);
+    expect(HAND_BUILT.test("this.audit(keyEvent('lock', { volume }))")).toBe(false);
+  });
+
+  it('no source file builds an audit entry by hand: every one goes through keyEvent', () => {
+    expect(handBuiltEntries()).toEqual([]);
   });
 });
