@@ -1,5 +1,6 @@
-// A KEK provider backed by a PKCS#11 token (an HSM, or SoftHSM2 in tests). The KEK never leaves the
-// token: wrap and unwrap are CKM_AES_GCM C_Encrypt/C_Decrypt calls inside it.
+// The PKCS#11 KEK provider (an HSM, or SoftHSM2 in tests): current/wrap/unwrap/available over kept sessions.
+//
+// The KEK never leaves the token: wrap and unwrap are CKM_AES_GCM C_Encrypt/C_Decrypt calls inside it.
 //
 // Mechanism: AES-256-GCM with a random 12-byte IV generated here and stored in the blob (pkcs11-gcm.ts).
 // Chosen over CKM_AES_KEY_WRAP_PAD because the latter needs the secret imported as an extractable session
