@@ -12,9 +12,9 @@ import { ENV_VARS, keyCheckIntervalSeconds } from './errors/env.js';
 import { isAtrestError } from './errors/index.js';
 import { DEFAULT_FUSE_BACKEND } from './fuse/backend.js';
 import { hostMountNamespace } from './fuse/spawn.js';
-import { keySourceOf, TOKEN_CMK, TOKEN_PLATFORM } from './keys/manager.js';
 import { DEFAULT_KEY_STORE } from './keys/platform.js';
 import { DEFAULT_PROVIDERS } from './keys/provider-config.js';
+import { keySourceOf, TOKEN_CMK, TOKEN_PLATFORM } from './keys/tokens.js';
 
 const SRC = new URL('.', import.meta.url).pathname;
 
@@ -51,7 +51,7 @@ describe('one way to do each thing', () => {
   });
 
   it('derives the key source from a binding in one helper (keys keySourceOf)', () => {
-    expect(filesMatching(/=== TOKEN_PLATFORM \? 'platform'/)).toEqual(['keys/manager.ts']);
+    expect(filesMatching(/=== TOKEN_PLATFORM \? 'platform'/)).toEqual(['keys/tokens.ts']);
     expect(keySourceOf(null)).toBe('passphrase');
     expect(keySourceOf(undefined)).toBe('passphrase');
     expect(keySourceOf({ type: TOKEN_PLATFORM })).toBe('platform');

@@ -5,6 +5,7 @@ import { AtrestError } from '../errors/index.js';
 import {
   bindings,
   FileKekProvider,
+  keyEvent,
   listKeyslots,
   PROVIDER_NAME_RE,
   redactUri,
@@ -86,11 +87,7 @@ async function fileRevocation(
     const fp = new FileKekProvider();
     if (action === 'revoke') await fp.revoke(r.uri, opts);
     else await fp.restore(r.uri, opts);
-    km.auditEvent({
-      event: action,
-      provider: r.stored,
-      ...(version === undefined ? {} : { kekVersion: version }),
-    });
+    km.auditEvent(keyEvent(action, { provider: r.stored, kekVersion: version }));
     return r.stored;
   } finally {
     km.close();

@@ -1,6 +1,6 @@
 // `atrest key use/revoke` for kmip: providers: create (or find) and activate the key on the server; revoke it there.
 import { AtrestError } from '../errors/index.js';
-import { KmipKekProvider, type KeyManager } from '../keys/index.js';
+import { keyEvent, KmipKekProvider, type KeyManager } from '../keys/index.js';
 
 /**
  * Before `key use --kek kmip:NAME` (or a NAME configured as kmip): makes sure the server has an active
@@ -35,11 +35,7 @@ export async function kmipRevocation(
     });
   }
   const uids = await r.provider.revoke(r.uri, version === undefined ? {} : { version });
-  km.auditEvent({
-    event: 'revoke',
-    provider: r.stored,
-    ...(version === undefined ? {} : { kekVersion: version }),
-  });
+  km.auditEvent(keyEvent('revoke', { provider: r.stored, kekVersion: version }));
   return uids.length === 0
     ? `${r.stored} (already revoked on the server)`
     : `${r.stored} (KMIP key${uids.length === 1 ? '' : 's'} ${uids.join(', ')})`;

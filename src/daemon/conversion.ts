@@ -6,6 +6,7 @@ import {
   bindings,
   BOUND_KEYSLOT_KDF,
   generateRecoveryPassphrase,
+  keyEvent,
   listKeyslots,
   TOKEN_RECOVERY,
   type KeyManager,
@@ -335,7 +336,9 @@ export async function startReencrypt(
     });
     kill('reencrypt-switched');
     await wipeAreas(meta.headerPath, oldAreas);
-    km.auditEvent({ event: 'rotate', volume: image, uuid: meta.uuid, reason: 'reencrypt: new volume key' });
+    km.auditEvent(
+      keyEvent('rotate', { volume: image, uuid: meta.uuid, reason: 'reencrypt: new volume key' }),
+    );
     return { recovery };
   } finally {
     oldKey.fill(0);

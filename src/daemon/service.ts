@@ -9,6 +9,7 @@ import { AtrestError, fromSystemError, isAtrestError } from '../errors/index.js'
 import {
   bindings,
   KeyManager,
+  keyEvent,
   keySourceOf,
   KmipKekProvider,
   newKmipProvider,
@@ -391,15 +392,17 @@ export class VolumeService {
         );
       }
     }
-    this.audit({
-      event: 'lock',
-      name: v.name,
-      volume: v.image,
-      uuid: v.uuid,
-      slot: v.keyslot,
-      ...(v.binding ? { provider: redactUri(v.binding.kek), kekVersion: v.binding.version } : {}),
-      reason,
-    });
+    this.audit(
+      keyEvent('lock', {
+        name: v.name,
+        volume: v.image,
+        uuid: v.uuid,
+        slot: v.keyslot,
+        provider: v.binding ? redactUri(v.binding.kek) : undefined,
+        kekVersion: v.binding?.version,
+        reason,
+      }),
+    );
     this.log.error({ event: 'locked', volume: v.name, reason }, 'volume locked, keys wiped');
   }
 

@@ -65,30 +65,22 @@ export type { PlatformStoreOptions } from './platform.js';
 export { DEFAULT_KEY_STORE, PlatformKekProvider, rotatePlatform } from './platform.js';
 export type { RevokeOptions } from './file-provider.js';
 export { FileKekProvider, parseFileUri } from './file-provider.js';
-export type { AuditSink, KeyEvent, KeyEventName } from './audit.js';
-export { NO_AUDIT } from './audit.js';
-export type {
-  BindingType,
-  KekBinding,
-  KeyManagerOptions,
-  KeyslotEntry,
-  KeyslotKind,
-  Unlocked,
-  UnlockOptions,
-} from './manager.js';
+export type { AuditSink, KeyEvent, KeyEventFields, KeyEventName } from './audit.js';
+export { keyEvent, NO_AUDIT } from './audit.js';
+export type { KeyManagerOptions, Unlocked, UnlockOptions } from './manager.js';
+export { KeyManager } from './manager.js';
+export type { BindingType, KekBinding } from './tokens.js';
 export {
   bindings,
   BINDING_TYPES,
-  BOUND_KEYSLOT_KDF,
-  generateRecoveryPassphrase,
-  KeyManager,
   keySourceOf,
-  listKeyslots,
   parseBinding,
   TOKEN_CMK,
   TOKEN_PLATFORM,
   TOKEN_RECOVERY,
-} from './manager.js';
+} from './tokens.js';
+export type { KeyslotEntry, KeyslotKind } from './keyslots.js';
+export { BOUND_KEYSLOT_KDF, generateRecoveryPassphrase, listKeyslots } from './keyslots.js';
 export { Pkcs11Provider } from './pkcs11.js';
 export { KmipKekProvider, isUnreachable, kmipName } from './kmip/provider.js';
 export { newKmipProvider } from './kmip/connect.js';

@@ -6,7 +6,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { formatLuks2, readLuks2, unlockVolumeKey, type JsonObject } from '../luks2/index.js';
 import type { KeyEvent } from './audit.js';
 import { FileKekProvider } from './file-provider.js';
-import { bindings, generateRecoveryPassphrase, KeyManager, listKeyslots } from './manager.js';
+import { listKeyslots } from './keyslots.js';
+import { KeyManager } from './manager.js';
+import { bindings } from './tokens.js';
 import { storedUri } from './kek.js';
 
 let dir: string;
@@ -270,12 +272,5 @@ describe('helpers', () => {
       'pkcs11:token=a;object=k?pin-source=/p',
     );
     expect(storedUri('pkcs11:token=a;pin-value=9;object=k')).toBe('pkcs11:token=a;object=k');
-  });
-
-  it('recovery passphrases are 40 symbols from 32 in 8 groups, and differ', () => {
-    const a = generateRecoveryPassphrase();
-    const b = generateRecoveryPassphrase();
-    expect(a.length).toBe(47);
-    expect(a.equals(b)).toBe(false);
   });
 });

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readLuks2 } from '../luks2/index.js';
 import type { KeyEvent } from './audit.js';
-import { bindings, KeyManager } from './manager.js';
+import { KeyManager } from './manager.js';
+import { bindings } from './tokens.js';
 import {
   decidePlatformDeletion,
   deletePlatformVersion,

@@ -6,9 +6,9 @@
 // confirmation. Nothing in atrest deletes a version on its own (rotation and re-wrap keep old ones).
 import { AtrestError, isAtrestError } from '../errors/index.js';
 import { readLuks2, type Luks2Metadata } from '../luks2/index.js';
-import { NO_AUDIT, type AuditSink } from './audit.js';
+import { keyEvent, NO_AUDIT, type AuditSink } from './audit.js';
 import type { KillPoint } from './durable-file.js';
-import { bindings, TOKEN_PLATFORM } from './manager.js';
+import { bindings, TOKEN_PLATFORM } from './tokens.js';
 import { PlatformKekProvider } from './platform.js';
 import { knownVolumes, type KnownVolume } from './registry.js';
 
@@ -180,16 +180,16 @@ export async function deletePlatformVersion(
       break;
   }
   await store.deleteVersion(version, opts.killPoint === undefined ? {} : { killPoint: opts.killPoint });
-  (opts.audit ?? NO_AUDIT)({
-    event: 'delete-platform-version',
-    provider: 'platform:',
-    keyId: await store.keyId(),
-    kekVersion: version,
-    ...(unseen.length > 0
-      ? {
-          reason: `confirmed past ${unseen.length} unseen volume(s): ${unseen.map((v) => v.uuid).join(', ')}`,
-        }
-      : {}),
-  });
+  (opts.audit ?? NO_AUDIT)(
+    keyEvent('delete-platform-version', {
+      provider: 'platform:',
+      keyId: await store.keyId(),
+      kekVersion: version,
+      reason:
+        unseen.length > 0
+          ? `confirmed past ${unseen.length} unseen volume(s): ${unseen.map((v) => v.uuid).join(', ')}`
+          : undefined,
+    }),
+  );
   return plan;
 }
