@@ -30,3 +30,11 @@ export {
   type MountEntry,
   type UnmountOptions,
 } from './mounts.js';
+export {
+  attachLoop,
+  detachLoop,
+  loopMountPoint,
+  mountDevice,
+  unmount,
+  type MountOptions,
+} from './blockdev.js';
