@@ -1,5 +1,5 @@
 // Online in-place conversion of served volumes: resume (or start) one at open, re-encrypt an open volume under a new key, run it in the background, pause/resume it.
-// The only user of conversion.ts's openConversion/startReencrypt in the service.
+// The service's only caller of openConversion/startReencrypt (starting or resuming a conversion with keys).
 import type { Logger } from 'pino';
 import type { PoolKey } from '../crypto/index.js';
 import { AtrestError } from '../errors/index.js';
