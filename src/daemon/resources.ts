@@ -1,4 +1,4 @@
-// What every open volume shares: the crypto worker pool, the PKCS#11 and KMIP provider sessions (made on first use, closed once) and the KeyManager each volume unlocks through.
+// What every open volume shares: the crypto pool and the PKCS#11/KMIP provider sessions (made on first use, closed once), and its KeyManagers.
 import { CryptoPool, type CryptoPoolOptions } from '../crypto/index.js';
 import { envSet } from '../errors/env.js';
 import {

@@ -1,9 +1,9 @@
 // The volume service: the set of open volumes by name and its entry points (open, close, status, reencrypt, config, KEK checks).
-// Open and close are here, step by step, because their order is the contract: open takes the image lock, unlocks
-// (unlock.ts), opens the Volume, serves its disk file, attaches a loop device, and unwinds in reverse on failure;
-// close stops a conversion, unmounts, detaches, flushes, stops serving, wipes the keys, releases the lock. The KEK
-// check (key-watch.ts), online conversion (online-conversion.ts), the configuration file (reconcile.ts), status
-// (status.ts) and the shared pool and providers (resources.ts) live in their own files.
+// Open and close stay here, step by step, because their order is the contract (hence ~400 lines): open takes the
+// image lock, unlocks (unlock.ts), opens the Volume, serves its disk file, attaches a loop device, and unwinds in
+// reverse on failure; close stops a conversion, unmounts, detaches, flushes, stops serving, wipes the keys, releases
+// the lock. The KEK check (key-watch.ts), online conversion (online-conversion.ts), the configuration file
+// (reconcile.ts), status (status.ts) and the shared pool and providers (resources.ts) live in their own files.
 import { realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -152,20 +152,12 @@ export class VolumeService {
     return this.keyWatch.checkKeys();
   }
 
-  /** Locks a volume for good: no new I/O, all its keys wiped (key-watch.ts). */
-  lockVolume(v: OpenVolume, reason: string): Promise<void> {
-    return this.keyWatch.lockVolume(v, reason);
-  }
-
   /** The FUSE backend new volumes are served with. */
   get fuseBackend(): FuseBackend {
     return this.opts.fuse?.backend ?? this.config.fuseBackend ?? DEFAULT_FUSE_BACKEND;
   }
 
-  /**
-   * Makes the open volumes match the configuration: closes configured volumes that were removed or
-   * changed, opens new ones, leaves the others untouched. A volume that fails does not stop the rest.
-   */
+  /** Makes the open volumes match the configuration file (reconcile.ts); one volume failing stops none. */
   applyConfig(cfg: Config): Promise<{ opened: string[]; failed: string[]; closed: string[] }> {
     return this.config.apply(cfg);
   }
