@@ -1,4 +1,4 @@
-// FUSE layer: serves each volume as one plaintext regular file (its own mount), plus safe helper spawning and unmounting.
+// FUSE layer: serves each volume as one plaintext regular file (its own mount), plus safe helper spawning, unmounting, and loop devices and mounts over a disk file (blockdev).
 export { serveDisk, fuseOptions, type DiskBackend, type ServeDiskOptions } from './serve.js';
 export type { FuseDisk } from './fuse-disk.js';
 export {
