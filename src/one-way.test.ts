@@ -6,7 +6,7 @@ import { DEFAULT_KDF_BUDGET } from './crypto/kdf-limits.js';
 import { DEFAULT_CONFIG } from './daemon/config.js';
 import { notOpen } from './daemon/not-open.js';
 import { runtimePaths } from './daemon/paths.js';
-import { DEFAULT_KEY_CHECK_INTERVAL_MS } from './daemon/service.js';
+import { DEFAULT_KEY_CHECK_INTERVAL_MS } from './daemon/key-watch.js';
 import { DEFAULT_UNREACHABLE_GRACE_MS } from './daemon/unreachable-grace.js';
 import { ENV_VARS, keyCheckIntervalSeconds } from './errors/env.js';
 import { isAtrestError } from './errors/index.js';

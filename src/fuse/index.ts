@@ -1,4 +1,4 @@
-// FUSE layer: serves each volume as one plaintext regular file (its own mount), plus safe helper spawning and unmounting.
+// FUSE layer: serves each volume as one plaintext regular file (its own mount), plus safe helper spawning, unmounting, and loop devices and mounts over a disk file (blockdev).
 export { serveDisk, fuseOptions, type DiskBackend, type ServeDiskOptions } from './serve.js';
 export type { FuseDisk } from './fuse-disk.js';
 export {
@@ -30,3 +30,11 @@ export {
   type MountEntry,
   type UnmountOptions,
 } from './mounts.js';
+export {
+  attachLoop,
+  detachLoop,
+  loopMountPoint,
+  mountDevice,
+  unmount,
+  type MountOptions,
+} from './blockdev.js';
