@@ -8,6 +8,7 @@ import { envFlag, envSet } from '../errors/env.js';
 import { AtrestError, fromSystemError, isAtrestError } from '../errors/index.js';
 import {
   bindings,
+  ConversionKeyringAdapter,
   KeyManager,
   keySourceOf,
   KmipKekProvider,
@@ -26,14 +27,15 @@ import { readLuks2, resolvedDataSize, type Luks2Metadata } from '../luks2/index.
 import {
   acquireImageLock,
   Converter,
+  openConversion,
   PlainCipher,
+  startReencrypt,
   Volume,
   type ConversionSplit,
   type ImageLock,
   type SectorCipher,
 } from '../volume/index.js';
 import type { Config, VolumeConfig } from './config.js';
-import { openConversion, startReencrypt } from './conversion.js';
 import { Periodic, SingleFlight, withTimeout } from './periodic.js';
 import { classifyCheckFailure, DEFAULT_UNREACHABLE_GRACE_MS, UnreachableGrace } from './unreachable-grace.js';
 import { VolumeKeys, type KeyPool } from './volume-keys.js';
@@ -611,9 +613,14 @@ export class VolumeService {
           kmip: this.getKmip(),
         });
       const header = v.header === v.image ? {} : { header: v.header };
-      const { recovery } = await startReencrypt(v.image, { ...header, keys: { km, keyFiles: files } });
+      const keyring = new ConversionKeyringAdapter(km);
+      const { recovery } = await startReencrypt(v.image, { ...header, keys: { keyring, keyFiles: files } });
       recoveryKeys = recovery.map((r) => r.passphrase);
-      const conv = await openConversion(v.image, { ...header, start: false, keys: { km, keyFiles: files } });
+      const conv = await openConversion(v.image, {
+        ...header,
+        start: false,
+        keys: { keyring, keyFiles: files },
+      });
       let newKey: PoolKey | null = null;
       let oldKey: PoolKey | null = null;
       let switched = false;
@@ -857,7 +864,7 @@ export class VolumeService {
         start: req.header === undefined && req.encrypt === true,
         refuseRandom: true,
         keys: {
-          km,
+          keyring: new ConversionKeyringAdapter(km),
           ...(passphrase === null ? {} : { passphrase }),
           ...(req.kek === undefined ? {} : { kek: req.kek }),
         },

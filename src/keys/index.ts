@@ -89,6 +89,7 @@ export {
   TOKEN_PLATFORM,
   TOKEN_RECOVERY,
 } from './manager.js';
+export { ConversionKeyringAdapter } from './conversion-keyring.js';
 export { Pkcs11Provider } from './pkcs11.js';
 export { KmipKekProvider, isUnreachable, kmipName } from './kmip/provider.js';
 export { newKmipProvider } from './kmip/connect.js';
