@@ -135,4 +135,37 @@ describe('startReencrypt', () => {
       oldRecovery.fill(0);
     },
   );
+
+  it('rebinds a customer keyslot under the same KEK, its token keeping the stored name', async () => {
+    const kek = join(dir(), 'kek');
+    await writeFile(kek, randomBytes(32), { mode: 0o600 });
+    const providers = { providers: { 'kek-a': { type: 'file', path: kek } } };
+    await writeFile(join(dir(), 'providers.json'), JSON.stringify(providers), { mode: 0o644 });
+    const image = join(dir(), 'cmk.img');
+    await writeFile(image, Buffer.alloc(1 << 20, 'customer data '));
+    const conv = await openConversion(image, { start: true, keys: { keyring, kek: 'kek-a' } });
+    expect(conv?.unlocked.binding?.kek).toBe('ref:kek-a');
+    conv?.unlocked.volumeKey.fill(0);
+    // not finished: a volume still being encrypted cannot be re-encrypted
+    await rejects(
+      startReencrypt(image, { header: conv?.header ?? '', keys: { keyring, keyFiles: [] } }),
+      'REENCRYPT_IN_PROGRESS',
+      /already/,
+    );
+
+    const vol = join(dir(), 'cmk-vol.img');
+    await km.format({ imagePath: vol, dataSize: 1 << 20 }, 'kek-a');
+    const { recovery } = await startReencrypt(vol, { keys: { keyring, keyFiles: [] } });
+    expect(recovery).toEqual([]);
+    const after = await readLuks2(vol);
+    expect(listKeyslots(after).map((e) => [e.kind, e.kek])).toEqual([['customer', 'ref:kek-a']]);
+    expect(after.tokens.filter((t) => t.type === 'atrest-cmk').map((t) => t.raw.atrest_kek)).toEqual([
+      'ref:kek-a',
+    ]);
+    const re = await openConversion(vol, { start: false, keys: { keyring } });
+    expect(re?.plan.mode).toBe('reencrypt');
+    expect(re?.unlocked.binding?.type).toBe('atrest-cmk');
+    re?.unlocked.volumeKey.fill(0);
+    re?.oldKey?.fill(0);
+  });
 });
