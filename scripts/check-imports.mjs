@@ -25,6 +25,9 @@
 //     that names a higher layer's types depends on it. A file directly in src/ or in a folder not listed below is a
 //     finding, so a new folder must be given its place.
 //
+// (c) Narrow doors (NARROW below): a few lower layers may be imported only through some of their files, e.g. cli/
+//     reaches daemon/ only to talk to, run and configure the daemon.
+//
 // Usage: node scripts/check-imports.mjs [srcDir]   (default: src/ next to this script's folder). Exit 0 when clean,
 // 1 with a list of findings otherwise. Also exported for the unit test (scripts/check-imports.test.mjs).
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -43,6 +46,24 @@ export const LAYERS = {
   fuse: ['errors', 'crypto', 'luks2', 'volume'],
   daemon: ['errors', 'crypto', 'luks2', 'keys', 'volume', 'fuse'],
   cli: ['errors', 'crypto', 'luks2', 'keys', 'volume', 'fuse', 'daemon'],
+};
+
+// Narrow doors: where a layer may import only some files of a lower one (src/-relative paths). cli/ uses daemon/ to
+// talk to the daemon (client, protocol), to run it (server; config and unreachable-grace for its options and files)
+// and for what both share (the runtime paths, the audit log file); the work itself (keys, in-place conversion,
+// volumes) it takes from keys/ and volume/ as the daemon does, never through daemon/.
+export const NARROW = {
+  cli: {
+    daemon: [
+      'daemon/audit.ts',
+      'daemon/client.ts',
+      'daemon/config.ts',
+      'daemon/paths.ts',
+      'daemon/protocol.ts',
+      'daemon/server.ts',
+      'daemon/unreachable-grace.ts',
+    ],
+  },
 };
 
 const isSource = (name) =>
@@ -205,7 +226,10 @@ function cyclesIn(comp, next, cap) {
   return cycles;
 }
 
-/** All findings for srcDir: { cycles: { path: string[], typeEdges: string[] }[], upward: string[], unresolved: string[], unplaced: string[] }. */
+/**
+ * All findings for srcDir: { cycles: { path: string[], typeEdges: string[] }[], upward: string[], narrow: string[],
+ * unresolved: string[], unplaced: string[] }.
+ */
 export function checkImports(srcDir, { cycleCap = 200 } = {}) {
   const root = resolve(srcDir);
   const { graph, unresolved } = importGraph(root);
@@ -223,6 +247,7 @@ export function checkImports(srcDir, { cycleCap = 200 } = {}) {
     }
   }
   const upward = [];
+  const narrow = [];
   const unplaced = [];
   for (const [from, edges] of graph) {
     const layer = layerOf(root, join(root, from));
@@ -233,17 +258,24 @@ export function checkImports(srcDir, { cycleCap = 200 } = {}) {
     for (const { to, typeOnly, spec } of edges) {
       const target = layerOf(root, join(root, to));
       if (target === layer) continue;
+      const door = target === null ? undefined : NARROW[layer]?.[target];
+      if (door !== undefined && !door.includes(to)) {
+        narrow.push(
+          `${from} -> ${to} (${typeOnly ? 'import type ' : ''}'${spec}': ${layer}/ may import from ${target}/ only ${door.join(', ')})`,
+        );
+        continue;
+      }
       if (target !== null && LAYERS[layer].includes(target)) continue;
       upward.push(
         `${from} -> ${to} (${typeOnly ? 'import type ' : ''}'${spec}': ${layer}/ may not import ${target}/)`,
       );
     }
   }
-  return { cycles, upward, unresolved, unplaced };
+  return { cycles, upward, narrow, unresolved, unplaced };
 }
 
 /** The report lines for a result; empty when clean. */
-export function formatFindings({ cycles, upward, unresolved, unplaced }) {
+export function formatFindings({ cycles, upward, narrow = [], unresolved, unplaced }) {
   const lines = [];
   if (cycles.length) {
     lines.push(`${cycles.length} import cycle(s) among src/ files:`);
@@ -255,6 +287,10 @@ export function formatFindings({ cycles, upward, unresolved, unplaced }) {
   if (upward.length) {
     lines.push(`${upward.length} import(s) against the layers (${Object.keys(LAYERS).join(' -> ')}):`);
     for (const u of upward) lines.push(`  ${u}`);
+  }
+  if (narrow.length) {
+    lines.push(`${narrow.length} import(s) past a narrow door (NARROW):`);
+    for (const n of narrow) lines.push(`  ${n}`);
   }
   if (unplaced.length) {
     lines.push(`${unplaced.length} file(s) outside the layer folders:`);

@@ -81,6 +81,28 @@ describe('check-imports', () => {
     ]);
   });
 
+  it('lets cli/ into daemon/ only through the narrow door (talking to, running, configuring the daemon)', () => {
+    const root = tree({
+      'daemon/client.ts': 'export const request = 1;\n',
+      'daemon/protocol.ts': 'export interface Req { n: number }\n',
+      'daemon/conversion.ts': 'export const openConversion = 2;\n',
+      'volume/v.ts': 'export const v = 3;\n',
+      'cli/main.ts':
+        "import { request } from '../daemon/client.js';\nimport type { Req } from '../daemon/protocol.js';\n" +
+        "import { v } from '../volume/v.js';\nexport const m = (r: Req) => [request, v, r];\n",
+      'cli/convert.ts':
+        "import { openConversion } from '../daemon/conversion.js';\nexport const c = openConversion;\n",
+    });
+    const r = checkImports(root);
+    expect(r.upward).toEqual([]);
+    expect(r.narrow).toEqual([
+      "cli/convert.ts -> daemon/conversion.ts ('../daemon/conversion.js': cli/ may import from daemon/ only " +
+        'daemon/audit.ts, daemon/client.ts, daemon/config.ts, daemon/paths.ts, daemon/protocol.ts, daemon/server.ts, ' +
+        'daemon/unreachable-grace.ts)',
+    ]);
+    expect(formatFindings(r)[0]).toBe('1 import(s) past a narrow door (NARROW):');
+  });
+
   it('ignores test files, packages, comments and strings; flags files outside a layer and names resolving to nothing', () => {
     const root = tree({
       'errors/index.ts': "// import { c } from '../cli/c.js';\nexport const s = \"import('../cli/c.js')\";\n",

@@ -3,16 +3,18 @@ import { resolve } from 'node:path';
 import { CryptoPool } from '../crypto/index.js';
 import { envSet } from '../errors/env.js';
 import { AtrestError } from '../errors/index.js';
-import type { KeyManager } from '../keys/index.js';
-import { openConversion, startReencrypt, type OpenedConversion } from '../daemon/conversion.js';
+import { ConversionKeyringAdapter, type KeyManager } from '../keys/index.js';
 import type { RuntimePaths } from '../daemon/paths.js';
 import {
   acquireImageLock,
   Converter,
   findConversion,
   finishedConversion,
+  openConversion,
   PlainCipher,
+  startReencrypt,
   type ConvertProgress,
+  type OpenedConversion,
 } from '../volume/index.js';
 import { formatBytes } from './size.js';
 import { writeSecretLine } from './secret-output.js';
@@ -137,7 +139,7 @@ export async function encryptOffline(paths: RuntimePaths, km: KeyManager, a: Enc
       sectorSize: a.sectorSize,
       start: true,
       keys: {
-        km,
+        keyring: new ConversionKeyringAdapter(km),
         ...(a.passphrase === undefined ? {} : { passphrase: a.passphrase }),
         ...(a.kek === undefined ? {} : { kek: a.kek }),
         ...(a.iterTimeMs === undefined ? {} : { iterTimeMs: a.iterTimeMs }),
@@ -193,9 +195,10 @@ export async function reencryptOffline(paths: RuntimePaths, km: KeyManager, a: R
       });
     }
     const killPoint = killPointFromEnv();
+    const keyring = new ConversionKeyringAdapter(km);
     if (found === null) {
       const keys = {
-        km,
+        keyring,
         keyFiles: a.keyFiles,
         ...(a.iterTimeMs === undefined ? {} : { iterTimeMs: a.iterTimeMs }),
       };
@@ -211,7 +214,11 @@ export async function reencryptOffline(paths: RuntimePaths, km: KeyManager, a: R
         for (const r of recovery) r.passphrase.fill(0);
       }
     }
-    const conv = await openConversion(image, { ...hdr, start: false, keys: { km, keyFiles: a.keyFiles } });
+    const conv = await openConversion(image, {
+      ...hdr,
+      start: false,
+      keys: { keyring, keyFiles: a.keyFiles },
+    });
     if (conv === null || conv.oldKey === null)
       throw new AtrestError('INTERNAL', `no reencryption of ${image} found`);
     console.error(

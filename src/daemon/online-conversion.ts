@@ -3,9 +3,14 @@
 import type { Logger } from 'pino';
 import type { PoolKey } from '../crypto/index.js';
 import { AtrestError } from '../errors/index.js';
-import { readKeyFile, type KeyManager } from '../keys/index.js';
-import { Converter, PlainCipher, type SectorCipher } from '../volume/index.js';
-import { openConversion, startReencrypt } from './conversion.js';
+import { ConversionKeyringAdapter, readKeyFile, type KeyManager } from '../keys/index.js';
+import {
+  Converter,
+  openConversion,
+  PlainCipher,
+  startReencrypt,
+  type SectorCipher,
+} from '../volume/index.js';
 import { notOpen } from './not-open.js';
 import { liveBinding, type Layout, type OpenVolume } from './open-volume.js';
 import type { VolumeKeys } from './volume-keys.js';
@@ -46,7 +51,7 @@ export async function openConverting(image: string, o: OpenConvertingOptions): P
     start: o.start,
     refuseRandom: true,
     keys: {
-      km,
+      keyring: new ConversionKeyringAdapter(km),
       ...(passphrase === null ? {} : { passphrase }),
       ...(o.kek === undefined ? {} : { kek: o.kek }),
     },
@@ -171,9 +176,14 @@ export async function reencrypt(v: OpenVolume, o: ReencryptOptions): Promise<{ r
     for (const f of o.keyFiles) files.push(await readKeyFile(f));
     const km = v.binding?.km ?? o.keyManager();
     const header = v.header === v.image ? {} : { header: v.header };
-    const { recovery } = await startReencrypt(v.image, { ...header, keys: { km, keyFiles: files } });
+    const keyring = new ConversionKeyringAdapter(km);
+    const { recovery } = await startReencrypt(v.image, { ...header, keys: { keyring, keyFiles: files } });
     recoveryKeys = recovery.map((r) => r.passphrase);
-    const conv = await openConversion(v.image, { ...header, start: false, keys: { km, keyFiles: files } });
+    const conv = await openConversion(v.image, {
+      ...header,
+      start: false,
+      keys: { keyring, keyFiles: files },
+    });
     let newKey: PoolKey | null = null;
     let oldKey: PoolKey | null = null;
     let switched = false;

@@ -81,6 +81,7 @@ export {
 } from './tokens.js';
 export type { KeyslotEntry, KeyslotKind } from './keyslots.js';
 export { BOUND_KEYSLOT_KDF, generateRecoveryPassphrase, listKeyslots } from './keyslots.js';
+export { ConversionKeyringAdapter } from './conversion-keyring.js';
 export { Pkcs11Provider } from './pkcs11.js';
 export { KmipKekProvider, isUnreachable, kmipName } from './kmip/provider.js';
 export { newKmipProvider } from './kmip/connect.js';

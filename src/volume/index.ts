@@ -41,3 +41,12 @@ export {
   type ConversionHost,
   type HeaderRequest,
 } from './convert.js';
+export {
+  openConversion,
+  startReencrypt,
+  type ConversionKeyring,
+  type ConversionKeys,
+  type KeyslotToMove,
+  type OpenedConversion,
+  type UnlockedKey,
+} from './convert/with-keys.js';

@@ -1,31 +1,21 @@
-// Starting or resuming an in-place conversion with keys: shared by the daemon (online) and `atrest encrypt` (offline).
+// Starting or resuming an in-place conversion with keys given by the caller (ConversionKeyring): the daemon (online), `atrest encrypt`/`reencrypt` (offline).
 import { randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import { AtrestError, isAtrestError } from '../errors/index.js';
-import {
-  bindings,
-  BOUND_KEYSLOT_KDF,
-  generateRecoveryPassphrase,
-  keyEvent,
-  listKeyslots,
-  TOKEN_RECOVERY,
-  type KeyManager,
-  type Unlocked,
-} from '../keys/index.js';
+import { AtrestError } from '../../errors/index.js';
 import {
   findAreaGap,
   formatLuks2,
-  luksRemnants,
   readLuks2,
   replaceVolumeKey,
   updateLuks2,
   resolvedDataSize,
   unlockVolumeKey,
   wipeAreas,
+  type JsonObject,
   type KdfChoice,
   type Luks2Metadata,
   type NewKeyslot,
-} from '../luks2/index.js';
+} from '../../luks2/index.js';
 import {
   AREA_BYTES,
   DEFAULT_BATCH_BYTES,
@@ -36,10 +26,48 @@ import {
   wrapOldKey,
   type ConvertPlan,
   type HeaderRequest,
-} from '../volume/index.js';
+} from '../convert.js';
+import { isPlaintextImage, looksEncrypted } from '../plaintext-probe.js';
 
-export interface ConversionKeys {
-  km: KeyManager;
+/** A volume key recovered by the key layer (with whatever else it tells about the unlock); the caller wipes it. */
+export interface UnlockedKey {
+  volumeKey: Buffer;
+}
+
+/**
+ * One keyslot of a volume as the key layer sees it, for moving it to a new volume key: `bound` (a
+ * secret wrapped under a platform or customer KEK by a token), `recovery` or `passphrase`.
+ */
+export type KeyslotToMove =
+  | {
+      slot: number;
+      kind: 'bound';
+      /** A keyslot for the new key bound the same way: a fresh secret (the caller wipes it) wrapped by the same KEK. */
+      rebind(): Promise<NewKeyslot>;
+    }
+  | { slot: number; kind: 'recovery' | 'passphrase' };
+
+/**
+ * What a conversion needs of the key layer, and nothing more (volume/ does not import keys/):
+ * keys/conversion-keyring.ts gives it for a KeyManager.
+ */
+export interface ConversionKeyring<U extends UnlockedKey = UnlockedKey> {
+  /** Creates the new volume's header, its keyslot bound to `kek` (the platform key when undefined). */
+  format(req: HeaderRequest, kek: string | undefined): Promise<void>;
+  /** The volume key: from any keyslot with `passphrase`, else through the volume's binding tokens. */
+  unlock(meta: Luks2Metadata, opts?: { passphrase: Buffer }): Promise<U>;
+  /** Every keyslot of the volume, in keyslot order; throws CORRUPT_HEADER on a malformed token. */
+  keyslots(meta: Luks2Metadata): KeyslotToMove[];
+  /** A new recovery passphrase (to print once); the caller wipes it. */
+  recoveryPassphrase(): Buffer;
+  /** The token that marks a keyslot as a recovery keyslot. */
+  recoveryToken(): JsonObject;
+  /** Records in the audit log that the volume key of `volume` was replaced, and why. */
+  rotated(volume: string, uuid: string, reason: string): void;
+}
+
+export interface ConversionKeys<U extends UnlockedKey = UnlockedKey> {
+  keyring: ConversionKeyring<U>;
   /** Key file bytes: the new volume's keyslot passphrase (else the platform key, or `kek`). */
   passphrase?: Buffer;
   /** Customer KEK URI for the new volume's keyslot. */
@@ -50,66 +78,14 @@ export interface ConversionKeys {
   keyFiles?: Buffer[];
 }
 
-export interface OpenedConversion {
+export interface OpenedConversion<U extends UnlockedKey = UnlockedKey> {
   header: string;
   plan: ConvertPlan;
   meta: Luks2Metadata;
-  unlocked: Unlocked;
+  unlocked: U;
   started: boolean;
   /** reencrypt: the old volume key (the source); the caller wipes it. */
   oldKey: Buffer | null;
-}
-
-/**
- * Whether the image looks like ciphertext: every sampled 4 KiB block (up to 64, spread over the
- * first 256 MiB) has a byte histogram as flat as random data. Real plaintext images (file systems,
- * VM disks) have structured or zero blocks; an image whose every block looks random is more likely
- * a volume with a detached header that was opened without it.
- */
-export async function looksEncrypted(image: string): Promise<boolean> {
-  const fh = await open(image, 'r');
-  try {
-    const size = (await fh.stat()).size;
-    const blocks = Math.floor(Math.min(size, 256 * 1024 * 1024) / 4096);
-    if (blocks === 0) return false;
-    const n = Math.min(64, blocks);
-    const buf = Buffer.alloc(4096);
-    for (let i = 0; i < n; i++) {
-      const at = Math.floor((i * blocks) / n) * 4096;
-      await fh.read(buf, 0, 4096, at);
-      const hist = new Uint32Array(256);
-      for (const b of buf) hist[b] = (hist[b] ?? 0) + 1;
-      let chi = 0;
-      for (const c of hist) chi += (c - 16) ** 2 / 16;
-      if (chi > 400) return false; // random data: about 255 +- 23
-    }
-    return true;
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Whether `image` (with `header`) is plaintext: no LUKS header where one would be. */
-export async function isPlaintextImage(image: string, header: string | undefined): Promise<boolean> {
-  try {
-    await readLuks2(header ?? image, { imagePath: image });
-    return false;
-  } catch (err) {
-    if (isAtrestError(err) && err.code === 'NOT_LUKS2') {
-      if (header !== undefined) return false;
-      // a LUKS volume whose headers are damaged must never be taken for plaintext and encrypted again
-      const why = await luksRemnants(image);
-      if (why !== null) {
-        throw new AtrestError('CORRUPT_HEADER', `${image} ${why} but no valid LUKS2 header`, {
-          path: image,
-          hint: 'restore the header from a backup (cryptsetup luksHeaderRestore); atrest will not encrypt it again',
-        });
-      }
-      return true;
-    }
-    if (isAtrestError(err) && err.code === 'FILE_NOT_FOUND' && header !== undefined) return true;
-    throw err;
-  }
 }
 
 /**
@@ -117,7 +93,7 @@ export async function isPlaintextImage(image: string, header: string | undefined
  * and unlocks its new volume key. Returns null when the image is an ordinary LUKS2 volume. The caller
  * wipes `unlocked.volumeKey`.
  */
-export async function openConversion(
+export async function openConversion<U extends UnlockedKey>(
   image: string,
   opts: {
     header?: string;
@@ -126,9 +102,9 @@ export async function openConversion(
     start: boolean;
     /** Refuse to start on an image whose every block looks random (open's automatic policy). */
     refuseRandom?: boolean;
-    keys: ConversionKeys;
+    keys: ConversionKeys<U>;
   },
-): Promise<OpenedConversion | null> {
+): Promise<OpenedConversion<U> | null> {
   let found = await findConversion(image, opts.header);
   let started = false;
   if (found === null) {
@@ -154,7 +130,7 @@ export async function openConversion(
           ...(keys.iterTimeMs === undefined ? {} : { iterTimeMs: keys.iterTimeMs }),
         });
       } else {
-        await keys.km.format(req, keys.kek);
+        await keys.keyring.format(req, keys.kek);
       }
     };
     await startEncrypt(image, {
@@ -180,16 +156,16 @@ export async function openConversion(
 }
 
 /** Unlocks with the passphrase, else through the tokens, else with any of the key files. */
-async function unlockAny(keys: ConversionKeys, meta: Luks2Metadata): Promise<Unlocked> {
-  if (keys.passphrase !== undefined) return keys.km.unlock(meta, { passphrase: keys.passphrase });
+async function unlockAny<U extends UnlockedKey>(keys: ConversionKeys<U>, meta: Luks2Metadata): Promise<U> {
+  if (keys.passphrase !== undefined) return keys.keyring.unlock(meta, { passphrase: keys.passphrase });
   let firstErr: unknown = null;
   try {
-    return await keys.km.unlock(meta);
+    return await keys.keyring.unlock(meta);
   } catch (err) {
     firstErr = err;
   }
   for (const kf of keys.keyFiles ?? []) {
-    const u = await keys.km.unlock(meta, { passphrase: kf }).catch(() => null);
+    const u = await keys.keyring.unlock(meta, { passphrase: kf }).catch(() => null);
     if (u !== null) return u;
   }
   throw firstErr instanceof Error ? firstErr : new AtrestError('WRONG_KEY', 'cannot unlock');
@@ -214,7 +190,7 @@ export async function startReencrypt(
   },
 ): Promise<{ recovery: Array<{ slot: number; passphrase: Buffer }> }> {
   const kill = opts.killPoint ?? ((): void => undefined);
-  const { km } = opts.keys;
+  const { keyring } = opts.keys;
   const meta = await readLuks2(opts.header ?? image, { imagePath: image });
   if (meta.converting) {
     throw new AtrestError('REENCRYPT_IN_PROGRESS', `${image} is already being converted`, {
@@ -225,20 +201,17 @@ export async function startReencrypt(
   const oldKey = old.volumeKey;
   const newKey = newVolumeKey();
   const recovery: Array<{ slot: number; passphrase: Buffer }> = [];
-  const secrets: Buffer[] = [];
+  const secrets: Uint8Array[] = [];
   try {
     const slots: NewKeyslot[] = [];
     const missing: number[] = [];
     const pbkdf: KdfChoice = { type: 'pbkdf2', hash: 'sha256', iterTimeMs: opts.keys.iterTimeMs ?? 1000 };
-    const bound = new Map(bindings(meta).map((b) => [b.keyslot, b]));
-    for (const e of listKeyslots(meta)) {
+    for (const e of keyring.keyslots(meta)) {
       if (!meta.digest.keyslots.includes(e.slot)) continue;
-      const b = bound.get(e.slot);
-      if (b !== undefined) {
-        const nb = await km.newBinding(km.effectiveUri(b.kek));
-        secrets.push(nb.secret);
-        nb.token.atrest_kek = b.kek; // keep the stored URI exactly
-        slots.push({ passphrase: nb.secret, kdf: BOUND_KEYSLOT_KDF, token: nb.token });
+      if (e.kind === 'bound') {
+        const nb = await e.rebind();
+        secrets.push(nb.passphrase);
+        slots.push(nb);
         continue;
       }
       let pass: Buffer | null = null;
@@ -255,7 +228,7 @@ export async function startReencrypt(
           break;
         }
       }
-      const recoveryToken = { type: TOKEN_RECOVERY, keyslots: [], atrest_created: new Date().toISOString() };
+      const recoveryToken = keyring.recoveryToken();
       if (pass !== null) {
         slots.push({
           passphrase: pass,
@@ -263,7 +236,7 @@ export async function startReencrypt(
           ...(e.kind === 'recovery' ? { token: recoveryToken } : {}),
         });
       } else if (e.kind === 'recovery') {
-        const fresh = generateRecoveryPassphrase();
+        const fresh = keyring.recoveryPassphrase();
         secrets.push(fresh);
         recovery.push({ slot: -1, passphrase: Buffer.from(fresh) });
         slots.push({ passphrase: fresh, kdf: pbkdf, token: recoveryToken });
@@ -336,9 +309,7 @@ export async function startReencrypt(
     });
     kill('reencrypt-switched');
     await wipeAreas(meta.headerPath, oldAreas);
-    km.auditEvent(
-      keyEvent('rotate', { volume: image, uuid: meta.uuid, reason: 'reencrypt: new volume key' }),
-    );
+    keyring.rotated(image, meta.uuid, 'reencrypt: new volume key');
     return { recovery };
   } finally {
     oldKey.fill(0);
