@@ -8,13 +8,12 @@ import { notOpen } from './daemon/not-open.js';
 import { runtimePaths } from './daemon/paths.js';
 import { DEFAULT_KEY_CHECK_INTERVAL_MS } from './daemon/service.js';
 import { DEFAULT_UNREACHABLE_GRACE_MS } from './daemon/unreachable-grace.js';
-import { ENV_VARS, keyCheckIntervalSeconds } from './errors/env.js';
+import { DEFAULT_KEY_STORE, DEFAULT_PROVIDERS, ENV_VARS, keyCheckIntervalSeconds } from './errors/env.js';
 import { isAtrestError } from './errors/index.js';
 import { DEFAULT_FUSE_BACKEND } from './fuse/backend.js';
 import { hostMountNamespace } from './fuse/spawn.js';
 import { keySourceOf, TOKEN_CMK, TOKEN_PLATFORM } from './keys/manager.js';
-import { DEFAULT_KEY_STORE } from './keys/platform.js';
-import { DEFAULT_PROVIDERS } from './keys/provider-config.js';
+import { PlatformKekProvider } from './keys/platform.js';
 
 const SRC = new URL('.', import.meta.url).pathname;
 
@@ -66,13 +65,14 @@ describe('one way to do each thing', () => {
     expect(err.hint).toBe('see `atrest status`');
   });
 
-  it('writes the key store and provider configuration defaults once in code (the env table documents them)', () => {
-    const docs = new Set(['cli/manpage.ts', 'errors/env.ts']);
+  it('writes the key store and provider configuration defaults once, beside their variables (errors/env.ts)', () => {
+    const docs = new Set(['cli/manpage.ts']);
     const code = (re: RegExp): string[] => filesMatching(re).filter((f) => !docs.has(f));
-    expect(code(/'\/var\/lib\/atrest\/keys'/)).toEqual(['keys/platform.ts']);
-    expect(code(/'\/etc\/atrest\/providers\.json'/)).toEqual(['keys/provider-config.ts']);
+    expect(code(/'\/var\/lib\/atrest\/keys'/)).toEqual(['errors/env.ts']);
+    expect(code(/'\/etc\/atrest\/providers\.json'/)).toEqual(['errors/env.ts']);
     expect(runtimePaths({}).keyStore).toBe(DEFAULT_KEY_STORE);
     expect(runtimePaths({}).providers).toBe(DEFAULT_PROVIDERS);
+    expect(new PlatformKekProvider().dir).toBe(DEFAULT_KEY_STORE);
   });
 
   it("documents each ATREST_* variable's default as the code has it (src/errors/env.ts table)", () => {
