@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { must, run, type RunResult } from './helpers/cli.js';
 import { decryptSector, dumpVolumeKey } from './helpers/cryptsetup.js';
-import { xtsEncryptInPlace } from '../src/crypto/xts.js';
+import { xtsInPlace } from '../src/crypto/xts.js';
 import { AtrestError } from '../src/errors/index.js';
 import {
   addKeyslot,
@@ -52,7 +52,7 @@ async function checkDataSectors(meta: Luks2Metadata, ourKey: Buffer, theirKey: B
   const startSector = 3; // not the first: the tweak must follow the position
   const byteOff = startSector * meta.sectorSize;
   const cipher = Buffer.from(plain);
-  xtsEncryptInPlace(ourKey, cipher, meta.sectorSize, meta.ivTweak + byteOff / 512);
+  xtsInPlace('encrypt', ourKey, cipher, meta.sectorSize, meta.ivTweak + byteOff / 512);
   const fh = await open(meta.imagePath, 'r+');
   await fh.write(cipher, 0, cipher.length, meta.dataOffset + byteOff);
   const back = Buffer.alloc(cipher.length);

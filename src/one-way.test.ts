@@ -49,6 +49,12 @@ describe('one way to do each thing', () => {
     expect(filesMatching(/\bconst TWEAK_UNIT\b/)).toEqual(['crypto/xts.ts']);
   });
 
+  it('runs XTS both ways through one implementation with a direction (crypto/xts.ts XtsCipher.inPlace)', () => {
+    expect(filesMatching(/\bxts(En|De)cryptInPlace\b/, true)).toEqual([]);
+    const xts = readFileSync(join(SRC, 'crypto', 'xts.ts'), 'utf8');
+    expect(xts.match(/\.update\(mem\.subarray\(0, len\)\)/g)).toHaveLength(1);
+  });
+
   it('derives the key source from a binding in one helper (keys keySourceOf)', () => {
     expect(filesMatching(/=== TOKEN_PLATFORM \? 'platform'/)).toEqual(['keys/manager.ts']);
     expect(keySourceOf(null)).toBe('passphrase');

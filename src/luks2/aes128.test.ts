@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { xtsEncryptInPlace } from '../crypto/xts.js';
+import { xtsInPlace } from '../crypto/xts.js';
 import { readHeaders, writeHeaders } from './disk.js';
 import {
   addKeyslot,
@@ -86,7 +86,7 @@ describe('256-bit XTS volume keys (AES-128-XTS)', () => {
       const { volumeKey } = await unlockVolumeKey(meta, PASS);
       expect(volumeKey.equals(key)).toBe(true);
       // the key works for data like any XTS key
-      xtsEncryptInPlace(volumeKey, Buffer.alloc(sectorSize), sectorSize, 0);
+      xtsInPlace('encrypt', volumeKey, Buffer.alloc(sectorSize), sectorSize, 0);
     });
   }
 
