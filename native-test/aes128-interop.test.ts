@@ -4,7 +4,7 @@ import { open, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { makeAtrestEnv, must, run, type AtrestEnv } from './helpers/cli.js';
-import { decryptSector, dumpVolumeKey, encryptSector } from './helpers/cryptsetup.js';
+import { decryptRange, dumpVolumeKey, encryptSector } from './helpers/cryptsetup.js';
 import { expectOneLineError, readDisk, writeDisk } from './helpers/disk.js';
 import { readLuks2 } from '../src/luks2/index.js';
 
@@ -23,23 +23,6 @@ function pattern(length: number, seed: number): Buffer {
   const b = Buffer.alloc(length);
   for (let i = 0; i < length; i++) b[i] = (i * 31 + (i >> 9) * 7 + seed) & 0xff;
   return b;
-}
-
-/** Reads `length` bytes of the data segment at `pos` and decrypts them with `volumeKey` (OpenSSL, per sector). */
-async function decryptImage(
-  image: string,
-  volumeKey: Buffer,
-  dataOffset: number,
-  sectorSize: number,
-  pos: number,
-  length: number,
-): Promise<Buffer> {
-  const ct = await readDisk(image, dataOffset + pos, length);
-  const out = Buffer.alloc(length);
-  for (let o = 0; o < length; o += sectorSize) {
-    decryptSector(volumeKey, ct.subarray(o, o + sectorSize), (pos + o) / 512).copy(out, o);
-  }
-  return out;
 }
 
 /** Writes `plain` at `pos` of the data segment as dm-crypt would under `volumeKey` (OpenSSL, per sector). */
@@ -137,13 +120,13 @@ describe.skipIf(!haveCryptsetup)('cryptsetup luksFormat --key-size 256 (AES-128-
       r = await t.atrest(['close', 'v128']);
       expect(r.code, r.stderr).toBe(0);
 
-      const back = await decryptImage(img, volumeKey, dataOffset, sectorSize, ourPos, ours.length);
+      const back = await decryptRange(img, volumeKey, dataOffset, sectorSize, ourPos, ours.length);
       expect(back.equals(ours)).toBe(true);
-      const backSmall = await decryptImage(img, volumeKey, dataOffset, sectorSize, smallPos, small.length);
+      const backSmall = await decryptRange(img, volumeKey, dataOffset, sectorSize, smallPos, small.length);
       expect(backSmall.equals(small)).toBe(true);
       // cryptsetup's own data is untouched and its header still opens with the key
       expect(
-        (await decryptImage(img, volumeKey, dataOffset, sectorSize, theirPos, theirs.length)).equals(theirs),
+        (await decryptRange(img, volumeKey, dataOffset, sectorSize, theirPos, theirs.length)).equals(theirs),
       ).toBe(true);
       await must('cryptsetup', ['open', '--test-passphrase', '--key-file', key, img]);
       expect((await dumpVolumeKey(t.dir, img, key)).equals(volumeKey)).toBe(true);

@@ -1,9 +1,9 @@
 // cryptsetup's own LUKS2 header test material (generators, shipped images): `atrest status`/`key list` accept exactly the headers `cryptsetup luksDump` accepts.
 import { copyFile, mkdir, mkdtemp, readdir, rm, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeAtrestEnv, must, ROOT, run, type AtrestEnv, type RunResult } from './helpers/cli.js';
+import { useTempDir } from '../src/test-helpers/temp-dir.test-helper.js';
 
 const FIXTURES = join(ROOT, 'native-test', 'fixtures', 'cryptsetup');
 const GENERATORS = join(FIXTURES, 'generators');
@@ -21,7 +21,6 @@ type AtrestOutcome =
   | { kind: 'accept' }
   | { kind: 'unsupported' | 'pending-256' | 'reject' | 'crash'; code: string; message: string };
 
-let dir: string;
 let env: AtrestEnv;
 
 async function pool<T, R>(items: T[], width: number, fn: (item: T) => Promise<R>): Promise<R[]> {
@@ -38,13 +37,14 @@ async function pool<T, R>(items: T[], width: number, fn: (item: T) => Promise<R>
   return out;
 }
 
-/** Runs every generator against `source`, writing its images into a fresh `out` directory. */
-async function generate(source: string, out: string): Promise<void> {
+/** Runs every generator against `source`, writing its images into a fresh `out` directory (scratch in `work`). */
+async function generate(source: string, out: string, work: string): Promise<void> {
   await mkdir(out);
   const scripts = (await readdir(GENERATORS)).filter((f) => /^generate-.*\.sh$/.test(f)).sort();
   await pool(scripts, 4, async (script) => {
-    // lib.sh keeps its scratch files in $srcdir/tmp: one private directory per generator
-    const scratch = await mkdtemp(join(dir, 'gen-'));
+    // lib.sh keeps its scratch files in $srcdir/tmp: one private directory per generator (they run
+    // four at a time, so each needs a unique name: mkdtemp inside the test's temp dir, not useTempDir)
+    const scratch = await mkdtemp(join(work, 'gen-'));
     // generators source lib.sh from the current directory
     await must(
       'bash',
@@ -95,17 +95,17 @@ function outcome(results: RunResult[]): AtrestOutcome {
 
 describe.skipIf(!haveTools)("cryptsetup's LUKS2 validation material", () => {
   const cases: Case[] = [];
+  const dir = useTempDir('atrest-cs-validation-');
 
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'atrest-cs-validation-'));
     env = await makeAtrestEnv('atrest-cs-validation-env-');
-    const valid = join(dir, 'luks2_valid_hdr.img');
+    const valid = join(dir(), 'luks2_valid_hdr.img');
     await must('sh', ['-c', `xz -dc "${join(FIXTURES, 'luks2_valid_hdr.img.xz')}" > "${valid}"`]);
-    const twin = join(dir, 'luks2_valid_hdr_512.img');
+    const twin = join(dir(), 'luks2_valid_hdr_512.img');
     await must('bash', [join(FIXTURES, 'make-512-bit-twin.sh'), valid, twin]);
-    await generate(valid, join(dir, 'gen-256'));
-    await generate(twin, join(dir, 'gen-512'));
-    const shipped = join(dir, 'shipped');
+    await generate(valid, join(dir(), 'gen-256'), dir());
+    await generate(twin, join(dir(), 'gen-512'), dir());
+    const shipped = join(dir(), 'shipped');
     await mkdir(shipped);
     for (const t of ['luks2_mda_images.tar.xz', 'luks2_header_requirements.tar.xz']) {
       await must('tar', ['-xJf', join(FIXTURES, t), '-C', shipped]);
@@ -123,14 +123,13 @@ describe.skipIf(!haveTools)("cryptsetup's LUKS2 validation material", () => {
     await copyFile(twin, headerOnly);
     await truncate(headerOnly, 4 << 20);
     for (const sub of ['gen-256', 'gen-512', 'shipped']) {
-      for (const f of (await readdir(join(dir, sub))).sort())
-        cases.push({ name: `${sub}/${f}`, path: join(dir, sub, f) });
+      for (const f of (await readdir(join(dir(), sub))).sort())
+        cases.push({ name: `${sub}/${f}`, path: join(dir(), sub, f) });
     }
   }, 600_000);
 
   afterAll(async () => {
     await env?.cleanup();
-    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   it('agrees with cryptsetup luksDump on every case', async () => {
@@ -220,7 +219,7 @@ describe.skipIf(!haveTools)("cryptsetup's LUKS2 validation material", () => {
     // a header without its data: status and key list work (above), only open refuses, saying why
     const headerOnly = cases.find((c) => c.name === 'shipped/luks2_valid_hdr_512-header-only.img')!.path;
     expect((await env.atrest(['status', headerOnly])).code).toBe(0);
-    const key = join(dir, 'key');
+    const key = join(dir(), 'key');
     await writeFile(key, 'not the passphrase');
     const open = await env.atrest(['open', headerOnly, 'cs-header-only', '--key-file', key], {
       timeoutMs: 120_000,

@@ -1,10 +1,10 @@
 // The FUSE kernel backend on a real mount: the file as today's, byte-exact I/O, 1 MiB async requests, INTERRUPT, unmount under load, 7.31, loop+ext4, clean exit.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { fuseMountAt, mounts } from '../src/fuse/index.js';
+import { useTempDir } from '../src/test-helpers/temp-dir.test-helper.js';
 import { sh, shOk } from './helpers/fuse.js';
 import { Gate, newGate } from './helpers/gated-disk-io.js';
 import { serveKernelTestDisk, type KernelTestDisk } from './helpers/kernel-disk.js';
@@ -12,13 +12,13 @@ import { serveKernelTestDisk, type KernelTestDisk } from './helpers/kernel-disk.
 const GATED = new URL('./helpers/gated-disk-io.ts', import.meta.url).href;
 const MiB = 1024 * 1024;
 
-let dir: string;
+const dir = useTempDir('atrest-kfuse-');
 const served: KernelTestDisk[] = [];
 const children: ChildProcess[] = [];
 const fsMounts: string[] = [];
 
 async function serve(opts: Parameters<typeof serveKernelTestDisk>[1] = {}): Promise<KernelTestDisk> {
-  const d = await serveKernelTestDisk(dir, opts);
+  const d = await serveKernelTestDisk(dir(), opts);
   served.push(d);
   return d;
 }
@@ -38,9 +38,6 @@ async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 
   }
 }
 
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-kfuse-'));
-});
 afterEach(async () => {
   for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   for (const m of fsMounts.splice(0)) await sh(`umount -l ${m}`, 30_000);
@@ -51,9 +48,6 @@ afterEach(async () => {
     await sh(`losetup -j ${d.diskPath} -O NAME -n | xargs -r -n1 losetup -d`, 30_000);
     await d.close();
   }
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
 });
 
 describe('FUSE kernel backend', () => {
@@ -69,7 +63,7 @@ describe('FUSE kernel backend', () => {
     expect(m).toMatchObject({ fsType: 'fuse.atrest', source: 'atrest', minor: d.disk.connection });
     expect(d.disk.stats().minor).toBe(Math.min(45, d.disk.stats().kernelMinor));
 
-    const src = join(dir, 'src');
+    const src = join(dir(), 'src');
     await shOk(`head -c 5000000 /dev/urandom > ${src}`);
     await shOk(`dd if=${src} of=${d.diskPath} bs=1M conv=notrunc status=none`);
     await shOk(`cmp -n 5000000 ${src} ${d.diskPath}`);
@@ -193,7 +187,7 @@ describe('FUSE kernel backend', () => {
     await expect(serve({ size: MiB, maxMinor: 30 })).rejects.toThrow(/from 31 to 45/);
     const d = await serve({ size: 16 * MiB, maxMinor: 31 });
     expect(d.disk.stats().minor).toBe(31);
-    const src = join(dir, 'src31');
+    const src = join(dir(), 'src31');
     await shOk(`head -c 3000000 /dev/urandom > ${src}`);
     await shOk(`dd if=${src} of=${d.diskPath} bs=64k oflag=direct conv=notrunc status=none iflag=fullblock`);
     await shOk(`cmp -n 3000000 ${src} ${d.diskPath}`);
@@ -206,7 +200,7 @@ describe('FUSE kernel backend', () => {
   it('carries ext4 on a direct-I/O loop device; fsck is clean after remount', async () => {
     const d = await serve({ size: 64 * MiB });
     const loop = (await shOk(`losetup --find --show --direct-io=on --sector-size 4096 ${d.diskPath}`)).trim();
-    const mnt = join(dir, 'ext4');
+    const mnt = join(dir(), 'ext4');
     await shOk(`mkdir -p ${mnt} && mkfs.ext4 -q -F ${loop}`);
     await shOk(`mount ${loop} ${mnt}`);
     fsMounts.push(mnt);

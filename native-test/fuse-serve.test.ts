@@ -2,7 +2,7 @@
 import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { xtsDecryptInPlace } from '../src/crypto/xts.js';
+import { xtsInPlace } from '../src/crypto/xts.js';
 import { fuseMountAt } from '../src/fuse/index.js';
 import { makeTempDir, removeTempDir, serveTestDisk, sh, shOk, type ServedDisk } from './helpers/fuse.js';
 
@@ -90,7 +90,7 @@ describe('FUSE disk file', () => {
     const img = await readFile(d.image);
     const ct = Buffer.from(img.subarray(d.dataOffset + at, d.dataOffset + at + plain.length));
     expect(ct.equals(plain)).toBe(false);
-    xtsDecryptInPlace(d.key, ct, 4096, at / 512 + d.ivTweak);
+    xtsInPlace('decrypt', d.key, ct, 4096, at / 512 + d.ivTweak);
     expect(ct.equals(plain)).toBe(true);
     // no trace of the plaintext anywhere in the image: neither the marker nor any 16-byte piece of it
     for (let i = 0; i + 16 <= marker.length; i += 8) {

@@ -1,13 +1,12 @@
 // LUKS2 interop with the real cryptsetup: we open its images, it opens ours, keys and sector tweaks agree.
 import { Buffer } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, rm, stat, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { open, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { must, run, type RunResult } from './helpers/cli.js';
 import { decryptSector, dumpVolumeKey } from './helpers/cryptsetup.js';
-import { xtsEncryptInPlace } from '../src/crypto/xts.js';
+import { xtsInPlace } from '../src/crypto/xts.js';
 import { AtrestError } from '../src/errors/index.js';
 import {
   addKeyslot,
@@ -18,6 +17,7 @@ import {
   unlockVolumeKey,
   type Luks2Metadata,
 } from '../src/luks2/index.js';
+import { useTempDir } from '../src/test-helpers/temp-dir.test-helper.js';
 
 async function cs(args: string[], timeoutMs?: number): Promise<RunResult> {
   return must('cryptsetup', args, timeoutMs === undefined ? {} : { timeoutMs });
@@ -27,22 +27,18 @@ const haveCryptsetup = (await run('cryptsetup', ['--version']).catch(() => ({ co
 const FAST_ARGON = ['--pbkdf', 'argon2id', '--pbkdf-memory', '32768', '--iter-time', '100'];
 const PBKDF2_FAST = ['--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000'];
 
-let dir: string;
+const dir = useTempDir('atrest-luks2-native-', { perTest: true });
 let keyFile: string;
 const passphrase = Buffer.from('interop passphrase\n');
 
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-luks2-native-'));
-  keyFile = join(dir, 'key');
+  keyFile = join(dir(), 'key');
   await writeFile(keyFile, passphrase);
-});
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
 });
 
 /** The volume key according to cryptsetup. */
 function dumpedKey(image: string, header?: string, key = keyFile): Promise<Buffer> {
-  return dumpVolumeKey(dir, image, key, header);
+  return dumpVolumeKey(dir(), image, key, header);
 }
 
 /**
@@ -56,7 +52,7 @@ async function checkDataSectors(meta: Luks2Metadata, ourKey: Buffer, theirKey: B
   const startSector = 3; // not the first: the tweak must follow the position
   const byteOff = startSector * meta.sectorSize;
   const cipher = Buffer.from(plain);
-  xtsEncryptInPlace(ourKey, cipher, meta.sectorSize, meta.ivTweak + byteOff / 512);
+  xtsInPlace('encrypt', ourKey, cipher, meta.sectorSize, meta.ivTweak + byteOff / 512);
   const fh = await open(meta.imagePath, 'r+');
   await fh.write(cipher, 0, cipher.length, meta.dataOffset + byteOff);
   const back = Buffer.alloc(cipher.length);
@@ -72,7 +68,7 @@ async function checkDataSectors(meta: Luks2Metadata, ourKey: Buffer, theirKey: B
 describe.skipIf(!haveCryptsetup)('LUKS2 interop with cryptsetup', () => {
   for (const sectorSize of [512, 4096]) {
     it(`opens a cryptsetup argon2id image with ${sectorSize}-byte sectors`, async () => {
-      const img = join(dir, 'cs.img');
+      const img = join(dir(), 'cs.img');
       await writeFile(img, '');
       await truncate(img, 32 << 20);
       await cs([
@@ -103,7 +99,7 @@ describe.skipIf(!haveCryptsetup)('LUKS2 interop with cryptsetup', () => {
   }
 
   it('opens a cryptsetup image made with the real defaults (argon2id, ~1 GiB)', async () => {
-    const img = join(dir, 'defaults.img');
+    const img = join(dir(), 'defaults.img');
     await writeFile(img, '');
     await truncate(img, 20 << 20);
     await cs(['luksFormat', '--type', 'luks2', '--batch-mode', '--key-file', keyFile, img], 170_000);
@@ -113,7 +109,7 @@ describe.skipIf(!haveCryptsetup)('LUKS2 interop with cryptsetup', () => {
   }, 600_000);
 
   it('opens larger metadata areas, pbkdf2 hashes and a labelled image; our keyslot edits stay valid for cryptsetup', async () => {
-    const img = join(dir, 'big.img');
+    const img = join(dir(), 'big.img');
     await writeFile(img, '');
     await truncate(img, 40 << 20);
     await cs([
@@ -147,7 +143,7 @@ describe.skipIf(!haveCryptsetup)('LUKS2 interop with cryptsetup', () => {
     const { volumeKey } = await unlockVolumeKey(meta, passphrase);
     expect(volumeKey.equals(await dumpedKey(img))).toBe(true);
     // our writer on their image: add a keyslot, cryptsetup opens with it; remove theirs
-    const key2 = join(dir, 'key2');
+    const key2 = join(dir(), 'key2');
     await writeFile(key2, 'second key');
     const id = await addKeyslot(meta, volumeKey, Buffer.from('second key'), {
       kdf: { type: 'pbkdf2', iterations: 1000 },
@@ -172,8 +168,8 @@ describe.skipIf(!haveCryptsetup)('LUKS2 interop with cryptsetup', () => {
     [true, 4096],
   ] as const) {
     it(`cryptsetup opens our ${detached ? 'detached' : 'attached'} format with ${sectorSize}-byte sectors`, async () => {
-      const img = join(dir, 'ours.img');
-      const hdr = detached ? join(dir, 'ours.hdr') : undefined;
+      const img = join(dir(), 'ours.img');
+      const hdr = detached ? join(dir(), 'ours.hdr') : undefined;
       const volumeKey = randomBytes(64);
       await formatLuks2({
         imagePath: img,
@@ -199,7 +195,7 @@ describe.skipIf(!haveCryptsetup)('LUKS2 interop with cryptsetup', () => {
   }
 
   it('cryptsetup accepts our repair after we fell back to the secondary header', async () => {
-    const img = join(dir, 'r.img');
+    const img = join(dir(), 'r.img');
     await formatLuks2({ imagePath: img, dataSize: 1 << 20, passphrase, pbkdf2Iterations: 1000 });
     const fh = await open(img, 'r+');
     await fh.write(Buffer.from('garbage'), 0, 7, 4096 + 10);
@@ -215,7 +211,7 @@ describe.skipIf(!haveCryptsetup)('LUKS2 interop with cryptsetup', () => {
   });
 
   it('refuses a cryptsetup reencryption left in progress and LUKS1 images', async () => {
-    const img = join(dir, 're.img');
+    const img = join(dir(), 're.img');
     await writeFile(img, '');
     await truncate(img, 40 << 20);
     await cs(['luksFormat', '--type', 'luks2', '--batch-mode', '--key-file', keyFile, ...PBKDF2_FAST, img]);
@@ -234,7 +230,7 @@ describe.skipIf(!haveCryptsetup)('LUKS2 interop with cryptsetup', () => {
       expect(err).toMatchObject({ code: 'REENCRYPT_IN_PROGRESS' });
       expect((err as AtrestError).message).toContain(img);
     }
-    const l1 = join(dir, 'l1.img');
+    const l1 = join(dir(), 'l1.img');
     await writeFile(l1, '');
     await truncate(l1, 8 << 20);
     await cs([

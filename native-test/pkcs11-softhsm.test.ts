@@ -1,6 +1,5 @@
 // Pkcs11Provider against a real SoftHSM2 token initialised by the test itself.
-import { chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, copyFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AtrestError } from '../src/errors/index.js';
@@ -10,6 +9,7 @@ import { parseProviders } from '../src/keys/provider-config.js';
 import { readLuks2, type JsonObject } from '../src/luks2/index.js';
 import { writeMetadata } from '../src/luks2/volume.js';
 import { createSoftHsm, SOFTHSM_MODULE, type SoftHsm } from './helpers/softhsm.js';
+import { useTempDir } from '../src/test-helpers/temp-dir.test-helper.js';
 
 const URI = `pkcs11:token=atrest;object=kek-1?module-path=${SOFTHSM_MODULE}&pin-value=1234`;
 
@@ -30,6 +30,7 @@ describe('Pkcs11Provider with SoftHSM2', () => {
   let hsm: SoftHsm;
   let provider: Pkcs11Provider;
   const secret = Buffer.from('00112233445566778899aabbccddeeff0123456789abcdef0123456789abcdef', 'hex');
+  const tempDir = useTempDir('atrest-p11-', { perTest: true });
 
   beforeAll(() => {
     hsm = createSoftHsm();
@@ -135,10 +136,9 @@ describe('Pkcs11Provider with SoftHSM2', () => {
   });
 
   it('refuses a module that group or others may change, before loading it', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'atrest-p11mod-'));
     const p = new Pkcs11Provider();
     try {
-      const copy = join(dir, 'libsofthsm2.so');
+      const copy = join(tempDir(), 'libsofthsm2.so');
       await copyFile(SOFTHSM_MODULE, copy);
       await chmod(copy, 0o666);
       const err = await p.current(URI.replace(SOFTHSM_MODULE, copy)).catch((e: unknown) => e);
@@ -148,7 +148,6 @@ describe('Pkcs11Provider with SoftHSM2', () => {
       });
     } finally {
       p.close();
-      await rm(dir, { recursive: true, force: true });
     }
   });
 
@@ -167,7 +166,7 @@ describe('Pkcs11Provider with SoftHSM2', () => {
   });
 
   it('through the key manager: tokens name ref:hsm1; a legacy full-URI token opens only while it matches', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'atrest-p11ref-'));
+    const dir = tempDir();
     const pin = join(dir, 'pin');
     await writeFile(pin, '1234', { mode: 0o600 });
     const table = parseProviders(
@@ -202,7 +201,6 @@ describe('Pkcs11Provider with SoftHSM2', () => {
       expect(await codeOf(km.unlock(await readLuks2(image)))).toBe('KEK_NOT_CONFIGURED');
     } finally {
       km.close();
-      await rm(dir, { recursive: true, force: true });
     }
   });
 });

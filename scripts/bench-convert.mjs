@@ -9,38 +9,17 @@
 // show the noise floor of the machine (a shared, loaded machine easily swings +-30% per window).
 // BENCH_CONVERT_DEBUG=1 prints every window.
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { privateEnv } from './bench-env.mjs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { randomFile, run, withPrivateAtrest } from './bench-env.mjs';
 
-const ROOT = resolve(import.meta.dirname, '..');
-const BIN = join(ROOT, 'bin', 'atrest.js');
 const MiB = 2 ** 20;
 /** The bar: IOPS during conversion at least this share of IOPS without. */
 const BAR = 0.85;
 
-function run(cmd, args, { env = process.env, timeoutMs = 600_000 } = {}) {
-  return new Promise((res, rej) => {
-    const c = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    c.stdout.on('data', (d) => (out += d));
-    c.stderr.on('data', (d) => (err += d));
-    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
-    c.on('error', rej);
-    c.on('close', (code) => {
-      clearTimeout(t);
-      if (code !== 0) rej(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err || out}`));
-      else res(out);
-    });
-  });
-}
-
 /** fio 4k random read/write mix on `file`: total IOPS (reads + writes). */
 async function fioRandrw(file, seconds) {
-  const out = await run('fio', [
+  const { stdout: out } = await run('fio', [
     '--name=load',
     `--filename=${file}`,
     '--rw=randrw',
@@ -58,21 +37,6 @@ async function fioRandrw(file, seconds) {
   return job.read.iops + job.write.iops;
 }
 
-/** A plaintext image: random data after a zero first block (like a real disk image), written in 8 MiB chunks. */
-async function randomFile(path, size) {
-  const fh = await open(path, 'w');
-  try {
-    for (let o = 0; o < size; o += 8 * MiB) {
-      const chunk = randomBytes(Math.min(8 * MiB, size - o));
-      if (o === 0) chunk.fill(0, 0, 4096);
-      await fh.write(chunk);
-    }
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
 /** A busy loop per core (node processes), like `stress --cpu N`; returns a stop function. */
 function cpuHog(n = availableParallelism()) {
   const kids = Array.from({ length: n }, () =>
@@ -81,25 +45,6 @@ function cpuHog(n = availableParallelism()) {
   return () => {
     for (const k of kids) if (k.exitCode === null && k.pid !== undefined) k.kill('SIGKILL');
   };
-}
-
-/** Runs `fn(dir, env, atrest)` in a private atrest environment; then stops its daemon and removes what it left. */
-async function withPrivateAtrest(prefix, fn) {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
-  const env = privateEnv(dir);
-  const atrest = (args) => run(process.execPath, [BIN, ...args], { env });
-  try {
-    return await fn(dir, env, atrest);
-  } catch (err) {
-    const log = await readFile(join(env.ATREST_STATE_DIR, 'daemon.log'), 'utf8').catch(() => '');
-    console.error(`daemon log (last lines):\n${log.split('\n').slice(-15).join('\n')}`);
-    throw err;
-  } finally {
-    await atrest(['daemon', '--stop']).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 500));
-    await run('bash', [join(ROOT, 'scripts', 'cleanup'), dir]).catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
-  }
 }
 
 /**
@@ -111,7 +56,7 @@ export async function benchConvert({ quick = false } = {}) {
   const size = (quick ? 512 : 1024) * MiB;
   const seconds = quick ? 5 : 6;
   const rounds = quick ? 2 : 4;
-  return withPrivateAtrest('atrest-bench-online-', async (dir, env, atrest) => {
+  return withPrivateAtrest('atrest-bench-online-', { daemonLogOnError: true }, async (dir, env, atrest) => {
     const image = join(dir, 'online.img');
     await randomFile(image, size);
     await run('sync', []);
@@ -119,7 +64,7 @@ export async function benchConvert({ quick = false } = {}) {
     await atrest(['encrypt', '--pause', 'on']);
     const disk = join(env.ATREST_RUN_DIR, 'on');
     const progress = async () => {
-      const st = JSON.parse(await atrest(['status', 'on', '--json'])).volumes[0].conversion;
+      const st = JSON.parse((await atrest(['status', 'on', '--json'])).stdout).volumes[0].conversion;
       return { done: st?.done ?? size, state: st?.state ?? 'done' };
     };
     /** One fio window; the conversion runs while fio does when `converting` (resumed once fio is up). */

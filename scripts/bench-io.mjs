@@ -1,36 +1,15 @@
 // I/O through /run/atrest/NAME vs the raw file on the same filesystem, per FUSE backend: fio, dd, loop + ext4, worker scaling, CPU per GiB.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
-import { privateEnv } from './bench-env.mjs';
+import { run, withPrivateAtrest } from './bench-env.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..');
-const BIN = join(ROOT, 'bin', 'atrest.js');
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 const CLK_TCK = 100; // Linux USER_HZ: /proc/PID/stat counts utime/stime in 1/100 s
-
-/** Runs a command; resolves { stdout, stderr }, rejects naming it when it fails or times out. */
-export function run(cmd, args, { env = process.env, timeoutMs = 600_000 } = {}) {
-  return new Promise((res, rej) => {
-    const c = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    c.stdout.on('data', (d) => (out += d));
-    c.stderr.on('data', (d) => (err += d));
-    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
-    c.on('error', rej);
-    const what = cmd === process.execPath ? `atrest ${args[1]}` : `${cmd} ${args.join(' ')}`;
-    c.on('close', (code) => {
-      clearTimeout(t);
-      if (code !== 0) rej(new Error(`${what} exited ${code}: ${(err || out).trim().slice(-400)}`));
-      else res({ stdout: out, stderr: err });
-    });
-  });
-}
 
 /**
  * The workloads, in the order they run on one target (block ones first: the ext4 ones then make a
@@ -230,14 +209,12 @@ async function rawRun(sz, log) {
 }
 
 /** An encrypted volume served by `backend` (with `workers`), in a private atrest environment. */
-async function atrestRun(backend, { workers, only, sz, log }) {
-  const dir = await mkdtemp(join(tmpdir(), `atrest-bench-${backend}-`));
-  const env = privateEnv(dir, {
+function atrestRun(backend, { workers, only, sz, log }) {
+  const extra = {
     ATREST_FUSE_BACKEND: backend,
     ...(workers === undefined ? {} : { ATREST_FUSE_WORKERS: String(workers) }),
-  });
-  const atrest = (args) => run(process.execPath, [BIN, ...args], { env });
-  try {
+  };
+  return withPrivateAtrest(`atrest-bench-${backend}-`, { env: extra }, async (dir, env, atrest) => {
     const key = join(dir, 'key');
     await writeFile(key, randomBytes(32), { mode: 0o600 });
     const img = join(dir, 'enc.img');
@@ -265,12 +242,7 @@ async function atrestRun(backend, { workers, only, sz, log }) {
     });
     await atrest(['close', 'enc']);
     return out;
-  } finally {
-    await atrest(['daemon', '--stop']).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 500));
-    await run('bash', [join(ROOT, 'scripts', 'cleanup'), dir]).catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 /** Why the libfuse fallback cannot run here, or null. */

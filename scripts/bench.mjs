@@ -1,71 +1,14 @@
 #!/usr/bin/env node
 // npm run bench: sector crypto vs `openssl speed`, pool scaling, I/O through the disk file vs the raw file for
 // each FUSE backend (bench-io.mjs), and in-place conversion. Every ratio comes from one run. --quick: a short smoke run.
-import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { benchCrypto } from './bench-crypto.mjs';
-import { privateEnv } from './bench-env.mjs';
+import { randomFile, run, withPrivateAtrest } from './bench-env.mjs';
 import { benchConvert, printConvert } from './bench-convert.mjs';
 import { benchIo, printIo } from './bench-io.mjs';
 
 const QUICK = process.argv.includes('--quick');
-
-const ROOT = resolve(import.meta.dirname, '..');
-const BIN = join(ROOT, 'bin', 'atrest.js');
-
-function run(cmd, args, { env = process.env, timeoutMs = 600_000 } = {}) {
-  return new Promise((res, rej) => {
-    const c = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    c.stdout.on('data', (d) => (out += d));
-    c.stderr.on('data', (d) => (err += d));
-    const t = setTimeout(() => c.kill('SIGKILL'), timeoutMs);
-    c.on('error', rej);
-    c.on('close', (code) => {
-      clearTimeout(t);
-      if (code !== 0) rej(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err || out}`));
-      else res(out);
-    });
-  });
-}
-
-/**
- * Runs `fn(dir, env, atrest)` in a private atrest environment (temp dir), then stops its daemon and
- * removes every mount, loop device and file it left.
- */
-async function withPrivateAtrest(prefix, extraEnv, fn) {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
-  const env = privateEnv(dir, extraEnv);
-  const atrest = (args) => run(process.execPath, [BIN, ...args], { env });
-  try {
-    return await fn(dir, env, atrest);
-  } finally {
-    await atrest(['daemon', '--stop']).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 500));
-    await run('bash', [join(ROOT, 'scripts', 'cleanup'), dir]).catch(() => undefined);
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-/** A plaintext image of `size` bytes: random data after a zero first block (written in 8 MiB chunks). */
-async function randomFile(path, size) {
-  const { open } = await import('node:fs/promises');
-  const fh = await open(path, 'w');
-  try {
-    for (let o = 0; o < size; o += 8 * 2 ** 20) {
-      const chunk = randomBytes(Math.min(8 * 2 ** 20, size - o));
-      if (o === 0) chunk.fill(0, 0, 4096); // a structured first block, as real disk images have
-      await fh.write(chunk);
-    }
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
 
 async function timed(fn) {
   const t0 = process.hrtime.bigint();

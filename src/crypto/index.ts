@@ -5,8 +5,8 @@ export {
   SECTOR_SIZES,
   TWEAK_UNIT,
   XtsCipher,
-  xtsDecryptInPlace,
-  xtsEncryptInPlace,
+  xtsInPlace,
+  type XtsDirection,
 } from './xts.js';
 export { CryptoPool, type CryptoPoolOptions, type PoolKey } from './pool.js';
 export { Keyring, LocalKeyring, type KeyRef } from './keyring.js';

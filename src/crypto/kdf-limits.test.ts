@@ -1,7 +1,6 @@
-import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { stat } from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 import { argon2, pbkdf2 } from './kdf.js';
 import {
   DEFAULT_KDF_BUDGET,
@@ -20,6 +19,8 @@ afterEach(async () => {
 });
 
 describe('KDF limits (cryptsetup) and budget', () => {
+  const tempDir = useTempDir('atrest-kdf-');
+
   it('refuses parameters beyond cryptsetup limits', async () => {
     expect(kdfLimitViolation({ type: 'pbkdf2', iterations: KDF_MAX_ITERATIONS })).toBeNull();
     expect(kdfLimitViolation({ type: 'pbkdf2', iterations: 2 ** 31 })).toMatch(
@@ -74,40 +75,34 @@ describe('KDF limits (cryptsetup) and budget', () => {
 
   it('huge PBKDF2 and Argon2 runs are stopped at the time budget, while file I/O goes on', async () => {
     setKdfBudget({ maxMemoryKiB: 1024 * 1024, maxSeconds: 2 });
-    const dir = await mkdtemp(join(tmpdir(), 'atrest-kdf-'));
-    try {
-      const settled: string[] = [];
-      const runs = [
-        ...[1, 2, 3, 4, 5].map((i) =>
-          pbkdf2(b(`p${i}`), b('salt'), KDF_MAX_ITERATIONS, 64, 'sha256').finally(() =>
-            settled.push('pbkdf2'),
-          ),
-        ),
-        argon2('argon2id', b('p'), b('saltsalt'), {
-          timeCost: KDF_MAX_ITERATIONS,
-          memoryKiB: 64,
-          parallelism: 1,
-          keyLength: 32,
-        }).finally(() => settled.push('argon2')),
-      ].map((p) =>
-        p.then(
-          () => null,
-          (e: unknown) => e,
-        ),
-      );
-      // the libuv pool is free: many stats complete while every KDF is still running
-      for (let i = 0; i < 50; i++) await stat(dir);
-      expect(settled).toEqual([]);
-      const errors = await Promise.all(runs);
-      for (const e of errors) {
-        expect(e).toMatchObject({ code: 'KDF_BUDGET' });
-        expect((e as Error).message).toMatch(/time budget of 2 s/);
-      }
-      // the pool works again after its threads were stopped
-      const key = await pbkdf2(b('passwd'), b('salt'), 1, 64, 'sha256');
-      expect(key.toString('hex').slice(0, 16)).toBe('55ac046e56e3089f');
-    } finally {
-      await rm(dir, { recursive: true, force: true });
+    const dir = tempDir();
+    const settled: string[] = [];
+    const runs = [
+      ...[1, 2, 3, 4, 5].map((i) =>
+        pbkdf2(b(`p${i}`), b('salt'), KDF_MAX_ITERATIONS, 64, 'sha256').finally(() => settled.push('pbkdf2')),
+      ),
+      argon2('argon2id', b('p'), b('saltsalt'), {
+        timeCost: KDF_MAX_ITERATIONS,
+        memoryKiB: 64,
+        parallelism: 1,
+        keyLength: 32,
+      }).finally(() => settled.push('argon2')),
+    ].map((p) =>
+      p.then(
+        () => null,
+        (e: unknown) => e,
+      ),
+    );
+    // the libuv pool is free: many stats complete while every KDF is still running
+    for (let i = 0; i < 50; i++) await stat(dir);
+    expect(settled).toEqual([]);
+    const errors = await Promise.all(runs);
+    for (const e of errors) {
+      expect(e).toMatchObject({ code: 'KDF_BUDGET' });
+      expect((e as Error).message).toMatch(/time budget of 2 s/);
     }
+    // the pool works again after its threads were stopped
+    const key = await pbkdf2(b('passwd'), b('salt'), 1, 64, 'sha256');
+    expect(key.toString('hex').slice(0, 16)).toBe('55ac046e56e3089f');
   }, 120_000);
 });

@@ -306,8 +306,7 @@ class PoolKeyImpl implements PoolKey {
     assertXtsRun(data, sectorSize, firstTweak);
     if (data.length === 0) return data;
     if (data.length <= this.pool.inlineMaxBytes) {
-      if (op === 'encrypt') this.#local.encryptInPlace(data, sectorSize, firstTweak);
-      else this.#local.decryptInPlace(data, sectorSize, firstTweak);
+      this.#local.inPlace(op, data, sectorSize, firstTweak);
       return data;
     }
     await this.pool.run(op, this.ref.slot, this.ref.generation, data, sectorSize, firstTweak);

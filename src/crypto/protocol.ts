@@ -1,4 +1,5 @@
 // Messages between the crypto pool (main thread) and its workers.
+import type { XtsDirection } from './xts.js';
 
 export interface WorkerInit {
   keyring: SharedArrayBuffer;
@@ -7,7 +8,7 @@ export interface WorkerInit {
 }
 
 export interface XtsTask {
-  op: 'encrypt' | 'decrypt';
+  op: XtsDirection;
   slot: number;
   generation: number;
   sectorSize: number;

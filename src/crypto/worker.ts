@@ -26,8 +26,7 @@ export default function run(task: XtsTask): null | TaskError {
     const cipher = keys.cipherFor(task.slot, task.generation);
     if (cipher === null) return fail('LOCKED', 'the volume key has been wiped');
     const data = new Uint8Array(task.slab, 0, task.length);
-    if (task.op === 'encrypt') cipher.encryptInPlace(data, task.sectorSize, task.firstTweak);
-    else cipher.decryptInPlace(data, task.sectorSize, task.firstTweak);
+    cipher.inPlace(task.op, data, task.sectorSize, task.firstTweak);
     return null;
   } catch (err) {
     if (isAtrestError(err)) return fail(err.code, err.message);

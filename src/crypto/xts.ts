@@ -7,6 +7,9 @@ import { XTS_KERNEL_WASM_BASE64 } from './xts-kernel-wasm.js';
 /** XTS tweaks always count 512-byte units (LUKS2 never sets iv_large_sectors). */
 export const TWEAK_UNIT = 512;
 
+/** Which way a run goes: the one parameter that tells encryption and decryption apart. */
+export type XtsDirection = 'encrypt' | 'decrypt';
+
 /** The sector sizes LUKS2 allows. */
 export const SECTOR_SIZES: readonly number[] = [512, 1024, 2048, 4096];
 
@@ -149,12 +152,12 @@ export class XtsCipher {
 
   /** Encrypts whole sectors in place; the first sector's tweak is `firstTweak` (512-byte units). */
   encryptInPlace(data: Uint8Array, sectorSize: number, firstTweak: number): void {
-    this.#run(data, sectorSize, firstTweak, true);
+    this.inPlace('encrypt', data, sectorSize, firstTweak);
   }
 
   /** Decrypts whole sectors in place; see encryptInPlace. */
   decryptInPlace(data: Uint8Array, sectorSize: number, firstTweak: number): void {
-    this.#run(data, sectorSize, firstTweak, false);
+    this.inPlace('decrypt', data, sectorSize, firstTweak);
   }
 
   /** Drops the key schedules (OpenSSL frees and cleanses its contexts on final()). */
@@ -171,9 +174,14 @@ export class XtsCipher {
     this.#enc2 = null;
   }
 
-  #run(data: Uint8Array, sectorSize: number, firstTweak: number, encrypt: boolean): void {
+  /**
+   * Encrypts or decrypts whole sectors in place (the one implementation of both; the hot path of every
+   * request): the first sector's tweak is `firstTweak` (512-byte units), the next ones step by
+   * sectorSize/512. XTS differs between the directions only in the AES call on the data.
+   */
+  inPlace(direction: XtsDirection, data: Uint8Array, sectorSize: number, firstTweak: number): void {
     const enc2 = this.#enc2;
-    const main = encrypt ? this.#enc1 : this.#dec1;
+    const main = direction === 'encrypt' ? this.#enc1 : this.#dec1;
     if (enc2 === null || main === null) {
       throw new AtrestError('LOCKED', 'the volume key has been wiped', { hint: 'open the volume again' });
     }
@@ -211,11 +219,12 @@ export class XtsCipher {
 }
 
 /**
- * Encrypts `data` in place: whole sectors of `sectorSize` bytes; the first sector's tweak is
- * `firstTweak` (in 512-byte units), the next ones step by sectorSize/512. Makes key schedules per
- * call: for many runs under one key, use an XtsCipher.
+ * Encrypts or decrypts `data` in place under `key` once (XtsCipher.inPlace): whole sectors of
+ * `sectorSize` bytes; the first sector's tweak is `firstTweak` (in 512-byte units), the next ones
+ * step by sectorSize/512. Makes key schedules per call: for many runs under one key, use an XtsCipher.
  */
-export function xtsEncryptInPlace(
+export function xtsInPlace(
+  direction: XtsDirection,
   key: Uint8Array,
   data: Uint8Array,
   sectorSize: number,
@@ -223,22 +232,7 @@ export function xtsEncryptInPlace(
 ): void {
   const c = new XtsCipher(key);
   try {
-    c.encryptInPlace(data, sectorSize, firstTweak);
-  } finally {
-    c.wipe();
-  }
-}
-
-/** Decrypts `data` in place; see xtsEncryptInPlace. */
-export function xtsDecryptInPlace(
-  key: Uint8Array,
-  data: Uint8Array,
-  sectorSize: number,
-  firstTweak: number,
-): void {
-  const c = new XtsCipher(key);
-  try {
-    c.decryptInPlace(data, sectorSize, firstTweak);
+    c.inPlace(direction, data, sectorSize, firstTweak);
   } finally {
     c.wipe();
   }

@@ -1,10 +1,12 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 import { excludeMemoryFromCoreDumps } from './core-dumps.js';
 
 describe('no key material in core dumps', () => {
+  const tempDir = useTempDir('atrest-core-');
+
   it('the systemd unit sets LimitCORE=0 in its [Service] section', async () => {
     const unit = await readFile(new URL('../../systemd/atrest.service', import.meta.url), 'utf8');
     const service = unit.slice(unit.indexOf('[Service]'), unit.indexOf('[Install]'));
@@ -13,15 +15,11 @@ describe('no key material in core dumps', () => {
   });
 
   it('the daemon writes 0 to its coredump_filter, and says when it cannot', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'atrest-core-'));
-    try {
-      const f = join(dir, 'coredump_filter');
-      await writeFile(f, '00000033\n');
-      expect(await excludeMemoryFromCoreDumps(f)).toBe(true);
-      expect(await readFile(f, 'utf8')).toBe('0\n');
-      expect(await excludeMemoryFromCoreDumps(join(dir, 'missing', 'coredump_filter'))).toBe(false);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    const dir = tempDir();
+    const f = join(dir, 'coredump_filter');
+    await writeFile(f, '00000033\n');
+    expect(await excludeMemoryFromCoreDumps(f)).toBe(true);
+    expect(await readFile(f, 'utf8')).toBe('0\n');
+    expect(await excludeMemoryFromCoreDumps(join(dir, 'missing', 'coredump_filter'))).toBe(false);
   });
 });

@@ -1,10 +1,9 @@
 import { Buffer } from 'node:buffer';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { AtrestError } from '../errors/index.js';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 import { requestWithSecrets } from './client.js';
 import { encodeFrame, FrameReader, MAX_LINE_BYTES, writeFrame, type Frame } from './framing.js';
 import { runtimePaths } from './paths.js';
@@ -200,19 +199,15 @@ describe('requests with secrets', () => {
     }
   });
 
-  let dir: string;
+  const dir = useTempDir('atrest-framing-', { perTest: true });
   let server: Server | null = null;
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'atrest-framing-'));
-  });
   afterEach(async () => {
     await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
     server = null;
-    await rm(dir, { recursive: true, force: true });
   });
 
   it('the client sends a secret as raw bytes and gets reply secrets back as Buffers', async () => {
-    const paths = runtimePaths({ ATREST_STATE_DIR: dir });
+    const paths = runtimePaths({ ATREST_STATE_DIR: dir() });
     const seen: Frame[] = [];
     const rawLines: string[] = [];
     server = createServer((sock) => {
@@ -247,9 +242,9 @@ describe('requests with secrets', () => {
 
   it('the daemon wipes request secrets after the request and reply secrets after writing them', async () => {
     const paths = runtimePaths({
-      ATREST_STATE_DIR: join(dir, 'state'),
-      ATREST_RUN_DIR: join(dir, 'run'),
-      ATREST_AUDIT_LOG: join(dir, 'audit.log'),
+      ATREST_STATE_DIR: join(dir(), 'state'),
+      ATREST_RUN_DIR: join(dir(), 'run'),
+      ATREST_AUDIT_LOG: join(dir(), 'audit.log'),
     });
     const d = new Daemon({ paths, logLevel: 'error' });
     const recovery = [Buffer.from('new\nrecovery\0key'), Buffer.from([0, 10, 255])];
@@ -289,7 +284,7 @@ describe('requests with secrets', () => {
     await handle(sock, {
       message: {
         id: 6,
-        request: { op: 'open', image: join(dir, 'missing.img'), name: 'x', readOnly: false, loop: false },
+        request: { op: 'open', image: join(dir(), 'missing.img'), name: 'x', readOnly: false, loop: false },
       },
       secrets: [pass2],
     });

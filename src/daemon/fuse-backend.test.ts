@@ -1,6 +1,5 @@
 // The daemon's FUSE backend choice reaches serveDisk and status: option over configuration file over the kernel default.
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -8,27 +7,28 @@ import { CryptoPool } from '../crypto/index.js';
 import { isAtrestError } from '../errors/index.js';
 import type { FuseDisk, ServeDiskOptions } from '../fuse/index.js';
 import { KeyManager } from '../keys/index.js';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 import { parseConfig } from './config.js';
 import type { RuntimePaths } from './paths.js';
 import { VolumeService, type VolumeServiceOptions } from './service.js';
 
-let dir: string;
+const dir = useTempDir('atrest-fusebackend-', { perTest: true });
 let pool: CryptoPool;
 let svc: VolumeService | null = null;
 const served: ServeDiskOptions[] = [];
 
 function paths(): RuntimePaths {
-  const state = join(dir, 'state');
+  const state = join(dir(), 'state');
   return {
-    runDir: join(dir, 'run'),
+    runDir: join(dir(), 'run'),
     stateDir: state,
     socket: join(state, 'control.sock'),
     pidFile: join(state, 'daemon.pid'),
     lockDir: join(state, 'locks'),
     logFile: join(state, 'daemon.log'),
-    keyStore: join(dir, 'keys'),
-    auditLog: join(dir, 'audit.log'),
-    providers: join(dir, 'providers.json'),
+    keyStore: join(dir(), 'keys'),
+    auditLog: join(dir(), 'audit.log'),
+    providers: join(dir(), 'providers.json'),
   };
 }
 
@@ -56,8 +56,8 @@ function service(fuse?: VolumeServiceOptions['fuse']): VolumeService {
 }
 
 async function image(name: string): Promise<{ image: string; keyStore: string }> {
-  const keyStore = join(dir, `store-${name}`);
-  const img = join(dir, `${name}.img`);
+  const keyStore = join(dir(), `store-${name}`);
+  const img = join(dir(), `${name}.img`);
   await new KeyManager({ keyStoreDir: keyStore }).format({ imagePath: img, dataSize: 1 << 20 });
   return { image: img, keyStore };
 }
@@ -68,8 +68,7 @@ async function openVolume(s: VolumeService, name: string): Promise<void> {
 }
 
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-fusebackend-'));
-  await mkdir(join(dir, 'run'));
+  await mkdir(join(dir(), 'run'));
   pool = new CryptoPool({ workers: 1 });
   served.length = 0;
 });
@@ -77,7 +76,6 @@ afterEach(async () => {
   await svc?.closeAll();
   svc = null;
   await pool.destroy();
-  await rm(dir, { recursive: true, force: true });
 });
 
 describe('FUSE backend of the daemon', () => {
@@ -100,7 +98,7 @@ describe('FUSE backend of the daemon', () => {
     const cfg = parseConfig(
       {
         fuseBackend: 'libfuse',
-        volumes: [{ name: 'c', image: v.image, key: { keyFile: join(dir, 'none') } }],
+        volumes: [{ name: 'c', image: v.image, key: { keyFile: join(dir(), 'none') } }],
       },
       '/etc/atrest/volumes.json',
     );

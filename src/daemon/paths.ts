@@ -1,8 +1,6 @@
 // Where the daemon keeps its socket, pid file, locks and log, and where disk files appear.
 import { join } from 'node:path';
-import { envSet } from '../errors/env.js';
-import { DEFAULT_KEY_STORE } from '../keys/platform.js';
-import { DEFAULT_PROVIDERS } from '../keys/provider-config.js';
+import { DEFAULT_KEY_STORE, DEFAULT_PROVIDERS, envSet } from '../errors/env.js';
 
 export interface RuntimePaths {
   /** Directory holding one plaintext disk file per open volume: /run/atrest/NAME. */

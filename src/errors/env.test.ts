@@ -8,18 +8,7 @@ import {
   envValue,
   keyCheckIntervalSeconds,
 } from './env.js';
-import { isAtrestError } from './index.js';
-
-/** The USAGE message `fn` throws (fails if it throws anything else or nothing). */
-function usage(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(isAtrestError(err) && err.code).toBe('USAGE');
-    return (err as Error).message;
-  }
-  throw new Error('no error thrown');
-}
+import { usageMessage } from '../test-helpers/usage-error.test-helper.js';
 
 describe('the ATREST_* table', () => {
   it('names each variable once, each with a meaning and a validation', () => {
@@ -69,12 +58,12 @@ describe('ATREST_KDF_MAX_MEMORY / ATREST_KDF_MAX_SECONDS', () => {
 
   it('refuses every other value with USAGE naming the variable and the value', () => {
     for (const bad of ['abc', '0', '0M', '-1', '1T', '5X', '1e3', '0.0001', '  ', '1 G B', '0x10']) {
-      expect(usage(() => envKdfMaxMemoryKiB({ ATREST_KDF_MAX_MEMORY: bad }))).toBe(
+      expect(usageMessage(() => envKdfMaxMemoryKiB({ ATREST_KDF_MAX_MEMORY: bad }))).toBe(
         `ATREST_KDF_MAX_MEMORY=${JSON.stringify(bad)} is not a positive amount`,
       );
     }
     for (const bad of ['soon', '0', '-5', '5m', '1h', '  ', 'Infinity']) {
-      expect(usage(() => envKdfMaxSeconds({ ATREST_KDF_MAX_SECONDS: bad }))).toBe(
+      expect(usageMessage(() => envKdfMaxSeconds({ ATREST_KDF_MAX_SECONDS: bad }))).toBe(
         `ATREST_KDF_MAX_SECONDS=${JSON.stringify(bad)} is not a positive amount`,
       );
     }
@@ -91,10 +80,10 @@ describe('ATREST_KEY_CHECK_INTERVAL', () => {
 
   it('refuses values outside 0.1 to 3600 (an empty variable counts as 0), flag or variable', () => {
     for (const bad of ['', '0', '0.05', '3601', 'soon', '-1', 'NaN']) {
-      expect(usage(() => keyCheckIntervalSeconds(undefined, { ATREST_KEY_CHECK_INTERVAL: bad }))).toMatch(
-        /^key check interval .* s is out of range \(0\.1 to 3600\)$/,
-      );
+      expect(
+        usageMessage(() => keyCheckIntervalSeconds(undefined, { ATREST_KEY_CHECK_INTERVAL: bad })),
+      ).toMatch(/^key check interval .* s is out of range \(0\.1 to 3600\)$/);
     }
-    expect(usage(() => keyCheckIntervalSeconds(0, {}))).toMatch(/out of range/);
+    expect(usageMessage(() => keyCheckIntervalSeconds(0, {}))).toMatch(/out of range/);
   });
 });

@@ -20,6 +20,11 @@ export interface EnvVar {
   internal?: true;
 }
 
+/** The platform key store's directory when neither ATREST_KEY_STORE nor --key-store names one (keys/platform.ts). */
+export const DEFAULT_KEY_STORE = '/var/lib/atrest/keys';
+/** The key provider configuration file when neither ATREST_PROVIDERS nor --providers names one (keys/provider-config.ts). */
+export const DEFAULT_PROVIDERS = '/etc/atrest/providers.json';
+
 /** The table: every ATREST_* variable atrest reads (a test checks nothing else is read). */
 export const ENV_VARS = [
   {
@@ -37,7 +42,7 @@ export const ENV_VARS = [
   {
     name: 'ATREST_KEY_STORE',
     meaning: 'platform key store directory; --key-store overrides it',
-    default: '/var/lib/atrest/keys',
+    default: DEFAULT_KEY_STORE,
     validation: 'any path (the key store checks owner and mode when used)',
   },
   {
@@ -49,7 +54,7 @@ export const ENV_VARS = [
   {
     name: 'ATREST_PROVIDERS',
     meaning: 'customer key providers; --providers overrides it',
-    default: '/etc/atrest/providers.json',
+    default: DEFAULT_PROVIDERS,
     validation: 'any path (loadProviders checks the file)',
   },
   {

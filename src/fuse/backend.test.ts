@@ -8,17 +8,7 @@ import {
   parseFuseMaxMinor,
   parseFuseWorkers,
 } from './backend.js';
-import { isAtrestError } from '../errors/index.js';
-
-function usage(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(isAtrestError(err) && err.code).toBe('USAGE');
-    return (err as Error).message;
-  }
-  throw new Error('expected a USAGE error');
-}
+import { usageMessage } from '../test-helpers/usage-error.test-helper.js';
 
 describe('FUSE backend settings', () => {
   it('default: kernel chosen later (no backend), one worker per core (2 to 8), no forced minor', () => {
@@ -40,20 +30,22 @@ describe('FUSE backend settings', () => {
   });
 
   it('refuses unknown backends and out-of-range numbers, naming where the value came from', () => {
-    expect(usage(() => fuseSettings({ backend: 'fuse3' }, {}))).toMatch(
+    expect(usageMessage(() => fuseSettings({ backend: 'fuse3' }, {}))).toMatch(
       /--fuse-backend: unknown FUSE backend "fuse3": choose kernel or libfuse/,
     );
-    expect(usage(() => fuseSettings({}, { ATREST_FUSE_BACKEND: 'Kernel' }))).toMatch(
+    expect(usageMessage(() => fuseSettings({}, { ATREST_FUSE_BACKEND: 'Kernel' }))).toMatch(
       /^ATREST_FUSE_BACKEND: /,
     );
-    expect(usage(() => fuseSettings({ workers: 0 }, {}))).toMatch(/--fuse-workers: .* from 1 to 64/);
-    expect(usage(() => fuseSettings({ workers: 65 }, {}))).toMatch(/from 1 to 64/);
-    expect(usage(() => fuseSettings({ workers: 1.5 }, {}))).toMatch(/whole number/);
-    expect(usage(() => fuseSettings({}, { ATREST_FUSE_WORKERS: '4x' }))).toMatch(/^ATREST_FUSE_WORKERS: /);
-    expect(usage(() => fuseSettings({}, { ATREST_FUSE_MAX_MINOR: '19' }))).toMatch(
+    expect(usageMessage(() => fuseSettings({ workers: 0 }, {}))).toMatch(/--fuse-workers: .* from 1 to 64/);
+    expect(usageMessage(() => fuseSettings({ workers: 65 }, {}))).toMatch(/from 1 to 64/);
+    expect(usageMessage(() => fuseSettings({ workers: 1.5 }, {}))).toMatch(/whole number/);
+    expect(usageMessage(() => fuseSettings({}, { ATREST_FUSE_WORKERS: '4x' }))).toMatch(
+      /^ATREST_FUSE_WORKERS: /,
+    );
+    expect(usageMessage(() => fuseSettings({}, { ATREST_FUSE_MAX_MINOR: '19' }))).toMatch(
       /ATREST_FUSE_MAX_MINOR: .* from 31 to 255/,
     );
-    expect(usage(() => parseFuseBackend(undefined, 'x'))).toMatch(/^x: /);
+    expect(usageMessage(() => parseFuseBackend(undefined, 'x'))).toMatch(/^x: /);
   });
 
   it('accepts the bounds', () => {

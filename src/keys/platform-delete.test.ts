@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { link, mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 import { readLuks2 } from '../luks2/index.js';
 import type { KeyEvent } from './audit.js';
 import { KeyManager } from './manager.js';
@@ -15,30 +15,28 @@ import {
 } from './platform-delete.js';
 import { PlatformKekProvider } from './platform.js';
 
-let dir: string;
+const dir = useTempDir('atrest-pdel-', { perTest: true });
 let storeDir: string;
 let events: KeyEvent[];
 let km: KeyManager;
 let store: PlatformKekProvider;
 
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-pdel-'));
-  storeDir = join(dir, 'keys');
+beforeEach(() => {
+  storeDir = join(dir(), 'keys');
   events = [];
   km = new KeyManager({
     keyStoreDir: storeDir,
-    providersFile: join(dir, 'providers.json'),
+    providersFile: join(dir(), 'providers.json'),
     audit: (e) => events.push(e),
   });
   store = new PlatformKekProvider({ keyStoreDir: storeDir });
 });
-afterEach(async () => {
+afterEach(() => {
   km.close();
-  await rm(dir, { recursive: true, force: true });
 });
 
 async function volume(name: string): Promise<string> {
-  const image = join(dir, name);
+  const image = join(dir(), name);
   await km.format({ imagePath: image, dataSize: 1 << 20 });
   return image;
 }
@@ -84,8 +82,8 @@ describe('deletion policy', () => {
     await expect(deletePlatformVersion(store, 2)).rejects.toMatchObject({ code: 'USAGE' });
 
     await rotate(a);
-    await mkdir(join(dir, 'away'));
-    await rename(b, join(dir, 'away', 'b.img')); // b unseen, still on v1
+    await mkdir(join(dir(), 'away'));
+    await rename(b, join(dir(), 'away', 'b.img')); // b unseen, still on v1
     plan = await planPlatformDeletion(store, 1);
     expect(plan.decision).toBe('confirm-unseen');
     expect(plan.volumes.find((v) => v.image === b)).toMatchObject({
@@ -98,7 +96,7 @@ describe('deletion policy', () => {
       hint: expect.stringContaining('--yes-delete-unseen') as unknown,
     });
     // another volume now at b's path is not b: b stays unseen
-    const c = join(dir, 'c.img');
+    const c = join(dir(), 'c.img');
     await km.format({ imagePath: c, dataSize: 1 << 20 });
     await rename(c, b);
     plan = await planPlatformDeletion(store, 1);
@@ -127,10 +125,10 @@ describe('deletion policy', () => {
   it('a volume moved to a customer key no longer needs the platform version', async () => {
     const a = await volume('a.img');
     await km.rotatePlatform();
-    const kek = join(dir, 'kek');
+    const kek = join(dir(), 'kek');
     await writeFile(kek, randomBytes(32), { mode: 0o600 });
     await writeFile(
-      join(dir, 'providers.json'),
+      join(dir(), 'providers.json'),
       JSON.stringify({ providers: { cmk: { type: 'file', path: kek } } }),
       {
         mode: 0o644,
@@ -146,9 +144,9 @@ describe('deletion policy', () => {
     await volume('a.img');
     await km.rotatePlatform();
     await km.rotatePlatform();
-    await rotate(join(dir, 'a.img'));
+    await rotate(join(dir(), 'a.img'));
     const keyFile = join(storeDir, 'platform-kek.v1');
-    const watch = join(dir, 'v1-inode');
+    const watch = join(dir(), 'v1-inode');
     await link(keyFile, watch); // sees the inode's bytes after the store lets go of it
     expect((await readFile(watch)).equals(Buffer.alloc(32))).toBe(false);
     await new Promise<void>((reached, failed) => {

@@ -1,19 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdtemp, readdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, chown, readdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 import { PlatformKekProvider, rotatePlatform } from './platform.js';
 
-let root: string;
+const root = useTempDir('atrest-platform-');
 let n = 0;
-const fresh = (): string => join(root, `store-${n++}`);
-beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), 'atrest-platform-'));
-});
-afterAll(async () => {
-  await rm(root, { recursive: true, force: true });
-});
+const fresh = (): string => join(root(), `store-${n++}`);
 
 describe('PlatformKekProvider', () => {
   it('creates the store (0700) and v1 (0600, 32 bytes) on first use, and round-trips', async () => {

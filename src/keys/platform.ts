@@ -3,12 +3,12 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { link, lstat, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DEFAULT_KEY_STORE } from '../errors/env.js';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { fsyncDir, mkdirDurable, STALE_TEMP_MS, type KillPoint } from './durable-file.js';
 import { keyUnavailable, type KekRef } from './kek.js';
 import { KEK_BYTES, LocalKekProvider } from './wrap.js';
 
-export const DEFAULT_KEY_STORE = '/var/lib/atrest/keys';
 const PREFIX = 'platform-kek.v';
 const KEY_ID_PREFIX = 'platform-kek@';
 /** File naming the store: a random id, not a secret, so a volume moved to another host says so. */

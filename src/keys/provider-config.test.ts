@@ -1,17 +1,11 @@
-import { chmod, chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, chown, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 import { AtrestError } from '../errors/index.js';
 import { loadProviders, parseProviders } from './provider-config.js';
 
-let dir: string;
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-providers-'));
-});
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const dir = useTempDir('atrest-providers-', { perTest: true });
 
 function problems(value: unknown): string[] {
   try {
@@ -134,15 +128,15 @@ describe('loadProviders', () => {
   const good = JSON.stringify({ providers: { k: { type: 'file', path: '/etc/atrest/k.key' } } });
 
   it('a missing file is an empty configuration; a good one loads', async () => {
-    const missing = await loadProviders(join(dir, 'none.json'));
+    const missing = await loadProviders(join(dir(), 'none.json'));
     expect(missing.providers.size).toBe(0);
-    const p = join(dir, 'providers.json');
+    const p = join(dir(), 'providers.json');
     await writeFile(p, good, { mode: 0o644 });
     expect([...(await loadProviders(p)).providers.keys()]).toEqual(['k']);
   });
 
   it('refuses a file group or others may write, or that another user owns, saying how to fix it', async () => {
-    const p = join(dir, 'providers.json');
+    const p = join(dir(), 'providers.json');
     await writeFile(p, good, { mode: 0o644 });
     await chmod(p, 0o664);
     await expect(loadProviders(p)).rejects.toMatchObject({
@@ -163,7 +157,7 @@ describe('loadProviders', () => {
       await chown(p, 0, 0);
     }
     // a directory others can write lets them replace the file
-    const open = join(dir, 'open');
+    const open = join(dir(), 'open');
     await mkdir(open);
     await chmod(open, 0o777);
     await writeFile(join(open, 'providers.json'), good, { mode: 0o644 });
@@ -174,7 +168,7 @@ describe('loadProviders', () => {
   });
 
   it('bad JSON and bad content are USAGE errors naming the file', async () => {
-    const p = join(dir, 'providers.json');
+    const p = join(dir(), 'providers.json');
     await writeFile(p, '{ nope', { mode: 0o600 });
     await expect(loadProviders(p)).rejects.toMatchObject({
       code: 'USAGE',

@@ -12,11 +12,11 @@
 import { constants } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, normalize } from 'node:path';
+import { DEFAULT_PROVIDERS } from '../errors/env.js';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { PROVIDER_TYPES, type FieldSpec, type ProviderEntry } from './provider-types.js';
 import { checkTrusted } from './trusted-file.js';
 
-export const DEFAULT_PROVIDERS = '/etc/atrest/providers.json';
 /** Provider names: what tokens store after `ref:` and what `--kek NAME` takes. */
 export const PROVIDER_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** Names that would read as something else on the command line. */

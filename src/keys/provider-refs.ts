@@ -5,8 +5,9 @@
 // NAME means. A token from before references (a full `file:`/`pkcs11:` URI) is used only when its
 // module, PIN source and key file match a configured provider exactly; the configured entry is then
 // what is used. Anything else is refused before anything is loaded, opened or stat'ed.
+import { DEFAULT_PROVIDERS } from '../errors/env.js';
 import { AtrestError } from '../errors/index.js';
-import { DEFAULT_PROVIDERS, loadProviders, PROVIDER_NAME_RE, type ProviderTable } from './provider-config.js';
+import { loadProviders, PROVIDER_NAME_RE, type ProviderTable } from './provider-config.js';
 import {
   PROVIDER_TYPES,
   typeForScheme,

@@ -1,7 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 import { FileKekProvider } from './file-provider.js';
 import { PlatformKekProvider } from './platform.js';
 import { redactUri, schemeOf, type KekProvider } from './kek.js';
@@ -18,24 +16,20 @@ describe('redactUri', () => {
 });
 
 describe('providerFor', () => {
-  it('picks by scheme, lets callers add providers, and refuses unknown schemes', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'atrest-prov-'));
-    try {
-      const plat = providerFor('platform:', { keyStoreDir: dir });
-      expect(plat).toBeInstanceOf(PlatformKekProvider);
-      expect((plat as PlatformKekProvider).dir).toBe(dir);
-      expect(providerFor('file:/x/kek')).toBeInstanceOf(FileKekProvider);
-      const fake = { scheme: 'pkcs11' } as unknown as KekProvider;
-      expect(providerFor('PKCS11:object=k', { providers: [fake] })).toBe(fake);
-      expect(schemeOf('PKCS11:object=k')).toBe('pkcs11');
-      expect(() => providerFor('vault:k')).toThrow(
-        expect.objectContaining({ code: 'USAGE', message: 'unknown key provider scheme vault' }),
-      );
-      expect(() => providerFor('pkcs11:object=k;pin-value=1234')).toThrow(
-        /unknown key provider scheme pkcs11/,
-      );
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+  const tempDir = useTempDir('atrest-prov-');
+
+  it('picks by scheme, lets callers add providers, and refuses unknown schemes', () => {
+    const dir = tempDir();
+    const plat = providerFor('platform:', { keyStoreDir: dir });
+    expect(plat).toBeInstanceOf(PlatformKekProvider);
+    expect((plat as PlatformKekProvider).dir).toBe(dir);
+    expect(providerFor('file:/x/kek')).toBeInstanceOf(FileKekProvider);
+    const fake = { scheme: 'pkcs11' } as unknown as KekProvider;
+    expect(providerFor('PKCS11:object=k', { providers: [fake] })).toBe(fake);
+    expect(schemeOf('PKCS11:object=k')).toBe('pkcs11');
+    expect(() => providerFor('vault:k')).toThrow(
+      expect.objectContaining({ code: 'USAGE', message: 'unknown key provider scheme vault' }),
+    );
+    expect(() => providerFor('pkcs11:object=k;pin-value=1234')).toThrow(/unknown key provider scheme pkcs11/);
   });
 });

@@ -1,18 +1,16 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 import { STALE_TEMP_MS } from './durable-file.js';
 import { knownVolumes, recordKnownVolume, registryDir } from './registry.js';
 
 const UUID = '0123abcd-0000-4000-8000-00000000beef';
+const dir = useTempDir('atrest-registry-', { perTest: true });
 let store: string;
 
-beforeEach(async () => {
-  store = join(await mkdtemp(join(tmpdir(), 'atrest-registry-')), 'keys');
-});
-afterEach(async () => {
-  await rm(join(store, '..'), { recursive: true, force: true });
+beforeEach(() => {
+  store = join(dir(), 'keys');
 });
 
 /** Starts a write that stops for good at `point` (a crash: nothing after it runs); resolves when there. */

@@ -4,8 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { xtsEncryptInPlace } from '../crypto/xts.js';
-import { readHeaders, writeHeaders } from './disk.js';
+import { xtsInPlace } from '../crypto/xts.js';
+import { craftHeaderJson } from './craft-header.test-helper.js';
 import {
   addKeyslot,
   formatLuks2,
@@ -49,29 +49,6 @@ async function aes128Image(
   return { path, key, meta, slot };
 }
 
-/** Rewrites the JSON of both header copies, bypassing validation. */
-async function craft(path: string, mutate: (json: JsonObject) => void): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    const { chosen } = await readHeaders(fh, path);
-    const json = structuredClone(chosen.json);
-    mutate(json);
-    await writeHeaders(fh, {
-      hdrSize: chosen.bin.hdrSize,
-      seqid: chosen.bin.seqid + 1n,
-      label: chosen.bin.label,
-      subsystem: chosen.bin.subsystem,
-      uuid: chosen.bin.uuid,
-      checksumAlg: 'sha256',
-      salts: { primary: null, secondary: null },
-      json,
-      jsonSize: chosen.bin.hdrSize - 4096,
-    });
-  } finally {
-    await fh.close();
-  }
-}
-
 function keyslot(json: JsonObject, id: number): JsonObject {
   const ks = (json.keyslots as Record<string, JsonObject>)[String(id)];
   if (ks === undefined) throw new Error(`no keyslot ${id}`);
@@ -86,7 +63,7 @@ describe('256-bit XTS volume keys (AES-128-XTS)', () => {
       const { volumeKey } = await unlockVolumeKey(meta, PASS);
       expect(volumeKey.equals(key)).toBe(true);
       // the key works for data like any XTS key
-      xtsEncryptInPlace(volumeKey, Buffer.alloc(sectorSize), sectorSize, 0);
+      xtsInPlace('encrypt', volumeKey, Buffer.alloc(sectorSize), sectorSize, 0);
     });
   }
 
@@ -100,7 +77,7 @@ describe('256-bit XTS volume keys (AES-128-XTS)', () => {
     expect(again.keyslots.find((k) => k.id === id)?.keySize).toBe(32);
     // cryptsetup --key-size 256 encrypts the keyslot area with a 256-bit key as well
     let ks: JsonObject = {};
-    await craft(path, (j) => {
+    await craftHeaderJson(path, (j) => {
       (keyslot(j, slot).area as JsonObject).key_size = 32;
       ks = structuredClone(keyslot(j, slot));
     });
@@ -118,11 +95,11 @@ describe('256-bit XTS volume keys (AES-128-XTS)', () => {
 
   it('still refuses other key sizes, naming the size', async () => {
     const { path, slot } = await aes128Image(512);
-    await craft(path, (j) => (keyslot(j, slot).key_size = 48));
+    await craftHeaderJson(path, (j) => (keyslot(j, slot).key_size = 48));
     const err = await readLuks2(path).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'UNSUPPORTED' });
     expect((err as Error).message).toMatch(/384 bits/);
-    await craft(path, (j) => {
+    await craftHeaderJson(path, (j) => {
       keyslot(j, slot).key_size = 32;
       (keyslot(j, slot).area as JsonObject).key_size = 24;
     });
@@ -150,7 +127,7 @@ describe('256-bit XTS volume keys (AES-128-XTS)', () => {
         /integrity/,
       ],
     ] as const) {
-      await craft(path, mutate);
+      await craftHeaderJson(path, mutate);
       const err = await readLuks2(path).catch((e: unknown) => e);
       expect(err).toMatchObject({ code: 'UNSUPPORTED' });
       expect((err as Error).message).toMatch(why);

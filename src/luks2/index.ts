@@ -19,13 +19,13 @@
 // Messages name the file and never contain key material.
 export {
   CONVERT_REQUIREMENT,
-  luksRemnants,
   readLuks2,
   resolvedDataSize,
   writeMetadata,
   type Luks2Metadata,
   type Luks2Volume,
 } from './volume.js';
+export { luksRemnants } from './remnants.js';
 export { unlockVolumeKey } from './unlock.js';
 export {
   formatLuks2,

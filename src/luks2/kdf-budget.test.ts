@@ -1,5 +1,3 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KDF_MAX_ITERATIONS, setKdfBudget } from '../crypto/kdf-limits.js';
@@ -10,19 +8,18 @@ import type { JsonObject } from './metadata.js';
 import { setMetadataLockDir } from './metadata-lock.js';
 import { keyslotUnusableReason, unlockVolumeKey } from './unlock.js';
 import { readLuks2, writeMetadata } from './volume.js';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 
 const A = Buffer.from('passphrase of the crafted key slot');
 const B = Buffer.from('passphrase of the ordinary key slot');
-let dir: string;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-kdfb-'));
-  setMetadataLockDir(join(dir, 'locks'));
+const dir = useTempDir('atrest-kdfb-');
+beforeAll(() => {
+  setMetadataLockDir(join(dir(), 'locks'));
 });
 afterAll(async () => {
   setKdfBudget(null);
   setMetadataLockDir(null);
   await closeKdfPool();
-  await rm(dir, { recursive: true, force: true });
 });
 
 async function setIterations(path: string, slot: number, iterations: number): Promise<void> {
@@ -35,7 +32,7 @@ async function setIterations(path: string, slot: number, iterations: number): Pr
 
 describe('key slots with costly KDF parameters', () => {
   it('skips a key slot over the time budget, opens with another, reports the budget when none matches', async () => {
-    const path = join(dir, 'v.img');
+    const path = join(dir(), 'v.img');
     await formatLuks2({ imagePath: path, dataSize: 1 << 20, passphrase: A, pbkdf2Iterations: 1000 });
     const meta = await readLuks2(path);
     const u = await unlockVolumeKey(meta, A);

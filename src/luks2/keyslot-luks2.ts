@@ -1,6 +1,6 @@
 // Keyslot handlers by LUKS2 type name: 'luks2' = KDF(passphrase) → AES-XTS over the raw area (512-byte sectors from 0) → AF merge.
 import { Buffer } from 'node:buffer';
-import { XTS_KEY_SIZES, xtsDecryptInPlace, xtsEncryptInPlace } from '../crypto/xts.js';
+import { XTS_KEY_SIZES, xtsInPlace } from '../crypto/xts.js';
 import { afHashSupported, afMerge, afSplit } from './af.js';
 import { kdfHandler } from './kdf-table.js';
 import { getInt, getObject, getString, getU64, type JsonObject } from './metadata.js';
@@ -85,7 +85,7 @@ const luks2Keyslot: KeyslotHandler = {
     let derived: Buffer | undefined;
     try {
       derived = await kdf.derive(p.kdf, passphrase, p.areaKeySize);
-      xtsDecryptInPlace(derived, material, KEYSLOT_SECTOR, 0);
+      xtsInPlace('decrypt', derived, material, KEYSLOT_SECTOR, 0);
       return afMerge(material, p.keySize, AF_STRIPES, p.afHash);
     } finally {
       derived?.fill(0);
@@ -104,7 +104,7 @@ const luks2Keyslot: KeyslotHandler = {
     let derived: Buffer | undefined;
     try {
       derived = await kdf.derive(p.kdf, passphrase, p.areaKeySize);
-      xtsEncryptInPlace(derived, material, KEYSLOT_SECTOR, 0);
+      xtsInPlace('encrypt', derived, material, KEYSLOT_SECTOR, 0);
       await io.write(p.areaOffset, material);
     } finally {
       derived?.fill(0);

@@ -3,7 +3,8 @@ import { open, readdir, readFile, stat, truncate, writeFile } from 'node:fs/prom
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { encodeBinaryHeader, setChecksum } from './binary-header.js';
-import { readHeaders, writeHeaders, readAt, writeAt } from './disk.js';
+import { readHeaders, writeAt } from './disk.js';
+import { craftHeaderJson } from './craft-header.test-helper.js';
 import {
   addKeyslot,
   DEFAULT_DATA_OFFSET,
@@ -32,36 +33,6 @@ async function fresh(name = 'a.img', sectorSize: 512 | 4096 = 4096): Promise<str
     pbkdf2Iterations: FAST,
   });
   return path;
-}
-
-/** Rewrites the JSON of one or both copies with `mutate`, bypassing validation (crafts bad headers). */
-async function craft(
-  path: string,
-  mutate: (json: JsonObject) => void,
-  opts: { seqid?: bigint; only?: 'primary' | 'secondary' } = {},
-): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    const { chosen } = await readHeaders(fh, path);
-    const json = structuredClone(chosen.json);
-    mutate(json);
-    const keep =
-      opts.only === undefined ? null : await readAt(fh, opts.only === 'primary' ? 16384 : 0, 16384);
-    await writeHeaders(fh, {
-      hdrSize: chosen.bin.hdrSize,
-      seqid: opts.seqid ?? chosen.bin.seqid + 1n,
-      label: chosen.bin.label,
-      subsystem: chosen.bin.subsystem,
-      uuid: chosen.bin.uuid,
-      checksumAlg: 'sha256',
-      salts: { primary: null, secondary: null },
-      json,
-      jsonSize: chosen.bin.hdrSize - 4096,
-    });
-    if (keep) await writeAt(fh, opts.only === 'primary' ? 16384 : 0, keep);
-  } finally {
-    await fh.close();
-  }
 }
 
 async function poke(path: string, offset: number, bytes: Uint8Array): Promise<void> {
@@ -161,7 +132,7 @@ describe('formatLuks2 / readLuks2 / unlockVolumeKey', () => {
 
   it('adds an argon2id keyslot, removes the old one, keeps unknown fields', async () => {
     const path = await fresh();
-    await craft(path, (j) => {
+    await craftHeaderJson(path, (j) => {
       j['x-extra'] = { keep: 'me' };
       segment0(j)['x-seg'] = 1;
     });
@@ -208,13 +179,13 @@ describe('formatLuks2 / readLuks2 / unlockVolumeKey', () => {
 describe('header copies', () => {
   it('prefers the copy with the higher seqid', async () => {
     const path = await fresh();
-    await craft(path, (j) => (j['x-new'] = true), { seqid: 9n, only: 'secondary' });
+    await craftHeaderJson(path, (j) => (j['x-new'] = true), { seqid: 9n, only: 'secondary' });
     let meta = await readLuks2(path);
     expect(meta.usedCopy).toBe('secondary');
     expect(meta.seqid).toBe(9n);
     expect(meta.damaged).toEqual(['primary']);
     expect(meta.json['x-new']).toBe(true);
-    await craft(path, (j) => (j['x-new'] = false), { seqid: 12n, only: 'primary' });
+    await craftHeaderJson(path, (j) => (j['x-new'] = false), { seqid: 12n, only: 'primary' });
     meta = await readLuks2(path);
     expect(meta.usedCopy).toBe('primary');
     expect(meta.json['x-new']).toBe(false);
@@ -313,7 +284,7 @@ describe('damaged and foreign images', () => {
     ];
     for (const [name, mutate, why] of bad) {
       const path = await fresh(`${name}.img`);
-      await craft(path, mutate);
+      await craftHeaderJson(path, mutate);
       const e = await rejects(readLuks2(path), 'CORRUPT_HEADER');
       expect(e.message, name).toMatch(why);
     }
@@ -368,7 +339,7 @@ describe('damaged and foreign images', () => {
       /holds no data: it is 16777216 bytes and its data segment starts at byte 16777216/,
     );
     const d = await fresh('d.img');
-    await craft(d, (j) => (segment0(j).size = String(4 << 20)));
+    await craftHeaderJson(d, (j) => (segment0(j).size = String(4 << 20)));
     const short = await readLuks2(d);
     expect(short.warnings).toEqual([expect.stringMatching(/shorter than its data segment/)]);
     expect(() => resolvedDataSize(short, short.imageSize)).toThrow(/shorter than its data segment/);
@@ -443,7 +414,7 @@ describe('refusals', () => {
   for (const [name, mutate, code, why] of cases) {
     it(`refuses ${name}`, async () => {
       const path = await fresh();
-      await craft(path, mutate);
+      await craftHeaderJson(path, mutate);
       const e = await rejects(readLuks2(path), code, why);
       expect(e.message).toContain(path);
       expect(e.hint).toBeTruthy();
@@ -452,7 +423,7 @@ describe('refusals', () => {
 
   it('skips keyslots it cannot use and says so when none is left', async () => {
     const path = await fresh();
-    await craft(path, (j) => {
+    await craftHeaderJson(path, (j) => {
       const ks = (j.keyslots as Record<string, JsonObject>)['0'] as JsonObject;
       (ks.area as JsonObject).encryption = 'aes-cbc-plain64';
     });
@@ -521,10 +492,16 @@ describe('tokens', () => {
 describe('conversion requirement', () => {
   it('reads atrest-convert-v1 headers as converting, and refuses a newer conversion format in one line', async () => {
     const path = await fresh();
-    await craft(path, (j) => ((j.config as JsonObject).requirements = { mandatory: ['atrest-convert-v1'] }));
+    await craftHeaderJson(
+      path,
+      (j) => ((j.config as JsonObject).requirements = { mandatory: ['atrest-convert-v1'] }),
+    );
     const meta = await readLuks2(path);
     expect(meta.converting).toBe(true);
-    await craft(path, (j) => ((j.config as JsonObject).requirements = { mandatory: ['atrest-convert-v2'] }));
+    await craftHeaderJson(
+      path,
+      (j) => ((j.config as JsonObject).requirements = { mandatory: ['atrest-convert-v2'] }),
+    );
     await rejects(readLuks2(path), 'UNSUPPORTED', /started by a newer atrest/);
   });
 });

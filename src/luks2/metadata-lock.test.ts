@@ -1,18 +1,16 @@
 import { spawn } from 'node:child_process';
-import { link, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { link, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 import { metadataLockDir, setMetadataLockDir, withMetadataLock } from './metadata-lock.js';
 
-let dir: string;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-mlock-'));
-  setMetadataLockDir(join(dir, 'locks'));
+const dir = useTempDir('atrest-mlock-');
+beforeAll(() => {
+  setMetadataLockDir(join(dir(), 'locks'));
 });
-afterAll(async () => {
+afterAll(() => {
   setMetadataLockDir(null);
-  await rm(dir, { recursive: true, force: true });
 });
 afterEach(async () => {
   // every lock is released once its holder is done
@@ -24,9 +22,9 @@ const tick = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms)
 
 describe('withMetadataLock', () => {
   it('runs header changes of one header (by any path) one at a time; nested calls re-enter', async () => {
-    const header = join(dir, 'h.img');
+    const header = join(dir(), 'h.img');
     await writeFile(header, 'x');
-    const alias = join(dir, 'h-alias.img');
+    const alias = join(dir(), 'h-alias.img');
     await link(header, alias);
     const log: string[] = [];
     const change = (path: string, name: string): Promise<void> =>
@@ -45,7 +43,7 @@ describe('withMetadataLock', () => {
   });
 
   it('waits for a holder, gives up with IMAGE_BUSY after waitMs, and takes over a dead holder', async () => {
-    const header = join(dir, 'w.img');
+    const header = join(dir(), 'w.img');
     await writeFile(header, 'x');
     let release!: () => void;
     const holding = withMetadataLock(header, () => new Promise<void>((r) => (release = r)));

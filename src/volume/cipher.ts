@@ -1,6 +1,6 @@
 // Sector ciphers the volume layer encrypts with: the interface, the identity (bench only) and an in-process XTS.
 import type { Buffer } from 'node:buffer';
-import { XtsCipher } from '../crypto/xts.js';
+import { XtsCipher, type XtsDirection } from '../crypto/xts.js';
 
 /**
  * Encrypts or decrypts whole sectors. `firstTweak` is in 512-byte units: the sector at data-segment
@@ -36,24 +36,23 @@ export class InProcessXtsCipher implements SectorCipher {
   }
 
   encrypt(data: Buffer, sectorSize: number, firstTweak: number): Promise<Buffer> {
-    try {
-      this.#xts.encryptInPlace(data, sectorSize, firstTweak);
-      return Promise.resolve(data);
-    } catch (err) {
-      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
-    }
+    return this.#run('encrypt', data, sectorSize, firstTweak);
   }
 
   decrypt(data: Buffer, sectorSize: number, firstTweak: number): Promise<Buffer> {
-    try {
-      this.#xts.decryptInPlace(data, sectorSize, firstTweak);
-      return Promise.resolve(data);
-    } catch (err) {
-      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
-    }
+    return this.#run('decrypt', data, sectorSize, firstTweak);
   }
 
   wipe(): void {
     this.#xts.wipe();
+  }
+
+  #run(direction: XtsDirection, data: Buffer, sectorSize: number, firstTweak: number): Promise<Buffer> {
+    try {
+      this.#xts.inPlace(direction, data, sectorSize, firstTweak);
+      return Promise.resolve(data);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
   }
 }

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, copyFile, mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, chown, copyFile, readFile, rename, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 import { formatLuks2, readLuks2, writeMetadata, type JsonObject } from '../luks2/index.js';
 import {
   adoptSidecar,
@@ -13,7 +13,7 @@ import {
   type HeaderRequest,
 } from './convert.js';
 
-let dir: string;
+const dir = useTempDir('atrest-sidecar-', { perTest: true });
 let image: string;
 let side: string;
 
@@ -26,13 +26,9 @@ function makeHeader(req: HeaderRequest): Promise<void> {
 }
 
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-sidecar-'));
-  image = join(dir, 'p.img');
+  image = join(dir(), 'p.img');
   await writeFile(image, randomBytes(256 * 1024));
   side = (await startEncrypt(image, { sectorSize: 4096, batch: 64 * 1024, makeHeader })).header;
-});
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
 });
 
 const root = process.geteuid?.() === 0;
@@ -69,7 +65,7 @@ describe('the sidecar of an attached-header encryption is used only when it can 
   });
 
   it('a symbolic link (even to a good sidecar): refused', async () => {
-    const elsewhere = join(dir, 'elsewhere.hdr');
+    const elsewhere = join(dir(), 'elsewhere.hdr');
     await rename(side, elsewhere);
     await symlink(elsewhere, side);
     await expect(findConversion(image, undefined)).rejects.toMatchObject({
@@ -79,7 +75,7 @@ describe('the sidecar of an attached-header encryption is used only when it can 
   });
 
   it("another image's sidecar (a copy or restore): refused until the operator adopts it", async () => {
-    const other = join(dir, 'q.img');
+    const other = join(dir(), 'q.img');
     await writeFile(other, randomBytes(256 * 1024));
     await copyFile(side, sidecarPath(other));
     await chmod(sidecarPath(other), 0o600);

@@ -3,7 +3,7 @@ import { open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LocalKeyring } from '../crypto/keyring.js';
-import { xtsDecryptInPlace } from '../crypto/xts.js';
+import { xtsInPlace } from '../crypto/xts.js';
 import { isAtrestError } from '../errors/index.js';
 import { Volume } from './volume.js';
 import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
@@ -88,7 +88,7 @@ describe('Volume', () => {
     const img = await readFile(image);
     const ct = Buffer.from(img.subarray(dataOffset + 8192, dataOffset + 8192 + plain.length));
     expect(ct.equals(plain)).toBe(false);
-    xtsDecryptInPlace(key, ct, 4096, 8192 / 512 + ivTweak);
+    xtsInPlace('decrypt', key, ct, 4096, 8192 / 512 + ivTweak);
     expect(ct.equals(plain)).toBe(true);
     // the header area before dataOffset is untouched
     expect(img.subarray(0, dataOffset).every((b) => b === 0)).toBe(true);

@@ -1,8 +1,8 @@
 // The key manager with a kmip provider (fake server): bind, unlock, revoke, a new version re-wrapped; the token stores only ref:NAME.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useTempDir } from '../../test-helpers/temp-dir.test-helper.js';
 import { readLuks2 } from '../../luks2/index.js';
 import { KeyManager } from '../manager.js';
 import { bindings } from '../tokens.js';
@@ -10,13 +10,7 @@ import { parseProviders } from '../provider-config.js';
 import { FakeKmipServer, fakeTls } from './fake-server.test-helper.js';
 import { KmipKekProvider } from './provider.js';
 
-let dir: string;
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-kmip-km-'));
-});
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const dir = useTempDir('atrest-kmip-km-', { perTest: true });
 
 const table = parseProviders(
   {
@@ -40,7 +34,7 @@ describe('KeyManager with a kmip provider', () => {
     const kmip = new KmipKekProvider({ connect: server.connect, readTls: fakeTls });
     const km = new KeyManager({ providerTable: table, kmip });
     const v1 = server.add('fleet-kek', 1);
-    const image = join(dir, 'v.img');
+    const image = join(dir(), 'v.img');
     const f = await km.format({ imagePath: image, dataSize: 1 << 20 }, 'kmip:fleet');
     expect(f.ref).toMatchObject({ uri: 'ref:fleet', keyId: v1, version: 1 });
     let meta = await readLuks2(image);

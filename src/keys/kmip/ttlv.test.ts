@@ -18,8 +18,7 @@ import {
   ttlvMessageLength,
   type Ttlv,
 } from './ttlv.js';
-
-const hex = (s: string): Buffer => Buffer.from(s.replace(/[\s|]/g, ''), 'hex');
+import { hex, PYKMIP_ACTIVATE_1, PYKMIP_LOCATE_NAME } from './pykmip-vectors.test-helper.js';
 
 /** Runs fn and returns the AtrestError it throws (sync version of rejects()). */
 async function throws(fn: () => unknown, code: string, text?: RegExp): Promise<void> {
@@ -83,19 +82,10 @@ const SPEC_EXAMPLES: [string, Ttlv, string][] = [
 
 // Whole messages. PROTOCOL_VERSION_1_1: the KMIP 1.1 Test Cases, section 3.1.1 (Protocol Version 1.1 in a
 // request header), as quoted in PyKMIP's unit tests (kmip/tests/unit/core/messages/contents). The others
-// were produced by PyKMIP 0.10's own encoder (kmip.core.messages, KMIP 1.4), an independent implementation,
-// for the same requests and responses atrest builds.
+// (pykmip-vectors.test-helper.ts) were produced by PyKMIP 0.10's own encoder (kmip.core.messages, KMIP 1.4),
+// an independent implementation, for the same requests and responses atrest builds.
 const PROTOCOL_VERSION_1_1 =
   '42006901000000204200 6A0200000004000000010000000042006B02000000040000000100000000'.replace(/ /g, '');
-const PYKMIP_ACTIVATE_1 =
-  '42007801000000704200770100000038420069010000002042006a0200000004000000010000000042006b020000000400000004000000' +
-  '0042000d0200000004000000010000000042000f010000002842005c05000000040000001200000000420079010000001042009407000000' +
-  '013100000000000000';
-const PYKMIP_LOCATE_NAME =
-  '42007801000000a04200770100000038420069010000002042006a0200000004000000010000000042006b020000000400000004000000' +
-  '0042000d0200000004000000010000000042000f010000005842005c050000000400000008000000004200790100000040420008010000' +
-  '003842000a07000000044e616d650000000042000b01000000204200550700000005766f6c2d6100000042005405000000040000000100' +
-  '000000';
 
 describe('TTLV codec', () => {
   for (const [what, item, bytesHex] of SPEC_EXAMPLES) {
