@@ -2,8 +2,7 @@
 // pass, and every key a volume holds leaves the pool's keyring on lock, close and failure.
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, mkdtemp, open, rename, rm, unlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, open, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { pino } from 'pino';
@@ -15,11 +14,13 @@ import { formatLuks2 } from '../luks2/index.js';
 import type { FuseDisk, ServeDiskOptions } from '../fuse/index.js';
 import { VolumeService, type VolumeServiceOptions } from './service.js';
 import type { RuntimePaths } from './paths.js';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 
 const DATA_SIZE = 1 << 20;
 /** Two conversion batches (8 MiB each) at RATE: the first runs when reencrypt returns. */
 const CONV_SIZE = 16 << 20;
 const RATE = 16 << 20;
+const tmp = useTempDir('atrest-svc-', { perTest: true });
 let dir: string;
 let pool: CryptoPool;
 let svc: VolumeService;
@@ -64,7 +65,7 @@ function service(opts: Partial<VolumeServiceOptions> = {}): VolumeService {
 }
 
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-svc-'));
+  dir = tmp();
   await mkdir(join(dir, 'run'));
   pool = new CryptoPool({ workers: 1 });
 });
@@ -72,7 +73,6 @@ afterEach(async () => {
   for (const f of fifos.splice(0)) await releaseFifo(f);
   await svc.closeAll();
   await pool.destroy();
-  await rm(dir, { recursive: true, force: true });
 });
 
 /** A volume bound to the platform key of its own key store (so each can be revoked alone). */

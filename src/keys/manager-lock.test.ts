@@ -1,5 +1,4 @@
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -9,16 +8,17 @@ import {
   setMetadataLockDir,
   unlockVolumeKey,
 } from '../luks2/index.js';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 import { KeyManager } from './manager.js';
 
+const tmp = useTempDir('atrest-km-lock-');
 let dir: string;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-km-lock-'));
+beforeAll(() => {
+  dir = tmp();
   setMetadataLockDir(join(dir, 'locks'));
 });
-afterAll(async () => {
+afterAll(() => {
   setMetadataLockDir(null);
-  await rm(dir, { recursive: true, force: true });
 });
 
 describe('header read-modify-write under the lock', () => {

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { formatLuks2, readLuks2, unlockVolumeKey, type JsonObject } from '../luks2/index.js';
@@ -10,15 +9,17 @@ import { listKeyslots } from './keyslots.js';
 import { KeyManager } from './manager.js';
 import { bindings } from './tokens.js';
 import { storedUri } from './kek.js';
+import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
 
+const tmp = useTempDir('atrest-km-', { perTest: true });
 let dir: string;
 let store: string;
 let events: KeyEvent[];
 let km: KeyManager;
 const FAST = { type: 'pbkdf2', iterations: 1000 } as const;
 
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'atrest-km-'));
+beforeEach(() => {
+  dir = tmp();
   store = join(dir, 'store');
   events = [];
   km = new KeyManager({
@@ -27,9 +28,8 @@ beforeEach(async () => {
     audit: (e) => events.push(e),
   });
 });
-afterEach(async () => {
+afterEach(() => {
   km.close();
-  await rm(dir, { recursive: true, force: true });
 });
 
 async function rejects(p: Promise<unknown>, code: string, text: RegExp): Promise<void> {
