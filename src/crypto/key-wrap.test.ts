@@ -17,8 +17,8 @@ function rfc5649Wrap(kek: Buffer, p: Buffer): Buffer {
   };
   const n = padded.length / 8;
   if (n === 1) return aes(Buffer.concat([aiv, padded]));
-  let a = aiv;
-  const r = Array.from({ length: n }, (_, i) => padded.subarray(i * 8, i * 8 + 8));
+  let a: Buffer = aiv;
+  const r: Buffer[] = Array.from({ length: n }, (_, i) => padded.subarray(i * 8, i * 8 + 8));
   for (let j = 0; j <= 5; j++) {
     for (let i = 0; i < n; i++) {
       const b = aes(Buffer.concat([a, r[i] as Buffer]));

@@ -12,28 +12,28 @@ import {
   type Unlocked,
 } from '../keys/index.js';
 import {
+  AREA_BYTES,
   findAreaGap,
   formatLuks2,
   luksRemnants,
+  markConverting,
   readLuks2,
   replaceVolumeKey,
   updateLuks2,
   resolvedDataSize,
   unlockVolumeKey,
   wipeAreas,
+  type ConvertPlan,
   type KdfChoice,
   type Luks2Metadata,
   type NewKeyslot,
 } from '../luks2/index.js';
 import {
-  AREA_BYTES,
   DEFAULT_BATCH_BYTES,
   findConversion,
-  markConverting,
   startEncrypt,
   unwrapOldKey,
   wrapOldKey,
-  type ConvertPlan,
   type HeaderRequest,
 } from '../volume/index.js';
 

@@ -4,27 +4,24 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LocalKeyring } from '../crypto/keyring.js';
-import { formatLuks2, readLuks2 } from '../luks2/index.js';
-import { InProcessXtsCipher, PlainCipher } from './cipher.js';
-import { RangeLock } from './range-lock.js';
+import { LocalKeyring } from '../../crypto/keyring.js';
 import {
   AREA_BYTES,
   AREA_OFFSET,
-  Converter,
-  findConversion,
+  formatLuks2,
   markConverting,
-  wrapOldKey,
-  sidecarPath,
-  startEncrypt,
-  type ConversionHost,
-  type ConverterOptions,
+  readLuks2,
   type ConvertPlan,
-  type ConvFile,
-  type ConvIo,
-  type HeaderRequest,
-} from './convert.js';
-import { Volume } from './volume.js';
+} from '../../luks2/index.js';
+import { InProcessXtsCipher, PlainCipher } from '../cipher.js';
+import { RangeLock } from '../range-lock.js';
+import { Volume } from '../volume.js';
+import { Converter, type ConversionHost, type ConverterOptions } from './converter.js';
+import { findConversion } from './find.js';
+import type { ConvFile, ConvIo } from './io.js';
+import { wrapOldKey } from './old-key.js';
+import { startEncrypt, type HeaderRequest } from './plan.js';
+import { sidecarPath } from './sidecar.js';
 
 const BATCH = 64 * 1024;
 /** tmpfs when there is one: the simulations model the disk themselves and need no real fsync. */

@@ -3,15 +3,10 @@ import { chmod, chown, copyFile, mkdtemp, readFile, rename, rm, symlink, writeFi
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { formatLuks2, readLuks2, writeMetadata, type JsonObject } from '../luks2/index.js';
-import {
-  adoptSidecar,
-  CONVERT_TOKEN,
-  findConversion,
-  sidecarPath,
-  startEncrypt,
-  type HeaderRequest,
-} from './convert.js';
+import { CONVERT_TOKEN, formatLuks2, readLuks2, writeMetadata, type JsonObject } from '../../luks2/index.js';
+import { findConversion } from './find.js';
+import { startEncrypt, type HeaderRequest } from './plan.js';
+import { adoptSidecar, sidecarPath } from './sidecar.js';
 
 let dir: string;
 let image: string;
