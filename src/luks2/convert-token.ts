@@ -31,7 +31,7 @@ export interface ConvertPlan {
   area: { offset: number; size: number };
   /** The header is a sidecar file until the end (attached encrypt). */
   sidecar: boolean;
-  /** Sidecar: the inode number of the image it belongs to (see volume/sidecar.ts checkSidecarIdentity). */
+  /** Sidecar: the inode number of the image it belongs to (see volume/convert/sidecar.ts checkSidecarIdentity). */
   imageIno?: number;
   /** reencrypt: the old volume key, wrapped under the new one (see volume/convert/old-key.ts). */
   oldKey?: string;
