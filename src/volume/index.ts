@@ -13,12 +13,8 @@ export { SharedRangeLock, LOCK_BYTES, LOCK_ENTRIES, type LockHandle } from './sh
 export { RangeLock, type ReleaseRange } from './range-lock.js';
 export { acquireImageLock, processStartTime, type ImageLock } from './image-lock.js';
 export { DataLayout } from './data-layout.js';
-export {
-  Converter,
-  type ConversionHost,
-  type ConverterOptions,
-  type ConvertProgress,
-} from './convert/converter.js';
+export { Converter, type ConversionHost, type ConverterOptions } from './convert/converter.js';
+export type { ConvertProgress } from './convert/progress.js';
 export { nodeIo, type ConvFile, type ConvIo } from './convert/io.js';
 export { findConversion, finishedConversion } from './convert/find.js';
 export { finalizeConversion } from './convert/finalize.js';

@@ -1,7 +1,8 @@
 // The in-place converter (plaintext -> LUKS2 "encrypt", old key -> new key "reencrypt"): runs the batches backward, crash-safe, online beside a serving volume.
 //
 // Layout. The plaintext view has `size` bytes. Unconverted data lives in the *source* layout (offset S
-// of the image; plaintext, or the old key), converted data in the *target* layout (offset T, new key).
+// of the image; plaintext, or the old key), converted data in the *target* layout (offset T, new key);
+// each is a DataLayout (../data-layout.ts), the same offset and tweak mapping the serving threads use.
 // The conversion walks backward: `front` starts at `size`; [front, size) is converted, [0, front) is not.
 //
 // Resilience (the record of progress lives in an area of the LUKS2 header file, two alternating 4 KiB
@@ -36,7 +37,6 @@ import {
   SUM_BYTES,
   sumsDigest,
   sumsOffset,
-  type ConvertMode,
   type ConvertPlan,
   type ConvertRecord,
 } from '../../luks2/index.js';
@@ -46,6 +46,7 @@ import type { Volume } from '../volume.js';
 import { YieldController, type YieldPolicy } from '../yield-controller.js';
 import { finalizeConversion } from './finalize.js';
 import { nodeIo, type ConvFile, type ConvIo } from './io.js';
+import { progressOf, RateWindow, type ConvertProgress } from './progress.js';
 
 /** What the converter needs of the online volume: its range locks, its front, its foreground counters. */
 export type ConversionHost = Pick<Volume, 'foreground' | 'lockRange' | 'setConversionFront'>;
@@ -56,21 +57,6 @@ export type ConversionHost = Pick<Volume, 'foreground' | 'lockRange' | 'setConve
  * into the page cache while the batch writes it directly.
  */
 const READAHEAD_MARGIN = 8 * 1024 * 1024;
-
-/** Progress as status shows it. */
-export interface ConvertProgress {
-  mode: ConvertMode;
-  done: number;
-  total: number;
-  percent: number;
-  /** Bytes per second over the last few seconds. */
-  rate: number;
-  /** Seconds left at that rate, or null. */
-  etaSeconds: number | null;
-  paused: boolean;
-  state: 'running' | 'paused' | 'finishing' | 'done' | 'failed';
-  error?: string;
-}
 
 export interface ConverterOptions {
   image: string;
@@ -117,7 +103,7 @@ export class Converter {
   #resume: (() => void) | null = null;
   #state: ConvertProgress['state'] = 'running';
   #error: string | undefined;
-  #rateWindow: Array<{ t: number; done: number }> = [];
+  readonly #rate = new RateWindow();
   #stopped = false;
   #files: { image: ConvFile; header: ConvFile } | null = null;
   #volume: ConversionHost | undefined;
@@ -206,27 +192,15 @@ export class Converter {
   }
 
   progress(): ConvertProgress {
-    const total = this.plan.size;
-    const done = total - this.#front;
-    const w = this.#rateWindow;
-    const first = w[0];
-    const last = w[w.length - 1];
-    const rate =
-      first && last && last.t > first.t
-        ? Math.round(((last.done - first.done) * 1000) / (last.t - first.t))
-        : 0;
-    const p: ConvertProgress = {
+    return progressOf({
       mode: this.plan.mode,
-      done,
-      total,
-      percent: total === 0 ? 100 : Math.floor((done * 1000) / total) / 10,
-      rate,
-      etaSeconds: rate > 0 ? Math.ceil((total - done) / rate) : null,
+      total: this.plan.size,
+      done: this.plan.size - this.#front,
+      rate: this.#rate.rate(),
       paused: this.#paused,
-      state: this.#paused && this.#state === 'running' ? 'paused' : this.#state,
-    };
-    if (this.#error !== undefined) p.error = this.#error;
-    return p;
+      state: this.#state,
+      error: this.#error,
+    });
   }
 
   #kill(name: string): void {
@@ -234,10 +208,7 @@ export class Converter {
   }
 
   #note(): void {
-    const now = Date.now();
-    this.#rateWindow.push({ t: now, done: this.plan.size - this.#front });
-    while (this.#rateWindow.length > 2 && now - (this.#rateWindow[0]?.t ?? now) > 5000)
-      this.#rateWindow.shift();
+    this.#rate.add(Date.now(), this.plan.size - this.#front);
     this.o.onProgress?.(this.progress());
   }
 
