@@ -19,5 +19,5 @@ export { nodeIo, type ConvFile, type ConvIo } from './convert/io.js';
 export { findConversion, finishedConversion } from './convert/find.js';
 export { finalizeConversion } from './convert/finalize.js';
 export { adoptSidecar, sidecarPath } from './convert/sidecar.js';
-export { DEFAULT_BATCH_BYTES, planEncrypt, startEncrypt, type HeaderRequest } from './convert/plan.js';
+export { DEFAULT_BATCH_BYTES, startEncrypt, type HeaderRequest } from './convert/plan.js';
 export { unwrapOldKey, wrapOldKey } from './convert/old-key.js';
