@@ -102,9 +102,7 @@ describe('one way to do each thing', () => {
   });
 
   it("makes the unit tests' temporary directories in one helper (test-helpers useTempDir)", () => {
-    // the tests other issue-12 branches are still moving (service, key manager, conversion); no others
-    const notYet = /^volume\/convert(\.test\.ts$|\/)/;
-    const own = filesMatching(/\bmkdtemp(Sync)?\(/, true).filter((f) => !notYet.test(f));
+    const own = filesMatching(/\bmkdtemp(Sync)?\(/, true);
     expect(own).toEqual(['test-helpers/temp-dir.test-helper.ts']);
   });
 

@@ -1,4 +1,4 @@
-// The crypto layer: AES-256-XTS sector encryption (dm-crypt aes-xts-plain64), a worker-thread pool with a shared keyring, and KDFs.
+// The crypto layer: AES-256-XTS sector encryption (dm-crypt aes-xts-plain64), a worker-thread pool with a shared keyring, KDFs, and AES-256 key wrap (RFC 5649).
 export {
   assertXtsKey,
   assertXtsRun,
@@ -20,3 +20,4 @@ export {
   type Pbkdf2Hash,
 } from './kdf.js';
 export { fipsActive, requireFips } from './fips.js';
+export { aesKeyUnwrapPad, aesKeyWrapPad } from './key-wrap.js';

@@ -1,13 +1,10 @@
-// AES-256 key wrap with padding (RFC 5649) through OpenSSL's id-aes256-wrap-pad cipher.
-import { createCipheriv, createDecipheriv } from 'node:crypto';
+// Wrapping secrets under a customer or platform KEK: AES-256 key wrap with padding (crypto/key-wrap.ts) with KEK checks and WRONG_KEY errors, and the local-KEK provider base.
+import { aesKeyUnwrapPad, aesKeyWrapPad } from '../crypto/key-wrap.js';
 import { AtrestError } from '../errors/index.js';
 import type { KekProvider, KekRef } from './kek.js';
 
 /** KEK length this module accepts: AES-256 only. */
 export const KEK_BYTES = 32;
-
-/** RFC 5649 alternative initial value (the 32-bit constant; OpenSSL appends the length). */
-const AIV = Buffer.from('A65959A6', 'hex');
 
 function checkKek(kek: Uint8Array): void {
   if (kek.length !== KEK_BYTES) {
@@ -23,8 +20,7 @@ function checkKek(kek: Uint8Array): void {
 export function wrapKey(kek: Uint8Array, secret: Uint8Array): Buffer {
   checkKek(kek);
   if (secret.length === 0) throw new AtrestError('USAGE', 'cannot wrap an empty secret');
-  const c = createCipheriv('id-aes256-wrap-pad', kek, AIV);
-  return Buffer.concat([c.update(secret), c.final()]);
+  return aesKeyWrapPad(kek, secret);
 }
 
 /** Unwraps; fails with WRONG_KEY when the integrity check does not hold (wrong KEK or damaged data). */
@@ -33,16 +29,10 @@ export function unwrapKey(kek: Uint8Array, wrapped: Uint8Array): Buffer {
   if (wrapped.length < 16 || wrapped.length % 8 !== 0) {
     throw new AtrestError('WRONG_KEY', 'wrapped key is malformed or does not match this KEK');
   }
-  const parts: Buffer[] = [];
   try {
-    const d = createDecipheriv('id-aes256-wrap-pad', kek, AIV);
-    parts.push(d.update(wrapped));
-    parts.push(d.final());
-    return Buffer.concat(parts);
+    return aesKeyUnwrapPad(kek, wrapped);
   } catch (err) {
     throw new AtrestError('WRONG_KEY', 'wrapped key does not match this KEK', { cause: err });
-  } finally {
-    for (const p of parts) p.fill(0);
   }
 }
 

@@ -1,4 +1,4 @@
-// The LUKS2 on-disk format: binary headers (both copies), JSON metadata, keyslots (AF splitter + KDFs), digests; read, unlock, format, add/remove keyslots.
+// The LUKS2 on-disk format: binary headers (both copies), JSON metadata, keyslots (AF splitter + KDFs), digests; read, unlock, format, add/remove keyslots; an in-place conversion's plan token and progress record area.
 //
 // Public API (others code against this):
 //   readLuks2(headerPath, { imagePath? }) → Luks2Metadata   validated view; falls back to the secondary
@@ -12,6 +12,8 @@
 //   removeKeyslot(meta, keyslot, { allowLast?, dropTokenTypes? })
 //   setToken(meta, tokenId, json | null)   replace (re-wrap) or delete one token
 //   formatLuks2({ ..., token }) writes token 0 linked to keyslot 0
+//   planOf(meta) / markConverting(json, plan) / unmarkConverting(json)   an in-place conversion's plan token
+//       and mandatory requirement (convert-token.ts); its progress record area: convert-record.ts (byte layout)
 //   updateLuks2(meta, async (fresh) => ...)   a header change under the metadata lock, on the header
 //       re-read under it (every command that changes a header goes through it; writeMetadata locks too)
 // Errors (AtrestError codes): NOT_LUKS2, CORRUPT_HEADER, TRUNCATED_IMAGE, UNSUPPORTED,
@@ -53,4 +55,30 @@ export { verifyVolumeKey, keyslotUnusableReason } from './unlock.js';
 export type { KeyslotInfo, TokenInfo, SegmentInfo, DigestInfo, JsonObject, Json } from './metadata.js';
 export { LUKS2_MAGIC_PRIMARY } from './binary-header.js';
 export { updateLuks2 } from './update.js';
+export {
+  CONVERT_TOKEN,
+  markConverting,
+  planOf,
+  planToken,
+  setPlanImageIno,
+  unmarkConverting,
+  type ConvertMode,
+  type ConvertPlan,
+  type Resilience,
+} from './convert-token.js';
+export {
+  AREA_BYTES,
+  AREA_OFFSET,
+  decodeRecord,
+  decodeRecordSlots,
+  encodeRecord,
+  MAX_BATCH_BYTES,
+  RECORD_BYTES,
+  recordOffset,
+  sectorSums,
+  SUM_BYTES,
+  sumsDigest,
+  sumsOffset,
+  type ConvertRecord,
+} from './convert-record.js';
 export { withMetadataLock, metadataLockDir, setMetadataLockDir } from './metadata-lock.js';

@@ -4,20 +4,24 @@ import type { FileHandle } from 'node:fs/promises';
 import { AtrestError } from '../errors/index.js';
 import { foreignSignature } from './signatures.js';
 
-export type DataLayout = {
+/**
+ * Which files hold a data segment and where it lies in the image: the part of the metadata the fit
+ * checks read. (How the segment's bytes map to image offsets and XTS tweaks is volume/data-layout.ts.)
+ */
+export type DataExtent = {
   headerPath: string;
   imagePath: string;
   dataOffset: number;
   dataSize: number | 'dynamic';
 };
 
-export function dataFits(meta: DataLayout, imageSize: number): boolean {
+export function dataFits(meta: DataExtent, imageSize: number): boolean {
   const end = meta.dataOffset + (meta.dataSize === 'dynamic' ? 0 : meta.dataSize);
   return !(imageSize < end || (meta.dataSize === 'dynamic' && imageSize < meta.dataOffset + 512));
 }
 
 /** Refuses serving a data segment the image does not hold (header-only commands do not need it). */
-export function checkFits(meta: DataLayout, imageSize: number): void {
+export function checkFits(meta: DataExtent, imageSize: number): void {
   if (dataFits(meta, imageSize)) return;
   if (imageSize <= meta.dataOffset) {
     throw new AtrestError(

@@ -12,35 +12,15 @@ export { openDiskIo } from './disk-io-open.js';
 export { SharedRangeLock, LOCK_BYTES, LOCK_ENTRIES, type LockHandle } from './shared-range-lock.js';
 export { RangeLock, type ReleaseRange } from './range-lock.js';
 export { acquireImageLock, processStartTime, type ImageLock } from './image-lock.js';
-export {
-  AREA_BYTES,
-  adoptSidecar,
-  Converter,
-  CONVERT_TOKEN,
-  DEFAULT_BATCH_BYTES,
-  findConversion,
-  finalizeConversion,
-  finishedConversion,
-  growForConversion,
-  markConverting,
-  nodeIo,
-  planOf,
-  ShiftedCipher,
-  sourceLayoutCipher,
-  sidecarPath,
-  unwrapOldKey,
-  wrapOldKey,
-  startEncrypt,
-  unmarkConverting,
-  type ConvertMode,
-  type ConvertPlan,
-  type ConvertProgress,
-  type ConverterOptions,
-  type ConvFile,
-  type ConvIo,
-  type ConversionHost,
-  type HeaderRequest,
-} from './convert.js';
+export { DataLayout } from './data-layout.js';
+export { Converter, type ConversionHost, type ConverterOptions } from './convert/converter.js';
+export type { ConvertProgress } from './convert/progress.js';
+export { nodeIo, type ConvFile, type ConvIo } from './convert/io.js';
+export { findConversion, finishedConversion } from './convert/find.js';
+export { finalizeConversion } from './convert/finalize.js';
+export { adoptSidecar, sidecarPath } from './convert/sidecar.js';
+export { DEFAULT_BATCH_BYTES, startEncrypt, type HeaderRequest } from './convert/plan.js';
+export { unwrapOldKey, wrapOldKey } from './convert/old-key.js';
 export {
   openConversion,
   startReencrypt,

@@ -3,7 +3,8 @@ import { Buffer } from 'node:buffer';
 import { fdatasyncSync, fsyncSync, readSync } from 'node:fs';
 import { AtrestError, fromSystemError } from '../errors/index.js';
 import { KeyCache } from '../crypto/key-cache.js';
-import { TWEAK_UNIT, type XtsCipher } from '../crypto/xts.js';
+import type { XtsCipher } from '../crypto/xts.js';
+import { DataLayout } from './data-layout.js';
 import type { DiskIo, DiskIoDescriptor } from './disk-io.js';
 import { SharedRangeLock } from './shared-range-lock.js';
 import { I64, SharedVolumeState, STATE_CLOSED, STATE_OPEN, type SlotRef } from './shared-volume.js';
@@ -37,8 +38,10 @@ export class SectorIo implements DiskIo {
   readonly state: SharedVolumeState;
   readonly locks: SharedRangeLock;
   readonly #fd: number;
-  readonly #dataOffset: number;
-  readonly #ivTweak: number;
+  /** The volume's own layout (at and above a conversion front). */
+  readonly #target: DataLayout;
+  /** The source layout below a conversion front, reloaded from the shared state per request. */
+  readonly #source: DataLayout;
   readonly #keys: KeyCache;
   #scratch: Buffer | null = null;
   #closed = false;
@@ -49,8 +52,8 @@ export class SectorIo implements DiskIo {
     this.sectorSize = d.sectorSize;
     this.imagePath = d.imagePath;
     this.#fd = d.fd;
-    this.#dataOffset = d.dataOffset;
-    this.#ivTweak = d.ivTweak;
+    this.#target = new DataLayout(d.dataOffset, d.sectorSize, d.ivTweak);
+    this.#source = new DataLayout(0, d.sectorSize, 0);
     this.state = new SharedVolumeState(d.state);
     this.locks = new SharedRangeLock(d.locks);
     this.#keys = new KeyCache(d.keyring);
@@ -230,17 +233,10 @@ export class SectorIo implements DiskIo {
         const front = this.state.front;
         const cut = Math.min(ce, Math.max(cs, front));
         if (cut > cs) {
-          const st = this.state;
-          this.#writeLayout(buf.subarray(0, cut - cs), cs, st.sourceOffset, st.source(), st.sourceIvTweak);
+          this.#writeLayout(buf.subarray(0, cut - cs), cs, this.#sourceLayout(), this.state.source());
         }
         if (cut < ce) {
-          this.#writeLayout(
-            buf.subarray(cut - cs),
-            cut,
-            this.#dataOffset,
-            this.state.target(),
-            this.#ivTweak,
-          );
+          this.#writeLayout(buf.subarray(cut - cs), cut, this.#target, this.state.target());
         }
       } finally {
         buf.fill(0);
@@ -279,17 +275,24 @@ export class SectorIo implements DiskIo {
     const st = this.state;
     const front = st.front;
     const cut = Math.min(be, Math.max(bs, front));
-    if (cut > bs)
-      this.#readLayout(bs, dst.subarray(0, cut - bs), st.sourceOffset, st.source(), st.sourceIvTweak);
-    if (cut < be) this.#readLayout(cut, dst.subarray(cut - bs), this.#dataOffset, st.target(), this.#ivTweak);
+    if (cut > bs) this.#readLayout(bs, dst.subarray(0, cut - bs), this.#sourceLayout(), st.source());
+    if (cut < be) this.#readLayout(cut, dst.subarray(cut - bs), this.#target, st.target());
   }
 
-  #readLayout(at: number, dst: Buffer, offset: number, ref: SlotRef | null, ivTweak: number): void {
+  /** The source layout as the shared state has it now (no allocation: one reused DataLayout). */
+  #sourceLayout(): DataLayout {
+    const l = this.#source;
+    l.offset = this.state.sourceOffset;
+    l.ivTweak = this.state.sourceIvTweak;
+    return l;
+  }
+
+  #readLayout(at: number, dst: Buffer, layout: DataLayout, ref: SlotRef | null): void {
     const cipher = this.#cipher(ref);
     let done = 0;
     try {
       while (done < dst.length) {
-        const n = readSync(this.#fd, dst, done, dst.length - done, offset + at + done);
+        const n = readSync(this.#fd, dst, done, dst.length - done, layout.imageOffset(at) + done);
         if (n === 0) {
           throw new AtrestError('TRUNCATED_IMAGE', `image ${this.imagePath} ends inside its data segment`, {
             path: this.imagePath,
@@ -301,16 +304,16 @@ export class SectorIo implements DiskIo {
     } catch (err) {
       throw fromSystemError(err, this.imagePath, 'image');
     }
-    cipher?.decryptInPlace(dst, this.sectorSize, at / TWEAK_UNIT + ivTweak);
+    cipher?.decryptInPlace(dst, layout.sectorSize, layout.firstTweak(at));
   }
 
-  #writeLayout(plain: Buffer, at: number, offset: number, ref: SlotRef | null, ivTweak: number): void {
+  #writeLayout(plain: Buffer, at: number, layout: DataLayout, ref: SlotRef | null): void {
     const cipher = this.#cipher(ref);
-    cipher?.encryptInPlace(plain, this.sectorSize, at / TWEAK_UNIT + ivTweak);
+    cipher?.encryptInPlace(plain, layout.sectorSize, layout.firstTweak(at));
     // locked or closed meanwhile: nothing more reaches the image
     this.#checkState();
     try {
-      writeImageSync(this.#fd, plain, offset + at, this.imagePath);
+      writeImageSync(this.#fd, plain, layout.imageOffset(at), this.imagePath);
     } catch (err) {
       throw fromSystemError(err, this.imagePath, 'image');
     }

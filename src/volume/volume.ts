@@ -27,7 +27,7 @@ export interface VolumeOptions {
   key: KeyRef | null;
   readOnly: boolean;
   /**
-   * An in-place conversion under way (see convert.ts): data below `front` still lives in the source
+   * An in-place conversion under way (see convert/converter.ts): data below `front` still lives in the source
    * layout (its own offset, key and iv_tweak: plaintext, or the old key); data at or above it is
    * converted. The converter moves the front with setConversionFront() while it holds the range
    * exclusively through lockRange().

@@ -3,8 +3,10 @@ import { randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { AtrestError } from '../../errors/index.js';
 import {
+  AREA_BYTES,
   findAreaGap,
   formatLuks2,
+  markConverting,
   readLuks2,
   replaceVolumeKey,
   updateLuks2,
@@ -12,22 +14,15 @@ import {
   unlockVolumeKey,
   wipeAreas,
   type JsonObject,
+  type ConvertPlan,
   type KdfChoice,
   type Luks2Metadata,
   type NewKeyslot,
 } from '../../luks2/index.js';
-import {
-  AREA_BYTES,
-  DEFAULT_BATCH_BYTES,
-  findConversion,
-  markConverting,
-  startEncrypt,
-  unwrapOldKey,
-  wrapOldKey,
-  type ConvertPlan,
-  type HeaderRequest,
-} from '../convert.js';
-import { isPlaintextImage, looksEncrypted } from '../plaintext-probe.js';
+import { findConversion } from './find.js';
+import { unwrapOldKey, wrapOldKey } from './old-key.js';
+import { DEFAULT_BATCH_BYTES, startEncrypt, type HeaderRequest } from './plan.js';
+import { isPlaintextImage, looksEncrypted } from './plaintext-probe.js';
 
 /** A volume key recovered by the key layer (with whatever else it tells about the unlock); the caller wipes it. */
 export interface UnlockedKey {

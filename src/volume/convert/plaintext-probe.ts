@@ -1,7 +1,7 @@
 // Whether an image is plaintext to encrypt in place: no LUKS2 header where one would be, and not all random-looking data.
 import { open } from 'node:fs/promises';
-import { AtrestError, isAtrestError } from '../errors/index.js';
-import { luksRemnants, readLuks2 } from '../luks2/index.js';
+import { AtrestError, isAtrestError } from '../../errors/index.js';
+import { luksRemnants, readLuks2 } from '../../luks2/index.js';
 
 /**
  * Whether the image looks like ciphertext: every sampled 4 KiB block (up to 64, spread over the

@@ -2,16 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { chmod, chown, copyFile, readFile, rename, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
-import { formatLuks2, readLuks2, writeMetadata, type JsonObject } from '../luks2/index.js';
-import {
-  adoptSidecar,
-  CONVERT_TOKEN,
-  findConversion,
-  sidecarPath,
-  startEncrypt,
-  type HeaderRequest,
-} from './convert.js';
+import { useTempDir } from '../../test-helpers/temp-dir.test-helper.js';
+import { CONVERT_TOKEN, formatLuks2, readLuks2, writeMetadata, type JsonObject } from '../../luks2/index.js';
+import { findConversion } from './find.js';
+import { startEncrypt, type HeaderRequest } from './plan.js';
+import { adoptSidecar, sidecarPath } from './sidecar.js';
 
 const dir = useTempDir('atrest-sidecar-', { perTest: true });
 let image: string;

@@ -1,7 +1,15 @@
-// Trust checks of an attached-header encryption's sidecar header (IMAGE.atrest-convert.hdr) before it overrides the image.
+// The sidecar header of an attached-header encryption (IMAGE.atrest-convert.hdr): its path, the trust checks before it overrides the image, and the operator's adoption of it after a copy.
 import { lstat, stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
-import { AtrestError, fromSystemError } from '../errors/index.js';
+import { AtrestError, fromSystemError } from '../../errors/index.js';
+import { planOf, readLuks2, setPlanImageIno, writeMetadata } from '../../luks2/index.js';
+
+const SIDECAR_SUFFIX = '.atrest-convert.hdr';
+
+/** Where the header of IMAGE's attached-header encryption lives until it is finalized. */
+export function sidecarPath(image: string): string {
+  return `${image}${SIDECAR_SUFFIX}`;
+}
 
 const ADOPT =
   "if it is this image's own sidecar (the image was copied or restored with it), confirm with `atrest encrypt IMAGE --adopt-sidecar`";
@@ -86,4 +94,30 @@ export async function checkSidecarIdentity(
       hint: `${ADOPT}; otherwise remove or move the sidecar away`,
     });
   }
+}
+
+/**
+ * The operator's confirmation that IMAGE's sidecar belongs to it after the image was copied or
+ * restored together with it (a new inode): the sidecar's plan is rebound to the image as it is now.
+ * The sidecar must still pass the ownership and mode checks.
+ */
+export async function adoptSidecar(image: string): Promise<void> {
+  const side = sidecarPath(image);
+  const st = await trustedSidecar(side);
+  if (st === null) {
+    throw new AtrestError('FILE_NOT_FOUND', `${image} has no sidecar ${side} to adopt`, { path: side });
+  }
+  const meta = await readLuks2(side, { imagePath: image });
+  await sameSidecar(side, st);
+  const plan = planOf(meta);
+  if (!plan.sidecar) {
+    throw new AtrestError('CORRUPT_HEADER', `${side} is not the sidecar of an attached-header encryption`, {
+      path: side,
+    });
+  }
+  const ino = (await stat(image)).ino;
+  await checkSidecarIdentity(side, image, { ...plan, imageIno: ino });
+  const json = structuredClone(meta.json);
+  setPlanImageIno(json, ino);
+  await writeMetadata(meta, json);
 }
