@@ -1,6 +1,4 @@
 // Source checks for issue 12 "one way to do each thing": constants and helpers written once, documented defaults equal to the code's.
-import { readdirSync, readFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_KDF_BUDGET } from './crypto/kdf-limits.js';
 import { DEFAULT_CONFIG } from './daemon/config.js';
@@ -14,27 +12,7 @@ import { DEFAULT_FUSE_BACKEND } from './fuse/backend.js';
 import { hostMountNamespace } from './fuse/spawn.js';
 import { PlatformKekProvider } from './keys/platform.js';
 import { keySourceOf, TOKEN_CMK, TOKEN_PLATFORM } from './keys/tokens.js';
-
-const SRC = new URL('.', import.meta.url).pathname;
-
-function sourceFiles(dir: string, tests = false): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory()
-      ? sourceFiles(join(dir, e.name), tests)
-      : e.name.endsWith('.ts') &&
-          (tests || (!e.name.endsWith('.test.ts') && !e.name.endsWith('.test-helper.ts')))
-        ? [join(dir, e.name)]
-        : [],
-  );
-}
-
-/** The src/-relative files (not tests, unless `tests`) whose text matches `re`. */
-function filesMatching(re: RegExp, tests = false): string[] {
-  return sourceFiles(SRC, tests)
-    .filter((f) => re.test(readFileSync(f, 'utf8')))
-    .map((f) => relative(SRC, f))
-    .sort();
-}
+import { filesMatching, sourceText } from './test-helpers/source-files.test-helper.js';
 
 describe('one way to do each thing', () => {
   it('writes the LUKS2 sector sizes out once (crypto/xts.ts SECTOR_SIZES)', () => {
@@ -42,7 +20,9 @@ describe('one way to do each thing', () => {
   });
 
   it("defines the tests' Node reference XTS once (crypto/node-xts.test-helper.ts)", () => {
-    expect(filesMatching(/\bfunction nodeXts\b/, true)).toEqual(['crypto/node-xts.test-helper.ts']);
+    expect(filesMatching(/\bfunction nodeXts\b/, { tests: true })).toEqual([
+      'crypto/node-xts.test-helper.ts',
+    ]);
   });
 
   it('defines the XTS tweak unit once (crypto/xts.ts TWEAK_UNIT)', () => {
@@ -50,8 +30,8 @@ describe('one way to do each thing', () => {
   });
 
   it('runs XTS both ways through one implementation with a direction (crypto/xts.ts XtsCipher.inPlace)', () => {
-    expect(filesMatching(/\bxts(En|De)cryptInPlace\b/, true)).toEqual([]);
-    const xts = readFileSync(join(SRC, 'crypto', 'xts.ts'), 'utf8');
+    expect(filesMatching(/\bxts(En|De)cryptInPlace\b/, { tests: true })).toEqual([]);
+    const xts = sourceText('crypto/xts.ts');
     expect(xts.match(/\.update\(mem\.subarray\(0, len\)\)/g)).toHaveLength(1);
   });
 
@@ -102,12 +82,12 @@ describe('one way to do each thing', () => {
   });
 
   it("makes the unit tests' temporary directories in one helper (test-helpers useTempDir)", () => {
-    const own = filesMatching(/\bmkdtemp(Sync)?\(/, true);
+    const own = filesMatching(/\bmkdtemp(Sync)?\(/, { tests: true });
     expect(own).toEqual(['test-helpers/temp-dir.test-helper.ts']);
   });
 
   it("defines the tests' USAGE-message helper once (test-helpers usageMessage)", () => {
-    expect(filesMatching(/\bfunction usage\w*\(fn: \(\) => unknown\)/, true)).toEqual([
+    expect(filesMatching(/\bfunction usage\w*\(fn: \(\) => unknown\)/, { tests: true })).toEqual([
       'test-helpers/usage-error.test-helper.ts',
     ]);
   });

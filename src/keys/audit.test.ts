@@ -1,7 +1,6 @@
 // Pins the audit log entry of every key event kind as keyEvent builds it: its fields, values and their order.
-import { readdirSync, readFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { filesMatching } from '../test-helpers/source-files.test-helper.js';
 import { KEY_EVENT_FIELD_ORDER, keyEvent, type KeyEvent, type KeyEventName } from './audit.js';
 
 const vol = { uuid: 'u-1', volume: '/img/a.img' }; // given out of order on purpose
@@ -163,20 +162,6 @@ describe('keyEvent', () => {
 });
 
 /** Source files of src/ (not tests) that hand an object literal with an `event` straight to an audit sink. */
-function handBuiltEntries(): string[] {
-  const src = new URL('..', import.meta.url).pathname;
-  const walk = (dir: string): string[] =>
-    readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-      e.isDirectory()
-        ? walk(join(dir, e.name))
-        : e.name.endsWith('.ts') && !e.name.endsWith('.test.ts') && !e.name.endsWith('.test-helper.ts')
-          ? [join(dir, e.name)]
-          : [],
-    );
-  return walk(src)
-    .filter((f) => HAND_BUILT.test(readFileSync(f, 'utf8')))
-    .map((f) => relative(src, f));
-}
 const HAND_BUILT = /\b(?:audit|auditEvent|NO_AUDIT\))\(\s*\{\s*event\s*:/;
 
 describe('one way to build an audit entry', () => {
@@ -188,6 +173,6 @@ describe('one way to build an audit entry', () => {
   });
 
   it('no source file builds an audit entry by hand: every one goes through keyEvent', () => {
-    expect(handBuiltEntries()).toEqual([]);
+    expect(filesMatching(HAND_BUILT)).toEqual([]);
   });
 });

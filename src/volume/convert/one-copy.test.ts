@@ -1,28 +1,7 @@
 // Guards for issue 12 (conversion): each on-disk structure, the key wrap and the layout math written once, in the layer that owns it.
-import { readdirSync, readFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as volume from '../index.js';
-
-const SRC = new URL('../../', import.meta.url).pathname;
-
-function sourceFiles(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory()
-      ? sourceFiles(join(dir, e.name))
-      : e.name.endsWith('.ts') && !e.name.endsWith('.test.ts') && !e.name.endsWith('.test-helper.ts')
-        ? [join(dir, e.name)]
-        : [],
-  );
-}
-
-/** The src/-relative source files (not tests) whose text matches `re`. */
-function filesMatching(re: RegExp): string[] {
-  return sourceFiles(SRC)
-    .filter((f) => re.test(readFileSync(f, 'utf8')))
-    .map((f) => relative(SRC, f))
-    .sort();
-}
+import { filesMatching } from '../../test-helpers/source-files.test-helper.js';
 
 describe('the conversion: one copy of each thing, in its layer', () => {
   it('the progress record format lives in luks2/convert-record.ts only', () => {
