@@ -1,5 +1,6 @@
 // Guards the CLI entry: importing main.ts runs nothing (no argv parse, no output, no exit code); main(argv) runs one command line.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
 const VERSION = (
@@ -12,6 +13,17 @@ function captureConsole(): { out: () => string; err: () => string } {
   vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void (out += `${a.join(' ')}\n`));
   vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void (err += `${a.join(' ')}\n`));
   return { out: () => out, err: () => err };
+}
+
+const CLI = import.meta.dirname;
+
+/** The CLI's source files (not tests) whose text matches `re`, relative to src/cli. */
+function cliFilesMatching(re: RegExp): string[] {
+  return readdirSync(CLI, { recursive: true, encoding: 'utf8' })
+    .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
+    .filter((f) => re.test(readFileSync(join(CLI, f), 'utf8')))
+    .map((f) => relative(CLI, join(CLI, f)))
+    .sort();
 }
 
 afterEach(() => {
@@ -56,5 +68,17 @@ describe('cli main', () => {
     expect(await main(['format', 'x.img', '--size', 'abc', '--json'])).toBe(2);
     expect(JSON.parse(io.out())).toEqual({ error: { code: 'USAGE', message: 'Unknown argument: json' } });
     expect(io.err()).toBe('atrest: Unknown argument: json\n');
+  });
+});
+
+describe('cli: one place for each', () => {
+  it('prints JSON in one function (render/json.ts)', () => {
+    expect(cliFilesMatching(/JSON\.stringify\([^\n]*,\s*null,\s*2\)/)).toEqual(['render/json.ts']);
+  });
+
+  it('turns an error into its message and exit code in one place (failure.ts)', () => {
+    expect(cliFilesMatching(/\bexitCodeOf\(|\.oneLine\(\)|\.fail\(/)).toEqual(['failure.ts', 'main.ts']);
+    expect(cliFilesMatching(/\bexitCodeOf\(|\.oneLine\(\)/)).toEqual(['failure.ts']);
+    expect(cliFilesMatching(/process\.exit(Code)?\b/)).toEqual([]);
   });
 });
