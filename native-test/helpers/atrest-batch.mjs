@@ -19,10 +19,7 @@ let err = '';
 console.log = (...a) => void (out += `${format(...a)}\n`);
 console.error = (...a) => void (err += `${format(...a)}\n`);
 console.warn = console.error;
-// dist/cli/main.js runs main(process.argv) once when loaded: give it an argument it refuses quietly
-process.argv = [process.argv[0], join(ROOT, 'bin', 'atrest.js'), '--atrest-batch-load-only'];
 const { main } = await import(pathToFileURL(join(ROOT, 'dist', 'cli', 'main.js')).href);
-await new Promise((r) => setImmediate(r));
 const results = [];
 for (const argv of jobs) {
   out = '';

@@ -1,4 +1,4 @@
-// `atrest encrypt`: in-place encryption in the foreground (with a progress bar), or pause/resume in the daemon.
+// Foreground in-place conversions of a closed image (`atrest encrypt`, `atrest reencrypt`): lock it, open the conversion, run it with a progress bar.
 import { resolve } from 'node:path';
 import { CryptoPool } from '../crypto/index.js';
 import { envSet } from '../errors/env.js';
@@ -13,9 +13,10 @@ import {
   openConversion,
   PlainCipher,
   startReencrypt,
-  type ConvertProgress,
   type OpenedConversion,
 } from '../volume/index.js';
+import { NEW_RECOVERY_KEY } from './render/messages.js';
+import { progressPrinter } from './render/progress.js';
 import { formatBytes } from './size.js';
 import { writeSecretLine } from './secret-output.js';
 
@@ -27,51 +28,6 @@ export function killPointFromEnv(env: NodeJS.ProcessEnv = process.env): ((name: 
   let count = 0;
   return (name: string) => {
     if (name === point && ++count === Number(nth)) process.kill(process.pid, 'SIGKILL');
-  };
-}
-
-function eta(s: number | null): string {
-  if (s === null) return '--';
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
-}
-
-/** One line of progress: percent, bytes, rate, ETA. */
-export function progressLine(p: ConvertProgress): string {
-  return (
-    `${p.percent.toFixed(1).padStart(5)}%  ${formatBytes(p.done)} of ${formatBytes(p.total)}  ` +
-    `${formatBytes(p.rate)}/s  ETA ${eta(p.etaSeconds)}`
-  );
-}
-
-/** A progress bar on a terminal, plain lines (every 10%) otherwise. */
-function progressPrinter(label = 'encrypt'): { update(p: ConvertProgress): void; end(): void } {
-  const tty = process.stderr.isTTY;
-  let lastDecile = -1;
-  let lastDraw = 0;
-  return {
-    update(p: ConvertProgress): void {
-      if (tty) {
-        const now = Date.now();
-        if (now - lastDraw < 100 && p.done < p.total) return;
-        lastDraw = now;
-        const width = 30;
-        const filled = Math.round((p.percent / 100) * width);
-        process.stderr.write(
-          `\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${progressLine(p)}\x1b[K`,
-        );
-      } else {
-        const decile = Math.floor(p.percent / 10);
-        if (decile !== lastDecile) {
-          lastDecile = decile;
-          process.stderr.write(`${label}: ${progressLine(p)}\n`);
-        }
-      }
-    },
-    end(): void {
-      if (tty) process.stderr.write('\n');
-    },
   };
 }
 
@@ -205,9 +161,7 @@ export async function reencryptOffline(paths: RuntimePaths, km: KeyManager, a: R
       const { recovery } = await startReencrypt(image, { ...hdr, keys, ...(killPoint ? { killPoint } : {}) });
       try {
         for (const r of recovery) {
-          console.error(
-            'new recovery key (the old one no longer works; shown once, store it somewhere safe):',
-          );
+          console.error(NEW_RECOVERY_KEY);
           await writeSecretLine(r.passphrase);
         }
       } finally {

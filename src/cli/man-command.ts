@@ -1,4 +1,4 @@
-// `atrest man`: collects the CLI's own --help texts (by running itself) and renders the atrest(8) page from them.
+// The atrest(8) page's input: collects the CLI's own --help texts (by running itself) and renders the page from them.
 import { spawn } from 'node:child_process';
 import { AtrestError } from '../errors/index.js';
 import { renderManPage, type CommandHelp } from './manpage.js';

@@ -1,39 +1,17 @@
 // `atrest key delete-platform-version VERSION [--dry-run] [--yes-delete-unseen] [--json]`: the only way a platform KEK version goes.
 import type { Argv, CommandModule } from 'yargs';
-import { PlatformKekProvider } from '../keys/index.js';
-import { deletePlatformVersion, planPlatformDeletion, type DeletionPlan } from '../keys/platform-delete.js';
-import type { KeyCommandContext } from './key-context.js';
+import { PlatformKekProvider } from '../../keys/index.js';
+import { deletePlatformVersion, planPlatformDeletion } from '../../keys/platform-delete.js';
+import type { KeyCommandContext } from '../context.js';
+import { jsonOption } from '../options.js';
+import { printJson } from '../render/json.js';
+import { formatPlan } from '../render/keys.js';
 
 interface Args {
   version: number;
   'dry-run': boolean;
   'yes-delete-unseen': boolean;
   json: boolean;
-}
-
-const VERDICT: Record<DeletionPlan['decision'], string> = {
-  delete: 'no known volume needs it: it can be deleted',
-  refuse: 'refused: a volume still needs it',
-  'confirm-unseen': 'some known volumes cannot be read: deleting needs --yes-delete-unseen',
-  newest: 'refused: the newest version is never deleted',
-};
-
-/** The plan as text: every known volume, whether it was read, the versions its tokens use. */
-export function formatPlan(p: DeletionPlan): string {
-  const lines = [`platform KEK version ${p.version} in key store ${p.keyStore} (newest: ${p.newest})`];
-  lines.push(`known volumes bound to the platform key: ${p.volumes.length}`);
-  for (const v of p.volumes) {
-    const where = v.header === v.image ? v.image : `${v.image} (header ${v.header})`;
-    const state =
-      v.state === 'readable'
-        ? v.versions.length === 0
-          ? 'readable, no platform token of this store'
-          : `readable, uses version ${v.versions.join(', ')}${v.needs ? '  <- needs it' : ''}`
-        : `cannot be read (${v.reason ?? 'unknown'}): may need it`;
-    lines.push(`  ${v.uuid}  ${where}  ${state}`);
-  }
-  lines.push(VERDICT[p.decision]);
-  return lines.join('\n');
 }
 
 export function deletePlatformVersionCommand(ctx: KeyCommandContext): CommandModule<object, Args> {
@@ -54,7 +32,7 @@ export function deletePlatformVersionCommand(ctx: KeyCommandContext): CommandMod
           default: false,
           describe: 'delete even though some known volumes cannot be read (they may need it)',
         })
-        .option('json', { type: 'boolean', default: false }),
+        .option('json', jsonOption()),
     handler: async (a) => {
       const km = ctx.manager();
       try {
@@ -62,7 +40,8 @@ export function deletePlatformVersionCommand(ctx: KeyCommandContext): CommandMod
         const store = new PlatformKekProvider(dir === undefined ? {} : { keyStoreDir: dir });
         const plan = await planPlatformDeletion(store, a.version);
         if (a['dry-run']) {
-          console.log(a.json ? JSON.stringify(plan, null, 2) : formatPlan(plan));
+          if (a.json) printJson(plan);
+          else console.log(formatPlan(plan));
           return;
         }
         if (!a.json) console.log(formatPlan(plan));
@@ -70,7 +49,7 @@ export function deletePlatformVersionCommand(ctx: KeyCommandContext): CommandMod
           yesDeleteUnseen: a['yes-delete-unseen'],
           audit: (e) => km.auditEvent(e),
         });
-        if (a.json) console.log(JSON.stringify({ ...done, deleted: true }, null, 2));
+        if (a.json) printJson({ ...done, deleted: true });
         else console.log(`deleted platform KEK version ${a.version}`);
       } finally {
         km.close();

@@ -1,7 +1,7 @@
 // `atrest key ...`: rotate, rotate-platform, use, revoke, restore, add-recovery, list, remove, delete-platform-version.
 import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
-import { AtrestError } from '../errors/index.js';
+import { AtrestError } from '../../errors/index.js';
 import {
   bindings,
   FileKekProvider,
@@ -10,14 +10,17 @@ import {
   PROVIDER_NAME_RE,
   redactUri,
   schemeOf,
-  type KeyslotEntry,
   type UnlockOptions,
-} from '../keys/index.js';
-import { readLuks2, type Luks2Metadata } from '../luks2/index.js';
-import { kmipRevocation, prepareKmipKey } from './kmip-keys.js';
-import { deletePlatformVersionCommand } from './platform-delete.js';
-import type { KeyCommandContext } from './key-context.js';
-import { writeSecretLine } from './secret-output.js';
+} from '../../keys/index.js';
+import { readLuks2, type Luks2Metadata } from '../../luks2/index.js';
+import { defineCommand } from '../command.js';
+import type { KeyCommandContext } from '../context.js';
+import { kmipRevocation, prepareKmipKey } from '../kmip-keys.js';
+import { headerOption, jsonOption, volumeKekOption } from '../options.js';
+import { printJson } from '../render/json.js';
+import { KEY_SLOT_HEADING, slotRow } from '../render/keys.js';
+import { writeSecretLine } from '../secret-output.js';
+import { deletePlatformVersionCommand } from './key-delete-platform-version.js';
 
 interface ImageArgs {
   image: string;
@@ -36,15 +39,6 @@ async function auth(ctx: KeyCommandContext, keyFile: string | undefined): Promis
 
 function wipe(u: UnlockOptions): void {
   if (u.passphrase instanceof Buffer) u.passphrase.fill(0);
-}
-
-function slotRow(e: KeyslotEntry): string {
-  const parts = [`${String(e.slot).padStart(4)}  ${e.kind.padEnd(10)}`];
-  parts.push(`token ${e.token === null ? '-' : String(e.token)}`.padEnd(9));
-  parts.push(e.kdf.padEnd(8));
-  if (e.kek !== undefined) parts.push(`${e.kek} (key ${e.keyId ?? '?'}, version ${e.kekVersion ?? '?'})`);
-  if (!e.usable) parts.push('[not usable here]');
-  return parts.join('  ').trimEnd();
 }
 
 function kekUri(uri: string): string {
@@ -99,16 +93,12 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
   const image = (a: Argv): Argv<ImageArgs> =>
     a
       .positional('image', { type: 'string', demandOption: true, describe: 'LUKS2 image' })
-      .option('header', { type: 'string', describe: 'detached header file' });
+      .option('header', headerOption());
   return y
     .command(
       'rotate <image>',
       "re-wrap the image's key tokens under the newest KEK version (no data is re-encrypted)",
-      (a) =>
-        image(a).option('kek', {
-          type: 'string',
-          describe: "the volume's KEK provider NAME, or its pkcs11: URI with a pin-value",
-        }),
+      (a) => image(a).option('kek', volumeKekOption()),
       async (a) => {
         const km = ctx.manager(a.kek);
         try {
@@ -229,10 +219,7 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
             type: 'string',
             describe: 'unlock with this passphrase file instead of the KEK',
           })
-          .option('kek', {
-            type: 'string',
-            describe: "the volume's KEK provider NAME, or its pkcs11: URI with a pin-value",
-          })
+          .option('kek', volumeKekOption())
           .option('iter-time', { type: 'number', describe: 'PBKDF2 benchmark target in ms (default 2000)' }),
       async (a) => {
         const km = ctx.manager(a.kek);
@@ -259,16 +246,16 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
     .command(
       'list <image>',
       'list key slots: kind (platform, customer, recovery, passphrase), token, KEK, version',
-      (a) => image(a).option('json', { type: 'boolean', default: false }),
+      (a) => image(a).option('json', jsonOption()),
       async (a) => {
         const meta = await readImage(a);
         const list = listKeyslots(meta);
         if (a.json) {
-          console.log(JSON.stringify({ image: meta.imagePath, uuid: meta.uuid, keyslots: list }, null, 2));
+          printJson({ image: meta.imagePath, uuid: meta.uuid, keyslots: list });
           return;
         }
         console.log(`${meta.imagePath}: ${list.length} key slot${list.length === 1 ? '' : 's'}`);
-        console.log('slot  kind        token      kdf       KEK');
+        console.log(KEY_SLOT_HEADING);
         for (const e of list) console.log(slotRow(e));
       },
     )
@@ -289,3 +276,9 @@ export function keyCommands(y: Argv, ctx: KeyCommandContext): Argv {
     .command(deletePlatformVersionCommand(ctx))
     .demandCommand(1, 'name a key command');
 }
+
+export const keyCommand = defineCommand({
+  command: 'key',
+  describe: 'manage keys: rotate, use a customer key, revoke, recovery, list, remove',
+  options: (y: Argv, ctx) => keyCommands(y, ctx),
+});
