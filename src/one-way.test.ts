@@ -86,6 +86,12 @@ describe('one way to do each thing', () => {
     expect(own).toEqual(['test-helpers/temp-dir.test-helper.ts']);
   });
 
+  it('walks the source tree for the guard tests in one helper (test-helpers/source-files)', () => {
+    expect(filesMatching(/\breaddirSync\(/, { tests: true }).filter((f) => f.endsWith('.test.ts'))).toEqual(
+      [],
+    );
+  });
+
   it("defines the tests' USAGE-message helper once (test-helpers usageMessage)", () => {
     expect(filesMatching(/\bfunction usage\w*\(fn: \(\) => unknown\)/, { tests: true })).toEqual([
       'test-helpers/usage-error.test-helper.ts',

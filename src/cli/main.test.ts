@@ -1,7 +1,7 @@
 // Guards the CLI entry: importing main.ts runs nothing (no argv parse, no output, no exit code); main(argv) runs one command line.
-import { readdirSync, readFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { filesMatching } from '../test-helpers/source-files.test-helper.js';
 
 const VERSION = (
   JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
@@ -15,15 +15,9 @@ function captureConsole(): { out: () => string; err: () => string } {
   return { out: () => out, err: () => err };
 }
 
-const CLI = import.meta.dirname;
-
 /** The CLI's source files (not tests) whose text matches `re`, relative to src/cli. */
 function cliFilesMatching(re: RegExp): string[] {
-  return readdirSync(CLI, { recursive: true, encoding: 'utf8' })
-    .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
-    .filter((f) => re.test(readFileSync(join(CLI, f), 'utf8')))
-    .map((f) => relative(CLI, join(CLI, f)))
-    .sort();
+  return filesMatching(re, { under: 'cli' }).map((f) => f.slice('cli/'.length));
 }
 
 afterEach(() => {

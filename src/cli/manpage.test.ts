@@ -1,23 +1,10 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { sourceFiles, sourceText } from '../test-helpers/source-files.test-helper.js';
 import { ENV_VARS } from '../errors/env.js';
 import { ERROR_CODES } from '../errors/index.js';
 import { completions, wantsVolumeName } from './completion.js';
 import { listedCommands } from './man-command.js';
 import { ENVIRONMENT, EXIT_MEANINGS, helpParts, renderManPage, troffEscape } from './manpage.js';
-
-const SRC = resolve(import.meta.dirname, '..');
-
-function sourceFiles(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory()
-      ? sourceFiles(join(dir, e.name))
-      : e.name.endsWith('.ts') && !e.name.endsWith('.test.ts')
-        ? [join(dir, e.name)]
-        : [],
-  );
-}
 
 const HELP = `atrest close <name>
 
@@ -35,11 +22,11 @@ describe('atrest(8)', () => {
     // every variable named in src/ is in the one table (src/errors/env.ts), and only that file reads them
     const named = new Set<string>();
     const directReads: string[] = [];
-    for (const f of sourceFiles(SRC)) {
-      const text = readFileSync(f, 'utf8');
+    for (const f of sourceFiles({ tests: true }).filter((f) => !f.endsWith('.test.ts'))) {
+      const text = sourceText(f);
       for (const m of text.matchAll(/['"`](ATREST_[A-Z0-9_]+)['"`]/g)) named.add(m[1] ?? '');
       for (const m of text.matchAll(/\benv(?:\.|\[['"])(ATREST_[A-Z0-9_]+)/g))
-        directReads.push(`${f.slice(SRC.length + 1)}: ${m[1] ?? ''}`);
+        directReads.push(`${f}: ${m[1] ?? ''}`);
     }
     const table = new Set<string>(ENV_VARS.map((v) => v.name));
     expect([...named].filter((n) => !table.has(n)).sort()).toEqual([]);
