@@ -19,7 +19,8 @@
 //       errors/ -> crypto/ -> luks2/ -> keys/ | volume/ -> fuse/ -> daemon/ -> cli/
 //     keys/ and volume/ are one level and must not import each other (volume sees only unwrapped key bytes; keys never
 //     touches the data path). fuse/ sits below daemon/: today daemon/ imports fuse/ (the service mounts volumes through
-//     fuse/backend, fuse/mounts, fuse/spawn) and fuse/ imports nothing of daemon/, so the rule that holds is that fuse/
+//     fuse/backend, fuse/mounts, fuse/spawn, and attaches loop devices through fuse/blockdev) and fuse/ imports
+//     nothing of daemon/, so the rule that holds is that fuse/
 //     (serving one opened volume as a file) never imports daemon/ (the service that decides what to serve), and
 //     fuse/ must not import keys/ either: it serves an already opened volume. `import type` counts here too: a layer
 //     that names a higher layer's types depends on it. A file directly in src/ or in a folder not listed below is a
