@@ -10,6 +10,7 @@ import { KeyManager } from './manager.js';
 import { bindings } from './tokens.js';
 import { storedUri } from './kek.js';
 import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
+import { rejects } from '../errors/rejects.test-helper.js';
 
 const tmp = useTempDir('atrest-km-', { perTest: true });
 let dir: string;
@@ -31,15 +32,6 @@ beforeEach(() => {
 afterEach(() => {
   km.close();
 });
-
-async function rejects(p: Promise<unknown>, code: string, text: RegExp): Promise<void> {
-  const err: unknown = await p.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(err).toMatchObject({ code });
-  expect((err as Error).message).toMatch(text);
-}
 
 async function platformVolume(name = 'a.img'): Promise<string> {
   const image = join(dir, name);

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LocalKeyring } from '../crypto/keyring.js';
 import { xtsInPlace } from '../crypto/xts.js';
-import { isAtrestError } from '../errors/index.js';
 import { Volume } from './volume.js';
 import { useTempDir } from '../test-helpers/temp-dir.test-helper.js';
+import { rejects } from '../errors/rejects.test-helper.js';
 
 /** Volumes take their key by keyring ref: this file's keys live in a keyring of its own. */
 const keyring = new LocalKeyring();
@@ -47,14 +47,6 @@ async function makeVolume(
     readOnly: opts.readOnly ?? false,
   });
   return { volume, image, key, dataOffset, ivTweak };
-}
-
-async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(isAtrestError(err) ? err.code : err).toBe(code);
 }
 
 describe('Volume', () => {
@@ -131,9 +123,9 @@ describe('Volume', () => {
     expect((await volume.read(8192, 10)).length).toBe(0);
     expect((await volume.read(100000, 10)).length).toBe(0);
     expect(await volume.write(8100, Buffer.alloc(200, 1))).toBe(92);
-    await expectCode(volume.write(8192, Buffer.alloc(1)), 'NO_SPACE');
+    await rejects(volume.write(8192, Buffer.alloc(1)), 'NO_SPACE');
     expect(await volume.write(9000, Buffer.alloc(0))).toBe(0);
-    await expectCode(volume.read(-1, 1), 'USAGE');
+    await rejects(volume.read(-1, 1), 'USAGE');
     await volume.close();
   });
 
@@ -150,7 +142,7 @@ describe('Volume', () => {
       key: null,
       readOnly: true,
     });
-    await expectCode(ro.write(0, Buffer.from('x')), 'READ_ONLY');
+    await rejects(ro.write(0, Buffer.from('x')), 'READ_ONLY');
     expect((await ro.read(0, 5)).toString()).toBe('hello');
     await ro.fsync(false);
     await ro.close();
@@ -166,12 +158,12 @@ describe('Volume', () => {
     volume.lock('key revoked');
     const settled = volume.settle();
     release();
-    await expectCode(pending, 'LOCKED');
+    await rejects(pending, 'LOCKED');
     await settled;
     expect(volume.busy).toBe(false);
-    await expectCode(volume.read(0, 1), 'LOCKED');
-    await expectCode(volume.write(0, Buffer.alloc(1)), 'LOCKED');
-    await expectCode(volume.fsync(true), 'LOCKED');
+    await rejects(volume.read(0, 1), 'LOCKED');
+    await rejects(volume.write(0, Buffer.alloc(1)), 'LOCKED');
+    await rejects(volume.fsync(true), 'LOCKED');
     expect((await readFile(image)).subarray(0, 4096).every((b) => b === 0)).toBe(true);
     await volume.close();
     await volume.close();
@@ -181,10 +173,10 @@ describe('Volume', () => {
     const image = join(dir(), 'short');
     await writeFile(image, Buffer.alloc(4096));
     const base = { imagePath: image, dataOffset: 0, ivTweak: 0, key: null, readOnly: false };
-    await expectCode(Volume.open({ ...base, dataSize: 8192, sectorSize: 512 }), 'TRUNCATED_IMAGE');
-    await expectCode(Volume.open({ ...base, dataSize: 4096, sectorSize: 600 }), 'UNSUPPORTED');
-    await expectCode(Volume.open({ ...base, dataSize: 1000, sectorSize: 512 }), 'UNSUPPORTED');
-    await expectCode(
+    await rejects(Volume.open({ ...base, dataSize: 8192, sectorSize: 512 }), 'TRUNCATED_IMAGE');
+    await rejects(Volume.open({ ...base, dataSize: 4096, sectorSize: 600 }), 'UNSUPPORTED');
+    await rejects(Volume.open({ ...base, dataSize: 1000, sectorSize: 512 }), 'UNSUPPORTED');
+    await rejects(
       Volume.open({ ...base, imagePath: join(dir(), 'nope'), dataSize: 512, sectorSize: 512 }),
       'FILE_NOT_FOUND',
     );
@@ -195,6 +187,6 @@ describe('Volume', () => {
   it('fails closed-volume calls with NOT_OPEN', async () => {
     const { volume } = await makeVolume();
     await volume.close();
-    await expectCode(volume.read(0, 1), 'NOT_OPEN');
+    await rejects(volume.read(0, 1), 'NOT_OPEN');
   });
 });

@@ -7,6 +7,7 @@ import { ConversionKeyringAdapter, KeyManager, listKeyslots, type KeyEvent } fro
 import { addKeyslot, readLuks2, unlockVolumeKey } from '../../luks2/index.js';
 import { useTempDir } from '../../test-helpers/temp-dir.test-helper.js';
 import { openConversion, startReencrypt } from './with-keys.js';
+import { rejects } from '../../errors/rejects.test-helper.js';
 
 const FAST = { type: 'pbkdf2', iterations: 1000 } as const;
 const dir = useTempDir('atrest-with-keys-', { perTest: true });
@@ -24,15 +25,6 @@ beforeEach(() => {
   keyring = new ConversionKeyringAdapter(km);
 });
 afterEach(() => km.close());
-
-async function rejects(p: Promise<unknown>, code: string, text: RegExp): Promise<void> {
-  const err: unknown = await p.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(err).toMatchObject({ code });
-  expect((err as Error).message).toMatch(text);
-}
 
 describe('openConversion', () => {
   it('starts encrypting a plaintext image under a platform-bound keyslot, then resumes it with the same key', async () => {
