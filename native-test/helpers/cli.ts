@@ -79,23 +79,36 @@ export async function makeAtrestEnv(prefix = 'atrest-e2e-'): Promise<AtrestEnv> 
     ATREST_AUDIT_LOG: join(dir, 'audit.log'),
     ATREST_PROVIDERS: join(dir, 'providers.json'),
   };
-  const atrest = (
+  const runAtrest = (
     args: string[],
     opts: { input?: Buffer | string; timeoutMs?: number } = {},
   ): Promise<RunResult> => run(process.execPath, [BIN, ...args], { env, ...opts });
+  // A test that outlives its timeout keeps running after cleanup(); its next command would start a
+  // daemon in the removed directory that nothing stops. After cleanup, commands are refused instead.
+  let cleanedUp = false;
+  const atrest = (
+    args: string[],
+    opts: { input?: Buffer | string; timeoutMs?: number } = {},
+  ): Promise<RunResult> =>
+    cleanedUp
+      ? Promise.reject(
+          new Error(`atrest ${args.join(' ')}: ${dir} is already cleaned up (the test outlived its timeout)`),
+        )
+      : runAtrest(args, opts);
   return {
     dir,
     env,
     runDir,
     atrest,
     async cleanup(): Promise<void> {
+      cleanedUp = true;
       // Unmount filesystems we mounted under dir, stop the daemon (closes volumes), then sweep leftovers.
       const mounts = await run('sh', ['-c', `grep -F ' ${dir}/' /proc/mounts | awk '{print $2}' | sort -r`]);
       for (const m of mounts.stdout.split('\n').filter(Boolean)) {
         if (!m.startsWith(runDir)) await run('umount', ['-l', m], { timeoutMs: 20_000 });
       }
       const pid = Number((await readFile(join(dir, 'state', 'daemon.pid'), 'utf8').catch(() => '')).trim());
-      await atrest(['daemon', '--stop'], { timeoutMs: 60_000 });
+      await runAtrest(['daemon', '--stop'], { timeoutMs: 60_000 });
       if (pid > 0) await waitForExit(pid, 30_000);
       await run('bash', [join(ROOT, 'scripts', 'cleanup'), dir], { timeoutMs: 60_000 });
       await rm(dir, { recursive: true, force: true });
