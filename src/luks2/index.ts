@@ -41,7 +41,7 @@ export {
 } from './format.js';
 export {
   addKeyslot,
-  findAreaGap,
+  freeKeyslotArea,
   removeKeyslot,
   replaceVolumeKey,
   resolveKdf,

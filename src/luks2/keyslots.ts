@@ -57,7 +57,7 @@ export function keyslotAreaSize(keySize: number): number {
 }
 
 /** The first gap in the keyslots area that fits `size` bytes, or null. */
-export function findAreaGap(
+function findAreaGap(
   areas: Array<{ offset: number; size: number }>,
   start: number,
   end: number,
@@ -69,6 +69,19 @@ export function findAreaGap(
     at = Math.max(at, roundUp(a.offset + a.size, AREA_ALIGN));
   }
   return at + size <= end ? at : null;
+}
+
+/**
+ * The first gap of `size` bytes in `meta`'s keyslots area (after both binary headers), or null;
+ * `taken` defaults to the areas of the keyslots the header has.
+ */
+export function freeKeyslotArea(
+  meta: Luks2Metadata,
+  size: number,
+  taken: Array<{ offset: number; size: number }> = meta.keyslots.map((k) => k.area),
+): number | null {
+  const start = 2 * meta.hdrSize;
+  return findAreaGap(taken, start, start + meta.keyslotsSize, size);
 }
 
 /**
@@ -167,13 +180,7 @@ export async function addKeyslot(
     });
   }
   const keySize = volumeKey.length;
-  const start = 2 * meta.hdrSize;
-  const offset = findAreaGap(
-    meta.keyslots.map((k) => k.area),
-    start,
-    start + meta.keyslotsSize,
-    keyslotAreaSize(keySize),
-  );
+  const offset = freeKeyslotArea(meta, keyslotAreaSize(keySize));
   if (offset === null) {
     throw new AtrestError('NO_SPACE', `${path}: no space left in the keyslots area for a new key slot`, {
       path,
@@ -299,7 +306,6 @@ export async function replaceVolumeKey(
   const oldIds = new Set(meta.digest.keyslots);
   const oldAreas = meta.keyslots.filter((k) => oldIds.has(k.id)).map((k) => ({ ...k.area }));
   const taken = [...meta.keyslots.map((k) => k.area), ...(opts.reserved ?? [])];
-  const start = 2 * meta.hdrSize;
   const json = structuredClone(meta.json);
   const keyslotsJson = json.keyslots as Record<string, JsonObject>;
   const tokens = json.tokens as Record<string, JsonObject>;
@@ -328,7 +334,7 @@ export async function replaceVolumeKey(
       if (nextId >= KEYSLOTS_MAX)
         throw new AtrestError('NO_SPACE', `${path}: no free key slot for the new key`, { path });
       const size = keyslotAreaSize(newKey.length);
-      const offset = findAreaGap(taken, start, start + meta.keyslotsSize, size);
+      const offset = freeKeyslotArea(meta, size, taken);
       if (offset === null) {
         throw new AtrestError(
           'NO_SPACE',

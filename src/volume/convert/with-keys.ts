@@ -4,7 +4,7 @@ import { open } from 'node:fs/promises';
 import { AtrestError } from '../../errors/index.js';
 import {
   AREA_BYTES,
-  findAreaGap,
+  freeKeyslotArea,
   formatLuks2,
   markConverting,
   readLuks2,
@@ -246,13 +246,7 @@ export async function startReencrypt(
         { hint: 'pass each passphrase with --key-file FILE (repeatable), or remove those key slots first' },
       );
     }
-    const start = 2 * meta.hdrSize;
-    const areaOffset = findAreaGap(
-      meta.keyslots.map((k) => k.area),
-      start,
-      start + meta.keyslotsSize,
-      AREA_BYTES,
-    );
+    const areaOffset = freeKeyslotArea(meta, AREA_BYTES);
     if (areaOffset === null) {
       throw new AtrestError(
         'NO_SPACE',
